@@ -1,0 +1,47 @@
+# Two entry points (see README): `make demo` runs the main job end to end; `make test` passes the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit gate test-slow clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0 -c requirements/constraints.txt
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps tensorrt-stubs
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hhrnet demo --out demo_out
+
+lint: $(STAMP)
+	$(BIN)/ruff check hhrnet kernels export benchmarks tests
+	$(BIN)/ruff format --check hhrnet kernels export benchmarks tests
+
+# mypy cannot follow setuptools' package-dir mapping, so it checks a copy laid out as installed.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck
+	cp -r hhrnet build/typecheck/hhrnet
+	cp -r kernels build/typecheck/hhrnet/kernels
+	cp -r export build/typecheck/hhrnet/export
+	cp -r benchmarks build/typecheck/hhrnet/benchmarks
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p hhrnet
+
+unit: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "not slow and not gpu and not tensorrt"
+
+gate: $(STAMP)
+	$(BIN)/hhrnet bench gate
+
+test: lint typecheck unit gate
+
+test-slow: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "slow"
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""ONNX export, TensorRT engine building and runtimes behind one backend interface."""

@@ -1,0 +1,1 @@
+"""Numba CPU and CUDA post-processing kernels (peaks, grouping, refine). NumPy + Numba only, never torch."""
