@@ -1,0 +1,7 @@
+"""``python -m hhrnet`` (used by ``torchrun ... -m hhrnet train``)."""
+
+import sys
+
+from hhrnet.cli.app import main
+
+sys.exit(main())
