@@ -1,0 +1,226 @@
+"""Loss: the batched AE / heatmap loss against a per-image, per-person loop twin of the official formula."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hhrnet.config import LossConfig
+from hhrnet.losses import HigherHRNetLoss, ae_loss, heatmap_loss
+from hhrnet.targets import pack_joints
+
+
+def loop_ae_loss(tags: torch.Tensor, joints: np.ndarray, loss_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Official AELoss written as loops: tags (B, N) flattened, joints (B, P, J, 2) numpy."""
+    pushes, pulls = [], []
+    for b in range(tags.shape[0]):
+        means, pull = [], tags.new_zeros(())
+        for person in joints[b]:
+            picked = [tags[b, int(idx)] for idx, used in person if used > 0]
+            if not picked:
+                continue
+            stack = torch.stack(picked)
+            mean = stack.mean()
+            means.append(mean)
+            pull = pull + ((stack - mean) ** 2).mean()
+        n = len(means)
+        if n == 0:
+            pushes.append(tags.new_zeros(()))
+            pulls.append(tags.new_zeros(()))
+            continue
+        if n == 1:
+            pushes.append(tags.new_zeros(()))
+            pulls.append(pull / n)
+            continue
+        total = tags.new_zeros(())
+        for a in range(n):
+            for c in range(n):
+                d = means[a] - means[c]
+                total = total + (torch.exp(-(d**2)) if loss_type == "exp" else torch.clamp(1 - d.abs(), min=0))
+        pushes.append((total - n) / ((n - 1) * n) * 0.5)
+        pulls.append(pull / n)
+    return torch.stack(pushes), torch.stack(pulls)
+
+
+def _batch(seed: int, people: tuple[int, ...], size: int = 8, joints: int = 5, maxp: int = 6):
+    """Random tag maps (B, J, H, W) and packed joints from random people (people[b] per image)."""
+    rng = np.random.default_rng(seed)
+    tags = torch.tensor(rng.normal(0, 1.5, size=(len(people), joints, size, size)), dtype=torch.float32)
+    packed = []
+    for n in people:
+        pts = np.zeros((n, joints, 3))
+        pts[..., :2] = rng.uniform(-1, size + 1, size=(n, joints, 2))
+        pts[..., 2] = rng.integers(0, 3, size=(n, joints))
+        if n >= 2:
+            pts[0, :, 2] = 0  # an empty person in the layout
+        packed.append(pack_joints(pts, size, maxp))
+    return tags, torch.from_numpy(np.stack(packed))
+
+
+@pytest.mark.parametrize("loss_type", ["exp", "max"])
+@pytest.mark.parametrize("people", [(0,), (1,), (2,), (4, 0, 1, 6), (6, 3)])
+def test_ae_loss_equals_loop_twin(loss_type: str, people: tuple[int, ...]) -> None:
+    tags, joints = _batch(sum(people) + len(people), people)
+    a = tags.clone().requires_grad_(True)
+    b = tags.clone().requires_grad_(True)
+    push, pull = ae_loss(a, joints, loss_type)  # type: ignore[arg-type]
+    ref_push, ref_pull = loop_ae_loss(b.reshape(len(people), -1), joints.numpy(), loss_type)
+    assert push.shape == pull.shape == (len(people),)
+    torch.testing.assert_close(push, ref_push, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pull, ref_pull, rtol=1e-6, atol=1e-6)
+    (push.sum() + pull.sum()).backward()
+    (ref_push.sum() + ref_pull.sum() + 0 * b.sum()).backward()  # 0*: the twin's N=0 terms are constants
+    assert a.grad is not None and b.grad is not None
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    if max(people) >= 3:  # people with joints give a real, non-trivial loss
+        assert float(pull.detach().max()) > 0 and float(push.detach().max()) > 0
+    if people == (1,):  # one person: push is exactly 0, pull is its own spread
+        assert float(push[0].detach()) == 0.0 and float(pull[0].detach()) > 0
+
+
+def test_ae_loss_known_values() -> None:
+    """Two people with constant tags 0 and 1: pull 0, push exp(-1) (exp) or 0 (max); one person 1 off."""
+    tags = torch.zeros(1, 1, 2, 2)
+    tags[0, 0, 1] = 1.0  # flat indices 2, 3 hold tag 1
+    joints = torch.zeros(1, 3, 1, 2, dtype=torch.int64)
+    joints[0, 0, 0] = torch.tensor([0, 1])
+    joints[0, 1, 0] = torch.tensor([3, 1])
+    push, pull = ae_loss(tags, joints, "exp")
+    torch.testing.assert_close(push, torch.tensor([np.exp(-1.0) * 0.5], dtype=torch.float32))
+    torch.testing.assert_close(pull, torch.tensor([0.0]))
+    push, _ = ae_loss(tags, joints, "max")
+    torch.testing.assert_close(push, torch.tensor([0.0]))
+    # pull of one person with tags 0 and 1: mean 0.5, mean squared deviation 0.25
+    joints2 = torch.zeros(1, 2, 2, 2, dtype=torch.int64)
+    joints2[0, 0] = torch.tensor([[0, 1], [2, 1]])
+    push, pull = ae_loss(tags, joints2, "exp")
+    torch.testing.assert_close(pull, torch.tensor([0.25]))
+    torch.testing.assert_close(push, torch.tensor([0.0]))
+
+
+def test_heatmap_loss_is_mean_over_all_positions() -> None:
+    pred = torch.zeros(2, 3, 4, 4)
+    gt = torch.ones(2, 3, 4, 4)
+    mask = torch.ones(2, 4, 4)
+    mask[1, :2] = 0  # half of image 1 ignored: the loss halves, it is not renormalised by mask area
+    torch.testing.assert_close(heatmap_loss(pred, gt, mask), torch.tensor([1.0, 0.5]))
+
+
+def _official_total(loss: HigherHRNetLoss, outputs, heatmaps, masks, joints) -> torch.Tensor:
+    """The official trainer's sum written out per stage, on the loop twin."""
+    total = torch.zeros(())
+    j = loss.num_joints
+    for i, out in enumerate(outputs):
+        if not loss.with_heatmaps_loss[i]:
+            continue
+        per = ((out[:, :j] - heatmaps[i]) ** 2 * masks[i][:, None]).mean(dim=3).mean(dim=2).mean(dim=1)
+        total = total + (per * loss.heatmaps_loss_factor[i]).mean()
+        if loss.with_ae_loss[i]:
+            push, pull = loop_ae_loss(out[:, j:].reshape(out.shape[0], -1), joints[i].numpy(), loss.ae_loss_type)
+            total = total + (push * loss.push_loss_factor[i]).mean() + (pull * loss.pull_loss_factor[i]).mean()
+    return total
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        LossConfig(),
+        LossConfig(
+            ae_loss_type="max",
+            push_loss_factor=(0.5, 0.1),
+            pull_loss_factor=(0.25, 0.1),
+            heatmaps_loss_factor=(2.0, 0.5),
+        ),  # fmt: skip
+        LossConfig(with_ae_loss=(True, True)),
+        LossConfig(with_heatmaps_loss=(True, False)),
+    ],
+)
+def test_multi_stage_total_equals_official_sum(cfg: LossConfig) -> None:
+    rng = np.random.default_rng(0)
+    j, batch = 5, 3
+    tags0, joints0 = _batch(1, (3, 0, 5), size=8, joints=j)
+    tags1, joints1 = _batch(2, (3, 0, 5), size=16, joints=j)
+    hm0 = torch.tensor(rng.random((batch, j, 8, 8)), dtype=torch.float32)
+    hm1 = torch.tensor(rng.random((batch, j, 16, 16)), dtype=torch.float32)
+    out0 = torch.cat([torch.tensor(rng.random((batch, j, 8, 8)), dtype=torch.float32), tags0], 1)
+    extra = [tags1] if cfg.with_ae_loss[1] else []
+    out1 = torch.cat([torch.tensor(rng.random((batch, j, 16, 16)), dtype=torch.float32), *extra], 1)
+    masks = [
+        torch.tensor(rng.random((batch, 8, 8)) > 0.3).float(),
+        torch.tensor(rng.random((batch, 16, 16)) > 0.3).float(),
+    ]
+    loss = HigherHRNetLoss(cfg, j)
+    total, terms = loss([out0, out1], [hm0, hm1], masks, [joints0, joints1])
+    expected = _official_total(loss, [out0, out1], [hm0, hm1], masks, [joints0, joints1])
+    torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-7)
+    assert total.dtype == torch.float32 and total.ndim == 0
+    assert ("push_1" in terms) == (cfg.with_ae_loss[1] and cfg.with_heatmaps_loss[1])
+    assert ("heatmap_1" in terms) == cfg.with_heatmaps_loss[1]
+    parts = sum(v for k, v in terms.items() if k != "total")
+    torch.testing.assert_close(parts, total)
+    assert float(terms["push_0"]) > 0 and float(terms["pull_0"]) > 0
+
+
+def test_runs_on_meta_tensors_so_nothing_depends_on_values() -> None:
+    """No .item()/.cpu()/nonzero: the whole loss traces on the meta device, which has no data."""
+    loss = HigherHRNetLoss(LossConfig(), 17)
+    meta = {"device": "meta"}
+    outputs = [torch.empty(2, 34, 8, 8, **meta), torch.empty(2, 17, 16, 16, **meta)]
+    heatmaps = [torch.empty(2, 17, 8, 8, **meta), torch.empty(2, 17, 16, 16, **meta)]
+    masks = [torch.empty(2, 8, 8, **meta), torch.empty(2, 16, 16, **meta)]
+    joints = [torch.empty(2, 30, 17, 2, dtype=torch.int64, **meta)] * 2
+    total, terms = loss(outputs, heatmaps, masks, joints)
+    assert total.device.type == "meta" and total.shape == ()
+    assert set(terms) == {"heatmap_0", "push_0", "pull_0", "heatmap_1", "total"}
+
+
+def test_autocast_computes_in_float32() -> None:
+    tags, joints = _batch(3, (4, 2), size=8, joints=17, maxp=30)
+    cfg = LossConfig()
+    loss = HigherHRNetLoss(cfg, 17)
+    out0 = torch.cat([torch.rand(2, 17, 8, 8), tags], 1)
+    out1 = torch.rand(2, 17, 16, 16)
+    hm = [torch.rand(2, 17, 8, 8), torch.rand(2, 17, 16, 16)]
+    masks = [torch.ones(2, 8, 8), torch.ones(2, 16, 16)]
+    ref, _ = loss([out0, out1], hm, masks, [joints, joints])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = [out0.to(torch.bfloat16), out1.to(torch.bfloat16)]
+        total, _ = loss(half, hm, masks, [joints, joints])
+    assert total.dtype == torch.float32
+    torch.testing.assert_close(total, ref, rtol=2e-2, atol=1e-3)
+
+
+def test_rejects_wrong_stage_count() -> None:
+    loss = HigherHRNetLoss(replace(LossConfig()), 17)
+    with pytest.raises(ValueError, match="2 stages"):
+        loss([torch.zeros(1, 34, 4, 4)], [torch.zeros(1, 17, 4, 4)], [torch.ones(1, 4, 4)],
+             [torch.zeros(1, 30, 17, 2, dtype=torch.int64)])  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_forward_backward_never_synchronises_under_fp16_autocast() -> None:
+    """CUDA sync debug mode turns any host synchronisation (item, cpu, nonzero) into an error."""
+    tags, joints = _batch(4, (5, 0, 1, 9), size=16, joints=17, maxp=30)
+    loss = HigherHRNetLoss(LossConfig(), 17)
+    dev = torch.device("cuda")
+    out0 = torch.cat([torch.rand(4, 17, 16, 16), tags], 1).to(dev).requires_grad_(True)
+    out1 = torch.rand(4, 17, 32, 32, device=dev, requires_grad=True)
+    hm = [torch.rand(4, 17, 16, 16, device=dev), torch.rand(4, 17, 32, 32, device=dev)]
+    masks = [torch.ones(4, 16, 16, device=dev), torch.ones(4, 32, 32, device=dev)]
+    jts = [joints.to(dev), joints.to(dev)]
+    ref, _ = loss([out0.detach().cpu(), out1.detach().cpu()], [h.cpu() for h in hm], [m.cpu() for m in masks],
+                  [j.cpu() for j in jts])  # fmt: skip
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.float16):
+            total, _ = loss([out0.half(), out1.half()], hm, masks, jts)
+            total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert total.dtype == torch.float32
+    torch.testing.assert_close(total.cpu(), ref, rtol=1e-2, atol=1e-3)
