@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from hhrnet.cli import info
@@ -22,6 +21,16 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
+
+
+@app.callback()
+def _root() -> None:
+    """HigherHRNet multi-person pose estimation: train, evaluate, predict, export, benchmark.
+
+    Add --debug to any command to see the traceback of an error.
+    """
+
+
 app.command("info")(info.info)
 
 
@@ -34,22 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     from hhrnet.errors import HHRNetError
 
     try:
-        result = app(args=args, prog_name="hhrnet", standalone_mode=False)
+        app(args=args, prog_name="hhrnet")  # standalone: usage errors and --help exit via SystemExit
     except HHRNetError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        print("interrupted", file=sys.stderr)
         return 130
-    return int(result) if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""Optional dependencies, detected without importing anything heavy at package import time.
+
+TensorRT needs care: the ``tensorrt-stubs`` package (installed for type checking) leaves a ``tensorrt``
+*namespace* package behind, so ``import tensorrt`` succeeds without TensorRT. A real installation
+has ``tensorrt.Builder`` / ``tensorrt.Runtime``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from hhrnet.errors import BackendError
+
+
+def tensorrt_or_none() -> ModuleType | None:
+    """The real ``tensorrt`` module, or None when it is absent (or only type stubs are installed)."""
+    try:
+        trt = importlib.import_module("tensorrt")
+    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+        return None
+    return trt if hasattr(trt, "Runtime") else None
+
+
+def require_tensorrt() -> ModuleType:
+    trt = tensorrt_or_none()
+    if trt is None:
+        raise BackendError(
+            "TensorRT is not installed (pip install 'hhrnet[tensorrt]' on a machine with an NVIDIA GPU and driver)"
+        )
+    return trt

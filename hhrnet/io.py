@@ -1,0 +1,60 @@
+"""Atomic file writes: a reader sees the old file or the new one, never a torn one.
+
+Write to a temporary file in the destination directory, fsync it, then ``os.replace`` (atomic on POSIX
+and Windows within one filesystem), then fsync the directory so the rename itself survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def _atomic(path: str | Path, mode: str) -> Iterator[IO[Any]]:
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with _atomic(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[IO[bytes]], None]) -> Path:
+    """Let ``writer`` stream into a binary file handle; the result appears atomically at ``path``."""
+    with _atomic(path, "wb") as fh:
+        writer(fh)
+    return Path(path)
+
+
+def atomic_save_torch(path: str | Path, obj: object) -> Path:
+    import torch
+
+    return atomic_write_with(path, lambda fh: torch.save(obj, fh))
