@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from hhrnet.cli import info
+from hhrnet.cli import info, synth
 
 app = typer.Typer(
     name="hhrnet",
@@ -32,6 +32,7 @@ def _root() -> None:
 
 
 app.command("info")(info.info)
+app.command("synth")(synth.synth)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,112 @@
+"""Built-in synthetic dataset: valid COCO/CrowdPose json, consistent labels, determinism, perfect-score GT."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hhrnet.data.synth import synthesize
+from hhrnet.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, num_train=24, num_val=8, image_size=(192, 160), seed=3)
+    return root
+
+
+def test_layout_and_cocoapi_loading(coco_root: Path) -> None:
+    from pycocotools.coco import COCO
+
+    for split, n in (("train", 24), ("val", 8)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(coco_root / "annotations" / f"person_keypoints_{split}.json"))
+        assert len(coco.getImgIds()) == n
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert (coco_root / "images" / split / img["file_name"]).is_file()
+            assert img["file_name"] == f"{img['id']:012d}.jpg"  # official image_id parsing works
+            assert (img["width"], img["height"]) == (192, 160)
+    ids = [a["id"] for s in ("train", "val") for a in _anns(coco_root, s)["annotations"]]
+    assert len(ids) == len(set(ids))
+
+
+def _anns(root: Path, split: str) -> dict:
+    return json.loads((root / "annotations" / f"person_keypoints_{split}.json").read_text())
+
+
+def test_labels_are_consistent(coco_root: Path) -> None:
+    doc = _anns(coco_root, "train")
+    crowd = [a for a in doc["annotations"] if a["iscrowd"]]
+    people = [a for a in doc["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0]
+    unlabelled = [a for a in doc["annotations"] if not a["iscrowd"] and a["num_keypoints"] == 0]
+    assert people and crowd and unlabelled  # the masks' two sources are exercised
+    assert all(isinstance(a["segmentation"], dict) and "counts" in a["segmentation"] for a in crowd)
+    assert all(isinstance(a["segmentation"], list) and a["segmentation"] for a in unlabelled)
+    vis = np.concatenate([np.array(a["keypoints"]).reshape(17, 3)[:, 2] for a in people])
+    assert set(np.unique(vis)) == {0, 1, 2}  # occluded, visible and missing joints all occur
+    for a in people:
+        k = np.array(a["keypoints"], float).reshape(17, 3)
+        on = k[:, 2] > 0
+        assert a["num_keypoints"] == int(on.sum())
+        assert ((k[on, 0] >= 0) & (k[on, 0] < 192) & (k[on, 1] >= 0) & (k[on, 1] < 160)).all()
+        assert (k[~on, :2] == 0).all()
+        x, y, w, h = a["bbox"]
+        assert w > 0 and h > 0 and a["area"] > 0
+    # facing the camera: the left shoulder is on the image right of the right shoulder
+    right_of = [np.array(a["keypoints"]).reshape(17, 3)[[5, 6], 0] for a in people]
+    assert np.mean([left > right for left, right in right_of]) > 0.8
+
+
+def test_deterministic(tmp_path: Path) -> None:
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                h.update(p.name.encode() + p.read_bytes())
+        return h.hexdigest()
+
+    synthesize(tmp_path / "a", num_train=4, num_val=2, image_size=128, seed=5)
+    synthesize(tmp_path / "b", num_train=4, num_val=2, image_size=128, seed=5)
+    synthesize(tmp_path / "c", num_train=4, num_val=2, image_size=128, seed=6)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    synthesize(tmp_path, num_train=1, num_val=1, image_size=64)
+    with pytest.raises(InputError, match="not empty.*--force"):
+        synthesize(tmp_path, num_train=1, num_val=1, image_size=64)
+    synthesize(tmp_path, num_train=1, num_val=1, image_size=64, force=True)
+
+
+def test_crowdpose_variant(tmp_path: Path) -> None:
+    synthesize(tmp_path, num_train=6, num_val=2, image_size=128, dataset="crowdpose", seed=1, min_people=2)
+    doc = _anns(tmp_path, "train")
+    assert doc["categories"][0]["keypoints"][-2:] == ["head", "neck"]
+    assert all("crowdIndex" in img and 0 <= img["crowdIndex"] for img in doc["images"])
+    assert all(len(a["keypoints"]) == 42 and "area" not in a for a in doc["annotations"])
+
+
+def test_ground_truth_scores_perfect_ap(coco_root: Path) -> None:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    doc = _anns(coco_root, "val")
+    dets = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+        for a in doc["annotations"]
+        if not a["iscrowd"] and a["num_keypoints"] > 0
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco_root / "annotations" / "person_keypoints_val.json"))
+        ev = COCOeval(gt, gt.loadRes(dets), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
