@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from hhrnet.cli import info, synth
+from hhrnet.cli import info, synth, train
 
 app = typer.Typer(
     name="hhrnet",
@@ -33,6 +33,7 @@ def _root() -> None:
 
 app.command("info")(info.info)
 app.command("synth")(synth.synth)
+app.command("train")(train.train)
 
 
 def main(argv: list[str] | None = None) -> int:

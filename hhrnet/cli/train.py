@@ -1,0 +1,50 @@
+"""``hhrnet train``: train from a preset or official YAML; ``torchrun ... -m hhrnet train`` for DDP."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hhrnet.cli.info import ConfigOpt, SetOpt
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def train(
+    config: ConfigOpt = "tiny",
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: train.output_dir).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset root (default: data.root).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pth when it exists.")] = True,
+    resume_from: Annotated[Path | None, typer.Option(help="Resume from this training checkpoint.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Stop after this epoch (default: train.end_epoch).")] = None,
+    device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
+    max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap steps per epoch (smoke runs).")] = None,
+    val_max_images: Annotated[int | None, typer.Option(help="Validate on at most N images.")] = None,
+) -> None:
+    """Train HigherHRNet; writes checkpoint.pth every epoch, model_best.pth (by val AP) and model_final.pth."""
+    from hhrnet.config import resolve
+    from hhrnet.train import train as run_train
+
+    cfg = resolve(config, set_ or [])
+    result = run_train(
+        cfg,
+        output_dir=out,
+        resume=resume_from if resume_from is not None else resume,
+        device=None if device is Device.auto else device.value,
+        epochs=epochs,
+        data_root=data_root,
+        max_steps_per_epoch=max_steps_per_epoch,
+        val_max_images=val_max_images,
+    )
+    best = f"best val AP {result.best_ap:.4f} (epoch {result.best_epoch})" if result.best_ap is not None else "no AP"
+    typer.echo(
+        f"trained {result.epochs_run} epochs in {result.seconds / 60:.1f} min; {best}; outputs in {result.output_dir}"
+    )
