@@ -1,0 +1,120 @@
+"""Peak extraction: 5x5 max-pool NMS and per-joint top-k in ``torch.topk``'s exact CPU order.
+
+The official ``top_k`` keeps every pixel equal to the max of its window (plateaus survive), zeroes the
+rest by multiplying with the 0/1 mask, and calls ``torch.topk(M)`` on each flattened joint map. For equal
+values the order of ``torch.topk`` on CPU is that of libstdc++'s ``std::partial_sort`` (heap select, then
+sort-heap) over (value, index) pairs, used whenever ``64 * M <= H * W`` (every real map size); that
+algorithm is reproduced here step for step so that plateau peaks come out in the official order. (For maps
+smaller than 64*M pixels torch switches to ``nth_element``; tie order may then differ.)
+
+Layers: ``_hw`` (one map) -> ``_jhw`` (all joints of one image). NumPy + Numba only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def nms_hw(det: np.ndarray, pad: int) -> np.ndarray:
+    """(H, W) f32 -> (H, W) f32: det where det equals its (2*pad+1)^2 window max, else det * 0."""
+    h, w = det.shape
+    rowmax = np.empty_like(det)
+    for y in range(h):
+        for x in range(w):
+            m = det[y, x]
+            for xx in range(max(0, x - pad), min(w, x + pad + 1)):
+                if det[y, xx] > m:
+                    m = det[y, xx]
+            rowmax[y, x] = m
+    out = np.empty_like(det)
+    for y in range(h):
+        for x in range(w):
+            m = rowmax[y, x]
+            for yy in range(max(0, y - pad), min(h, y + pad + 1)):
+                if rowmax[yy, x] > m:
+                    m = rowmax[yy, x]
+            keep = np.float32(1.0) if det[y, x] == m else np.float32(0.0)
+            out[y, x] = det[y, x] * keep
+    return out
+
+
+@njit(cache=True)
+def _sift(v: np.ndarray, ix: np.ndarray, hole: int, length: int, val: np.float32, vid: np.int64) -> None:
+    # libstdc++ __adjust_heap + __push_heap with comp(a, b) = a > b (a min-heap on value)
+    top = hole
+    second = hole
+    while second < (length - 1) // 2:
+        second = 2 * (second + 1)
+        if v[second] > v[second - 1]:
+            second -= 1
+        v[hole] = v[second]
+        ix[hole] = ix[second]
+        hole = second
+    if (length & 1) == 0 and second == (length - 2) // 2:
+        second = 2 * (second + 1)
+        v[hole] = v[second - 1]
+        ix[hole] = ix[second - 1]
+        hole = second - 1
+    parent = (hole - 1) // 2
+    while hole > top and v[parent] > val:
+        v[hole] = v[parent]
+        ix[hole] = ix[parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    v[hole] = val
+    ix[hole] = vid
+
+
+@njit(cache=True)
+def topk_flat(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of a 1-D f32 array: (vals (k,) f32 descending, indices (k,) int64) in torch.topk's CPU order."""
+    n = values.shape[0]
+    k = min(k, n)
+    v = np.empty(k, np.float32)
+    ix = np.empty(k, np.int64)
+    for i in range(k):
+        v[i] = values[i]
+        ix[i] = i
+    if k >= 2:  # make_heap
+        parent = (k - 2) // 2
+        while True:
+            _sift(v, ix, parent, k, v[parent], ix[parent])
+            if parent == 0:
+                break
+            parent -= 1
+    for i in range(k, n):  # heap select: replace the top by anything larger
+        if values[i] > v[0]:
+            _sift(v, ix, 0, k, values[i], np.int64(i))
+    last = k
+    while last > 1:  # sort_heap
+        last -= 1
+        val = v[last]
+        vid = ix[last]
+        v[last] = v[0]
+        ix[last] = ix[0]
+        _sift(v, ix, 0, last, val, vid)
+    return v, ix
+
+
+@njit(cache=True)
+def peaks_jhw(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """det (J, H, W) f32, tags (J, H, W, T) f32 -> vals (J, M) f32, flat indices (J, M) int64, tags (J, M, T)."""
+    j_count, h, w = det.shape
+    t_count = tags.shape[3]
+    m = min(k, h * w)
+    vals = np.empty((j_count, m), np.float32)
+    inds = np.empty((j_count, m), np.int64)
+    tag_k = np.empty((j_count, m, t_count), np.float32)
+    for j in range(j_count):
+        kept = nms_hw(det[j], pad)
+        v, ix = topk_flat(kept.reshape(-1), m)
+        vals[j] = v
+        inds[j] = ix
+        for i in range(m):
+            y = ix[i] // w
+            x = ix[i] - y * w
+            for t in range(t_count):
+                tag_k[j, i, t] = tags[j, y, x, t]
+    return vals, inds, tag_k
