@@ -127,8 +127,12 @@ def summarize(samples_s: Sequence[float]) -> Timing:
 
 
 def measure(
-    fn: Callable[[], object], *, repeat: int = 10, warmup: int = 1, min_time_s: float = 0.0, sync: Callable[[], None]
-    | None = None
+    fn: Callable[[], object],
+    *,
+    repeat: int = 10,
+    warmup: int = 1,
+    min_time_s: float = 0.0,
+    sync: Callable[[], None] | None = None,
 ) -> tuple[Timing, float]:
     """Time ``fn``; returns (warm statistics, seconds spent in warm-up, i.e. compile/first-call time).
 
