@@ -58,8 +58,14 @@ def run(quick: bool = False, shapes: Sequence[tuple[int, int, int]] = SHAPES, re
         fast_out = decode(det, tags, params)
         port_out = decode_reference(det, tags, params)
         identical = bool(np.array_equal(fast_out[0], port_out[0]) and np.array_equal(fast_out[1], port_out[1]))
-        port_t, _ = measure(lambda det=det, tags=tags: decode_reference(det, tags, params), repeat=repeats)
-        fast_t, _ = measure(lambda det=det, tags=tags: decode(det, tags, params), repeat=max(repeats, 10))
+        def port(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
+            return decode_reference(det, tags, params)
+
+        def fast(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
+            return decode(det, tags, params)
+
+        port_t, _ = measure(port, repeat=repeats)
+        fast_t, _ = measure(fast, repeat=max(repeats, 10))
         rows.append(
             {
                 "benchmark": "decode",

@@ -193,10 +193,10 @@ def refine_pj(persons: np.ndarray, det: np.ndarray, tags: np.ndarray, ties_posit
             prev[t] = np.float32(0.0)
         for j in range(j_count):
             if persons[p, j, 2] > 0:
-                x = np.int32(persons[p, j, 0])
-                y = np.int32(persons[p, j, 1])
+                px = np.int32(persons[p, j, 0])
+                py = np.int32(persons[p, j, 1])
                 for t in range(t_count):
-                    prev[t] = prev[t] + tags[j, y, x, t]
+                    prev[t] = prev[t] + tags[j, py, px, t]
                 found += 1
         for t in range(t_count):
             prev[t] = prev[t] / np.float32(found)
