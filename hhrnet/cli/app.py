@@ -11,7 +11,8 @@ import sys
 
 import typer
 
-from hhrnet.cli import info, synth, train
+from hhrnet.cli import eval as eval_cmd
+from hhrnet.cli import info, predict, synth, train
 
 app = typer.Typer(
     name="hhrnet",
@@ -34,6 +35,8 @@ def _root() -> None:
 app.command("info")(info.info)
 app.command("synth")(synth.synth)
 app.command("train")(train.train)
+app.command("predict")(predict.predict)
+app.command("eval")(eval_cmd.evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,190 @@
+"""Keypoint AP with the official settings (SPEC §9): COCO through pycocotools, CrowdPose on the same
+engine with CrowdPose's rules.
+
+* Results: one entry per person ``{image_id, category_id: 1, keypoints: 3J floats, score, bbox}`` with the
+  bbox the min/max box of the keypoints, as the official writer; no OKS-NMS (``keep = []`` officially).
+* COCO: ``COCOeval(gt, dt, 'keypoints')``, default sigmas, maxDets 20, OKS area = GT ``area``.
+* CrowdPose: the 14 CrowdPose sigmas, OKS area = GT bbox w*h*0.53, maxDets 20, and AP easy / medium /
+  hard re-evaluated on the images with crowdIndex < 0.2 / in [0.2, 0.8) / >= 0.8 (crowdposetools' rule).
+  crowdposetools is not on PyPI; its evaluator is pycocotools' with those three changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hhrnet.errors import InputError
+
+COCO_STATS = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
+CROWDPOSE_STATS = ("AP", "AP .5", "AP .75", "AR", "AR .5", "AR .75", "AP (E)", "AP (M)", "AP (H)")
+CROWDPOSE_SIGMAS = np.array([0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79]) / 10
+
+
+def result_entries(image_id: int, keypoints: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """Official results-file entries for one image (keypoints (P, J, 3) in image pixels)."""
+    out = []
+    for kp, score in zip(keypoints, scores, strict=True):
+        xy = kp[:, :2]
+        x0, y0 = float(xy[:, 0].min()), float(xy[:, 1].min())
+        x1, y1 = float(xy[:, 0].max()), float(xy[:, 1].max())
+        out.append(
+            {
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "category_id": 1,
+                "image_id": int(image_id),
+                "keypoints": [float(v) for v in kp[:, :3].reshape(-1)],
+                "score": float(score),
+            }
+        )
+    return out
+
+
+def write_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> Path:
+    from hhrnet.io import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(list(results), sort_keys=True, indent=4))
+
+
+def _load_json(path: str | Path, what: str) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {p}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {what} {p}: {exc}") from None
+
+
+def _gt(ann: str | Path | Mapping[str, Any], dataset: str) -> Any:
+    from pycocotools.coco import COCO
+
+    data = copy.deepcopy(dict(ann)) if isinstance(ann, Mapping) else _load_json(ann, "annotation file")
+    if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
+        raise InputError(f"{ann if not isinstance(ann, Mapping) else 'annotations'} is not a COCO keypoint file")
+    data.setdefault("categories", [{"id": 1, "name": "person"}])
+    for a in data["annotations"]:
+        if dataset == "crowdpose":
+            x, y, w, h = a["bbox"]
+            a["area"] = w * h * 0.53  # CrowdPose's OKS area
+        elif "area" not in a:
+            a["area"] = a["bbox"][2] * a["bbox"][3]
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _evaluate(gt: Any, results: list[dict[str, Any]], sigmas: np.ndarray | None, img_ids: Iterable[int] | None,
+              max_dets: int) -> np.ndarray:  # fmt: skip
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results) if results else _empty_res(gt)
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.useSegm = None
+        if sigmas is not None:
+            ev.params.kpt_oks_sigmas = sigmas
+        ev.params.maxDets = [max_dets]
+        if img_ids is not None:
+            ev.params.imgIds = sorted(img_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats)
+
+
+def _empty_res(gt: Any) -> Any:
+    from pycocotools.coco import COCO
+
+    dt = COCO()
+    dt.dataset = {"images": gt.dataset["images"], "annotations": [], "categories": gt.dataset["categories"]}
+    dt.createIndex()
+    return dt
+
+
+def evaluate_predictions(
+    results: str | Path | Sequence[Mapping[str, Any]],
+    annotations: str | Path | Mapping[str, Any],
+    dataset: str = "coco",
+) -> dict[str, float]:
+    """Score a results file (or list) against ground truth; returns the official stats by name."""
+    if dataset not in ("coco", "crowdpose"):
+        raise InputError(f"unknown dataset {dataset!r}; expected coco or crowdpose")
+    dets = _load_json(results, "results file") if isinstance(results, str | Path) else list(results)
+    if not isinstance(dets, list) or not all(
+        isinstance(d, dict) and "keypoints" in d and "image_id" in d for d in dets
+    ):
+        raise InputError(f"{results if isinstance(results, str | Path) else 'results'} is not a keypoint results list")
+    gt = _gt(annotations, dataset)
+    known = set(gt.getImgIds())
+    dets = [dict(d, category_id=1) for d in dets if d["image_id"] in known]
+    if dataset == "coco":
+        stats = _evaluate(gt, dets, None, None, 20)
+        return dict(zip(COCO_STATS, (float(s) for s in stats), strict=True))
+    stats = _evaluate(gt, dets, CROWDPOSE_SIGMAS, None, 20)
+    out = dict(zip(("AP", "AP .5", "AP .75"), (float(s) for s in stats[:3]), strict=True))
+    out.update(zip(("AR", "AR .5", "AR .75"), (float(s) for s in stats[5:8]), strict=True))
+    index = {img["id"]: float(img.get("crowdIndex", 0.0)) for img in gt.dataset["images"]}
+    for name, test in (
+        ("AP (E)", lambda c: c < 0.2),
+        ("AP (M)", lambda c: 0.2 <= c < 0.8),
+        ("AP (H)", lambda c: c >= 0.8),
+    ):
+        ids = [i for i, c in index.items() if test(c)]
+        out[name] = float(_evaluate(gt, dets, CROWDPOSE_SIGMAS, ids, 20)[0]) if ids else float("nan")
+    return out
+
+
+@dataclass
+class EvalResult:
+    stats: dict[str, float]
+    results: list[dict[str, Any]]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    images: int = 0
+
+
+def evaluate_model(
+    network: Callable[[np.ndarray], Sequence[np.ndarray]],
+    cfg: Any,
+    image_dir: str | Path,
+    ann_file: str | Path,
+    *,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    max_images: int | None = None,
+    decoder: str = "fast",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Run the official test pipeline over a COCO/CrowdPose split and score it."""
+    from hhrnet.inference import Predictor, read_image
+
+    data = _load_json(ann_file, "annotation file")
+    images = list(data.get("images", []))[: max_images if max_images is not None else None]
+    subset = dict(data, images=images)
+    ids = {im["id"] for im in images}
+    subset["annotations"] = [a for a in data.get("annotations", []) if a.get("image_id") in ids]
+    predictor = Predictor(network, cfg, decoder=decoder, flip=flip, scales=scales)  # type: ignore[arg-type]
+    results: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    for i, im in enumerate(images):
+        path = Path(image_dir) / im["file_name"]
+        try:
+            poses = predictor.predict(read_image(path))
+        except InputError as exc:
+            failures.append((str(path), str(exc)))
+            continue
+        results.extend(result_entries(im["id"], poses.keypoints, poses.scores))
+        if progress is not None:
+            progress(i + 1, len(images))
+    stats = evaluate_predictions(results, subset, cfg.data.dataset)
+    return EvalResult(stats=stats, results=results, failures=failures, images=len(images))

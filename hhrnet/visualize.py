@@ -1,0 +1,44 @@
+"""Draw skeletons on an image (COCO-17 or CrowdPose-14 limbs), one colour per person."""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+COCO_LIMBS = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+              (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))  # fmt: skip
+CROWDPOSE_LIMBS = ((12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (13, 6), (13, 7), (6, 8),
+                   (8, 10), (7, 9), (9, 11), (6, 7))  # fmt: skip
+
+
+def limbs_for(num_joints: int) -> tuple[tuple[int, int], ...]:
+    return COCO_LIMBS if num_joints == 17 else CROWDPOSE_LIMBS if num_joints == 14 else ()
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_poses(
+    image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | None = None, threshold: float = 0.1,
+    min_score: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """RGB uint8 image + keypoints (P, J, 3) in pixels -> a new RGB image with the skeletons drawn."""
+    out = image.copy()
+    thick = max(1, round(max(image.shape[:2]) / 300))
+    for p, kp in enumerate(keypoints):
+        if scores is not None and scores[p] < min_score:
+            continue
+        colour = _colour(p)
+        visible = kp[:, 2] > threshold
+        for a, b in limbs_for(len(kp)):
+            if visible[a] and visible[b]:
+                pa = (int(round(kp[a, 0])), int(round(kp[a, 1])))
+                pb = (int(round(kp[b, 0])), int(round(kp[b, 1])))
+                cv2.line(out, pa, pb, colour, thick, cv2.LINE_AA)
+        for j in np.flatnonzero(visible):
+            cv2.circle(out, (int(round(kp[j, 0])), int(round(kp[j, 1]))), thick + 1, colour, -1, cv2.LINE_AA)
+    return out
