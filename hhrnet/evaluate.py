@@ -120,7 +120,9 @@ def evaluate_predictions(
     """Score a results file (or list) against ground truth; returns the official stats by name."""
     if dataset not in ("coco", "crowdpose"):
         raise InputError(f"unknown dataset {dataset!r}; expected coco or crowdpose")
-    dets = _load_json(results, "results file") if isinstance(results, str | Path) else list(results)
+    dets: list[dict[str, Any]] = (
+        _load_json(results, "results file") if isinstance(results, str | Path) else [dict(d) for d in results]
+    )
     if not isinstance(dets, list) or not all(
         isinstance(d, dict) and "keypoints" in d and "image_id" in d for d in dets
     ):

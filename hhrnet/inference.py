@@ -217,9 +217,10 @@ class Predictor:
     def aggregate(
         self, outputs: list[np.ndarray], flipped: list[np.ndarray] | None, project_to: tuple[int, int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        kwargs: dict[str, Any] = dict(num_joints=self.num_joints, flip_index=self.flip_index,
-                                      with_heatmaps=self.with_heatmaps, with_ae=self.with_ae,
-                                      project_to=project_to)  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "num_joints": self.num_joints, "flip_index": self.flip_index, "with_heatmaps": self.with_heatmaps,
+            "with_ae": self.with_ae, "project_to": project_to,
+        }  # fmt: skip
         if self.aggregator == "torch":
             import torch
 

@@ -135,7 +135,8 @@ def _predict_video(path: Path, predictor: object, out: Path, min_score: float, b
             drawn = cv2.cvtColor(draw_poses(rgb, poses.keypoints, poses.scores, min_score=min_score), cv2.COLOR_RGB2BGR)
             if writer is None:
                 h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
+                writer = cv2.VideoWriter(str(tmp), fourcc, fps, (w, h))
             writer.write(drawn)
     finally:
         cap.release()
