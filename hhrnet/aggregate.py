@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _stages(
     outputs: Sequence[Tensor], num_joints: int, with_heatmaps: Sequence[bool], with_ae: Sequence[bool],
     flip_index: Sequence[int] | None,
 ) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
-    size = (int(outputs[-1].shape[2]), int(outputs[-1].shape[3]))
+    size = (outputs[-1].shape[2], outputs[-1].shape[3])  # shapes, not ints: stays dynamic when traced
     total: Tensor | None = None
     count = 0
     tags: list[Tensor] = []
