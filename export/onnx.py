@@ -118,8 +118,9 @@ def export_onnx(
             assert program is not None
             proto = program.model_proto
         else:
-            torch.onnx.export(  # type: ignore[arg-type]  # a file object is accepted
-                graph, (x,), buf, dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
+            torch.onnx.export(
+                graph, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
+                dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
                 dynamic_axes=axes, do_constant_folding=True,
             )  # fmt: skip
             proto = onnx.load_from_string(buf.getvalue())

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from hhrnet.cli import eval as eval_cmd
-from hhrnet.cli import info, predict, synth, train
+from hhrnet.cli import export, info, predict, synth, train
 
 app = typer.Typer(
     name="hhrnet",
@@ -37,6 +37,7 @@ app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.command("eval")(eval_cmd.evaluate)
+app.command("export")(export.export)
 
 
 def main(argv: list[str] | None = None) -> int:
