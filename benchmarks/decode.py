@@ -58,6 +58,7 @@ def run(quick: bool = False, shapes: Sequence[tuple[int, int, int]] = SHAPES, re
         fast_out = decode(det, tags, params)
         port_out = decode_reference(det, tags, params)
         identical = bool(np.array_equal(fast_out[0], port_out[0]) and np.array_equal(fast_out[1], port_out[1]))
+
         def port(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
             return decode_reference(det, tags, params)
 

@@ -11,8 +11,8 @@ import sys
 
 import typer
 
+from hhrnet.cli import bench, demo, export, info, predict, synth, train
 from hhrnet.cli import eval as eval_cmd
-from hhrnet.cli import export, info, predict, synth, train
 
 app = typer.Typer(
     name="hhrnet",
@@ -38,6 +38,8 @@ app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.command("eval")(eval_cmd.evaluate)
 app.command("export")(export.export)
+app.add_typer(bench.bench_app, name="bench")
+app.command("demo")(demo.demo)
 
 
 def main(argv: list[str] | None = None) -> int:

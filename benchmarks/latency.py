@@ -1,0 +1,73 @@
+"""Per-stage latency of the image -> poses path: preprocess, network, aggregate, decode, total.
+
+p50/p90/p99 over warm repetitions for each backend given; warm-up (compile, first call) is reported
+separately and never mixed in. A people-count sweep times the decode alone on planted maps at the
+pipeline's map size (1, 5, 15, 30 people). Rows carry device, versions, commit, shapes and precision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hhrnet.benchmarks.common import Row, environment, measure, summarize
+
+
+def stage_rows(predictor: Any, image: np.ndarray, backend: str, precision: str, repeats: int) -> list[Row]:
+    """Time each stage of ``predictor`` on ``image``; one row per stage plus 'total'."""
+    stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "network", "aggregate", "decode", "total")}
+    t0 = time.perf_counter()
+    predictor.predict(image)  # warm-up: Numba compile, ORT/torch first-call allocation
+    warm_ms = (time.perf_counter() - t0) * 1e3
+    shape = ""
+    for _ in range(repeats):
+        a = time.perf_counter()
+        prepared = predictor.preprocess(image)
+        b = time.perf_counter()
+        x = prepared.inputs[0][1][None]
+        shape = "x".join(map(str, x.shape))
+        outs, flipped = predictor.run_network(x)
+        c = time.perf_counter()
+        project = (prepared.base_size[1], prepared.base_size[0]) if predictor.cfg.test.project2image else None
+        hm, tags = predictor.aggregate(outs, flipped, project)
+        d = time.perf_counter()
+        poses, scores = predictor.decode(hm[0], tags[0])
+        predictor.postprocess(poses, scores, prepared, hm.shape[2:])
+        e = time.perf_counter()
+        for k, v in (("preprocess", b - a), ("network", c - b), ("aggregate", d - c), ("decode", e - d),
+                     ("total", e - a)):  # fmt: skip
+            stages[k].append(v)
+    env = environment(getattr(predictor.network, "device", "cpu"))
+    rows = []
+    for stage, samples in stages.items():
+        t = summarize(samples)
+        rows.append({"benchmark": "latency", "backend": backend, "precision": precision, "stage": stage,
+                     "input": shape, "flip": predictor.flip, "decoder": predictor.decoder,
+                     "warmup_ms": round(warm_ms, 1), **t.as_row(), **env})  # fmt: skip
+    return rows
+
+
+def people_rows(
+    map_shape: tuple[int, int, int], tag_dims: int, people: Sequence[int] = (1, 5, 15, 30), repeats: int = 10
+) -> list[Row]:
+    """Decode time vs people on planted maps of the pipeline's size (fast decoder, same run)."""
+    from hhrnet.benchmarks.decode import planted_maps
+    from hhrnet.kernels.decode import decode
+    from hhrnet.kernels.params import DecodeParams
+
+    env = environment("cpu")
+    rows = []
+    params = DecodeParams(num_joints=map_shape[0])
+    for p in people:
+        det, tags = planted_maps(map_shape, p, tag_dims, seed=p)
+
+        def run(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
+            return decode(det, tags, params)
+
+        t, _ = measure(run, repeat=repeats)
+        rows.append({"benchmark": "latency_people", "stage": "decode", "people": p,
+                     "maps": "x".join(map(str, map_shape)), "T": tag_dims, **t.as_row(), **env})  # fmt: skip
+    return rows

@@ -1,0 +1,73 @@
+"""AP parity: every backend x decoder against the PyTorch fp32 + reference-decoder baseline, on the same
+images with the same pycocotools evaluation.
+
+For each variant: its AP against the ground truth, ΔAP against the baseline, and an "agreement AP" that
+scores the variant's predictions against the baseline's predictions used as ground truth (1.0 = the same
+poses). Gates (AP points, i.e. AP x 100): exact decoders ΔAP = 0; ONNX Runtime fp32 |ΔAP| <= 0.1;
+fp16 <= 0.3; int8 <= 1.0.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hhrnet.benchmarks.common import Row, environment
+
+GATES = {"exact": 0.0, "fp32": 0.1, "fp16": 0.3, "int8": 1.0}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    network: Any
+    decoder: str
+    gate: str  # key of GATES
+
+
+def _as_ground_truth(results: Sequence[Mapping[str, Any]], ann: Mapping[str, Any]) -> dict[str, Any]:
+    """Baseline predictions as a COCO ground-truth file (each person's box and area from its keypoints)."""
+    anns = []
+    for i, r in enumerate(results):
+        x, y, w, h = r["bbox"]
+        kps = list(r["keypoints"])
+        for j in range(2, len(kps), 3):
+            kps[j] = 2 if kps[j] > 0 else 0
+        anns.append({"id": i + 1, "image_id": r["image_id"], "category_id": 1, "iscrowd": 0, "keypoints": kps,
+                     "num_keypoints": sum(1 for v in kps[2::3] if v > 0), "bbox": [x, y, max(w, 1), max(h, 1)],
+                     "area": max(w, 1) * max(h, 1)})  # fmt: skip
+    return {"images": copy.deepcopy(ann["images"]), "annotations": anns, "categories": ann.get("categories", [])}
+
+
+def run(
+    variants: Sequence[Variant], cfg: Any, image_dir: str | Path, ann_file: str | Path, *,
+    max_images: int | None = None,
+) -> list[Row]:  # fmt: skip
+    """variants[0] is the baseline (PyTorch fp32 + reference decoder)."""
+    import json
+
+    from hhrnet.evaluate import evaluate_model, evaluate_predictions
+
+    ann = json.loads(Path(ann_file).read_text())
+    if max_images is not None:
+        ann = dict(ann, images=ann["images"][:max_images])
+    env = environment("cpu")
+    base = evaluate_model(variants[0].network, cfg, image_dir, ann_file, max_images=max_images,
+                          decoder=variants[0].decoder)  # fmt: skip
+    reference_gt = _as_ground_truth(base.results, ann)
+    rows: list[Row] = []
+    for v in variants:
+        res = base if v is variants[0] else evaluate_model(v.network, cfg, image_dir, ann_file,
+                                                            max_images=max_images, decoder=v.decoder)  # fmt: skip
+        agreement = (
+            evaluate_predictions(res.results, reference_gt, "coco")["AP"] if reference_gt["annotations"] else 1.0
+        )
+        delta = (res.stats["AP"] - base.stats["AP"]) * 100
+        limit = GATES[v.gate]
+        rows.append({"benchmark": "parity", "variant": v.name, "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
+                     "delta_AP_points": round(delta, 4), "agreement_AP": round(agreement, 5), "gate": limit,
+                     "passed": abs(delta) <= limit + 1e-9, "images": res.images, **env})  # fmt: skip
+    return rows
