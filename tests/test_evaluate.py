@@ -1,0 +1,130 @@
+"""Evaluation equals pycocotools with the official settings; CrowdPose rules; CLI eval/predict on real samples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hhrnet.errors import InputError
+from hhrnet.evaluate import evaluate_predictions, result_entries
+
+
+def _gt_dets(ann: Path) -> list[dict]:
+    d = json.loads(ann.read_text())
+    return [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0}
+            for a in d["annotations"] if a["num_keypoints"] > 0]  # fmt: skip
+
+
+def test_ground_truth_scores_one(shared: Path) -> None:
+    coco = shared / "data" / "coco" / "test_coco.json"
+    crowd = shared / "data" / "crowdpose" / "test_crowdpose.json"
+    assert evaluate_predictions(_gt_dets(coco), coco, "coco")["AP"] == pytest.approx(1.0)
+    stats = evaluate_predictions(_gt_dets(crowd), crowd, "crowdpose")
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP (M)"] == pytest.approx(1.0)  # crowdIndex 0.33, 0.39
+    assert np.isnan(stats["AP (E)"]) and np.isnan(stats["AP (H)"])
+
+
+def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> float:
+    vis = gt[:, 2] > 0
+    d2 = ((gt[:, :2] - dt[:, :2]) ** 2).sum(1)
+    var = (2 * sigmas) ** 2
+    return float(np.exp(-d2 / var / (area + np.spacing(1)) / 2)[vis].mean())
+
+
+def test_single_person_matches_independent_oks(shared: Path, tmp_path: Path) -> None:
+    src = json.loads((shared / "data" / "coco" / "test_coco.json").read_text())
+    ann = next(a for a in src["annotations"] if a["image_id"] == 785)
+    gt_doc = {"images": [i for i in src["images"] if i["id"] == 785], "annotations": [ann],
+              "categories": src["categories"]}  # fmt: skip
+    gt = np.array(ann["keypoints"], float).reshape(17, 3)
+    sigmas = (
+        np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
+        / 10
+    )
+    for shift in (2.0, 8.0, 20.0):
+        dt = gt.copy()
+        dt[:, 0] += shift
+        oks = _oks(gt, dt, ann["area"], sigmas)
+        expected = np.mean([oks >= t for t in np.linspace(0.5, 0.95, 10)])  # one GT, one detection
+        got = evaluate_predictions([{"image_id": 785, "keypoints": dt.reshape(-1).tolist(), "score": 0.9}], gt_doc)
+        assert got["AP"] == pytest.approx(expected, abs=1e-6), shift
+
+
+def test_crowdpose_uses_box_area_times_053(shared: Path) -> None:
+    from hhrnet.evaluate import CROWDPOSE_SIGMAS
+
+    src = json.loads((shared / "data" / "crowdpose" / "test_crowdpose.json").read_text())
+    ann = max((a for a in src["annotations"] if a["num_keypoints"] > 0), key=lambda a: a["num_keypoints"])
+    doc = {"images": [i for i in src["images"] if i["id"] == ann["image_id"]], "annotations": [ann],
+           "categories": src["categories"]}  # fmt: skip
+    gt = np.array(ann["keypoints"], float).reshape(14, 3)
+    area = ann["bbox"][2] * ann["bbox"][3] * 0.53
+    for shift in (3.0, 10.0):
+        dt = gt.copy()
+        dt[:, 0] += shift
+        oks = _oks(gt, dt, area, CROWDPOSE_SIGMAS)
+        expected = np.mean([oks >= t for t in np.linspace(0.5, 0.95, 10)])
+        det = [{"image_id": ann["image_id"], "keypoints": dt.reshape(-1).tolist(), "score": 0.9}]
+        assert evaluate_predictions(det, doc, "crowdpose")["AP"] == pytest.approx(expected, abs=1e-6), shift
+
+
+def test_results_format_and_errors(tmp_path: Path, shared: Path) -> None:
+    kp = np.array([[[10, 20, 0.5], [30, 5, 0.9]]], np.float32)
+    (entry,) = result_entries(7, kp, np.array([0.7], np.float32))
+    assert entry["bbox"] == [10.0, 5.0, 20.0, 15.0] and entry["category_id"] == 1 and entry["image_id"] == 7
+    assert len(entry["keypoints"]) == 6 and entry["score"] == pytest.approx(0.7)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="bad.json"):
+        evaluate_predictions(bad, shared / "data" / "coco" / "test_coco.json")
+    with pytest.raises(InputError, match="not a keypoint results list"):
+        evaluate_predictions([{"x": 1}], shared / "data" / "coco" / "test_coco.json")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hhrnet", *args], capture_output=True, text=True, cwd=cwd,
+                          env={"CI": "true", "PATH": "/usr/bin:/bin", "COLUMNS": "200"})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hhrnet.checkpoint import make_payload, save_checkpoint
+    from hhrnet.config import preset
+    from hhrnet.model import build_model
+
+    cfg = preset("tiny")
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pth", make_payload(build_model(cfg), cfg))
+
+
+def test_cli_predict_folder_with_a_corrupt_file(shared: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in (shared / "data" / "coco").glob("*.jpg"):
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 garbage")
+    proc = _cli("predict", str(folder), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4/5 files predicted" in proc.stdout and "broken.jpg" in proc.stdout
+    doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(doc["predictions"]) == 4 and doc["failures"][0][0].endswith("broken.jpg")
+    assert len(list((tmp_path / "out").glob("*_pose.jpg"))) == 4
+
+
+def test_cli_eval_model_and_predictions(shared: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
+    coco = shared / "data" / "coco"
+    proc = _cli("eval", "--checkpoint", str(tiny_ckpt), "--images", str(coco), "--annotations",
+                str(coco / "test_coco.json"), "--out", str(tmp_path / "res.json"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "AP" in proc.stdout and "(4 images)" in proc.stdout
+    assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
+    gt = tmp_path / "gt_as_pred.json"
+    gt.write_text(json.dumps(_gt_dets(shared / "data" / "crowdpose" / "test_crowdpose.json")))
+    proc = _cli("eval", "--predictions", str(gt), "--annotations", str(shared / "data" / "crowdpose" /
+                "test_crowdpose.json"), "--dataset", "crowdpose", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "1.0000" in proc.stdout and "AP (E)" in proc.stdout
