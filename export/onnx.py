@@ -156,8 +156,8 @@ def compare_with_torch(
         with torch.no_grad():
             ref = graph(torch.from_numpy(x))
         for name, a, r in zip(names, got, ref, strict=True):
-            if name == "peak_index":
-                continue  # indices of tied values may legitimately differ; values are compared
+            if name in ("peak_index", "peak_tags"):
+                continue  # TopK orders tied values differently per runtime; the values are compared
             errors[f"{b}x3x{h}x{w}/{name}"] = float(np.abs(a.astype(np.float64) - r.numpy()).max())
     return errors
 
