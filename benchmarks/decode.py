@@ -88,8 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hhrnet.benchmarks.decode")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     rows = run(quick=args.quick, repeats=args.repeats)
+    if args.json:
+        from hhrnet.benchmarks.common import write_rows
+
+        write_rows(args.json, rows)
     cols = ["shape", "T", "people", "persons", "port_ms", "fast_ms", "speedup", "identical"]
     sys.stdout.write("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
     for r in rows:

@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     repeats = int(argv[0]) if argv else 20
     rows = run(repeats=repeats)
+    if len(argv) > 1:
+        from hhrnet.benchmarks.common import write_rows
+
+        write_rows(argv[1], rows)
     header = ["size", "people", "joints_drawn", "naive_ms", "fast_ms", "speedup", "identical"]
     lines = ["  ".join(f"{h:>12}" for h in header)]
     lines += ["  ".join(f"{row[h]!s:>12}" for h in header) for row in rows]
