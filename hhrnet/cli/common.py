@@ -26,6 +26,7 @@ class BackendChoice(str, Enum):
 
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Official or hhrnet checkpoint (.pth).")]
 OnnxOpt = Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX model (raw variant).")]
+EngineOpt = Annotated[Path | None, typer.Option("--engine", help="TensorRT engine (hhrnet export --format engine).")]
 BackendOpt = Annotated[BackendChoice, typer.Option(help="Inference backend.")]
 DecoderOpt = Annotated[DecoderChoice, typer.Option(help="Decoder: fast (Numba) or the reference port.")]
 FlipOpt = Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test (default: config).")]
@@ -46,15 +47,15 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
 
 def make_network(
     cfg: Config | None, checkpoint: Path | None, onnx: Path | None, backend: BackendChoice, device: str,
-    random_weights: bool = False,
+    random_weights: bool = False, engine: Path | None = None,
 ) -> tuple[Any, Config]:  # fmt: skip
-    """The network callable and the config it runs with, from a checkpoint or an ONNX file."""
+    """The network callable and the config it runs with, from a checkpoint, an ONNX file or an engine."""
     from hhrnet.errors import ConfigError
 
-    if onnx is not None or backend in (BackendChoice.onnxruntime, BackendChoice.tensorrt):
+    if onnx is not None or engine is not None or backend in (BackendChoice.onnxruntime, BackendChoice.tensorrt):
         from hhrnet.export.backends import create_backend
 
-        return create_backend(backend.value, checkpoint=checkpoint, onnx=onnx, cfg=cfg, device=device)
+        return create_backend(backend.value, checkpoint=checkpoint, onnx=onnx, engine=engine, cfg=cfg, device=device)
     from hhrnet.inference import torch_network
 
     if checkpoint is not None:

@@ -14,6 +14,7 @@ from hhrnet.cli.common import (
     DecoderChoice,
     DecoderOpt,
     DeviceOpt,
+    EngineOpt,
     FlipOpt,
     OnnxOpt,
     ScalesOpt,
@@ -28,6 +29,7 @@ def evaluate(
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
+    engine: EngineOpt = None,
     backend: BackendOpt = BackendChoice.auto,
     images: Annotated[Path | None, typer.Option(help="Image folder (default: from data.root).")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Ground-truth json (default: from data.root).")] = None,
@@ -58,7 +60,7 @@ def evaluate(
         failures: list[tuple[str, str]] = []
         count = None
     else:
-        network, cfg = make_network(cfg, checkpoint, onnx, backend, device)
+        network, cfg = make_network(cfg, checkpoint, onnx, backend, device, engine=engine)
         if images is None or annotations is None:
             from hhrnet.data.coco import find_split_files
 

@@ -15,6 +15,7 @@ from hhrnet.cli.common import (
     DecoderChoice,
     DecoderOpt,
     DeviceOpt,
+    EngineOpt,
     FlipOpt,
     OnnxOpt,
     ScalesOpt,
@@ -51,6 +52,7 @@ def predict(
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
+    engine: EngineOpt = None,
     backend: BackendOpt = BackendChoice.auto,
     out: Annotated[Path, typer.Option(help="Output folder for drawings and predictions.json.")] = Path("predictions"),
     flip: FlipOpt = None,
@@ -77,7 +79,7 @@ def predict(
     console = Console(stderr=True)
     cfg = resolve(config, set_ or []) if config is not None or set_ else None
     files = collect_sources(source)
-    network, cfg = make_network(cfg, checkpoint, onnx, backend, device, random_weights)
+    network, cfg = make_network(cfg, checkpoint, onnx, backend, device, random_weights, engine)
     predictor = Predictor(network, cfg, decoder=decoder.value, flip=flip, scales=parse_scales(scales))  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, object]] = []
