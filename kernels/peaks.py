@@ -68,6 +68,31 @@ def _sift(v: np.ndarray, ix: np.ndarray, hole: int, length: int, val: np.float32
 
 
 @njit(cache=True)
+def _make_heap(v: np.ndarray, ix: np.ndarray, k: int) -> None:
+    """libstdc++ make_heap over the first k entries."""
+    if k >= 2:
+        parent = (k - 2) // 2
+        while True:
+            _sift(v, ix, parent, k, v[parent], ix[parent])
+            if parent == 0:
+                break
+            parent -= 1
+
+
+@njit(cache=True)
+def _sort_heap(v: np.ndarray, ix: np.ndarray, k: int) -> None:
+    """libstdc++ sort_heap: the heap becomes descending by value (comp is greater-than)."""
+    last = k
+    while last > 1:
+        last -= 1
+        val = v[last]
+        vid = ix[last]
+        v[last] = v[0]
+        ix[last] = ix[0]
+        _sift(v, ix, 0, last, val, vid)
+
+
+@njit(cache=True)
 def topk_flat(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of a 1-D f32 array: (vals (k,) f32 descending, indices (k,) int64) in torch.topk's CPU order."""
     n = values.shape[0]
@@ -77,24 +102,11 @@ def topk_flat(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     for i in range(k):
         v[i] = values[i]
         ix[i] = i
-    if k >= 2:  # make_heap
-        parent = (k - 2) // 2
-        while True:
-            _sift(v, ix, parent, k, v[parent], ix[parent])
-            if parent == 0:
-                break
-            parent -= 1
+    _make_heap(v, ix, k)
     for i in range(k, n):  # heap select: replace the top by anything larger
         if values[i] > v[0]:
             _sift(v, ix, 0, k, values[i], np.int64(i))
-    last = k
-    while last > 1:  # sort_heap
-        last -= 1
-        val = v[last]
-        vid = ix[last]
-        v[last] = v[0]
-        ix[last] = ix[0]
-        _sift(v, ix, 0, last, val, vid)
+    _sort_heap(v, ix, k)
     return v, ix
 
 
@@ -139,13 +151,7 @@ def topk_nms_hw(det: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarr
         y = i // w
         v[i] = _nms_value(det, y, i - y * w, pad)
         ix[i] = i
-    if k >= 2:
-        parent = (k - 2) // 2
-        while True:
-            _sift(v, ix, parent, k, v[parent], ix[parent])
-            if parent == 0:
-                break
-            parent -= 1
+    _make_heap(v, ix, k)
     flat = det.reshape(-1)
     for i in range(k, n):
         top = v[0]
@@ -154,14 +160,7 @@ def topk_nms_hw(det: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarr
             nv = _nms_value(det, y, i - y * w, pad)
             if nv > top:
                 _sift(v, ix, 0, k, nv, np.int64(i))
-    last = k
-    while last > 1:
-        last -= 1
-        val = v[last]
-        vid = ix[last]
-        v[last] = v[0]
-        ix[last] = ix[0]
-        _sift(v, ix, 0, last, val, vid)
+    _sort_heap(v, ix, k)
     return v, ix
 
 

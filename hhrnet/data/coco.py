@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -52,6 +51,7 @@ from hhrnet.data.transforms import (
     sample_affine_params,
 )
 from hhrnet.errors import ConfigError, InputError
+from hhrnet.inference import read_image as read_rgb  # one image reader for training and inference
 from hhrnet.targets import Overflow, TargetEncoder
 
 logger = logging.getLogger(__name__)
@@ -77,17 +77,6 @@ class ScaleAwareSigma:
     base_size: float = 256.0
     base_sigma: float = 2.0
     int_sigma: bool = False
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB read as the official code does; InputError naming the file when unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image not found: {p}")
-    image = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise InputError(f"cannot decode image {p} (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def load_annotations(ann_file: str | Path) -> Any:
