@@ -31,7 +31,7 @@ from hhrnet.errors import InputError
 from hhrnet.kernels.params import DecodeParams
 
 Network = Callable[[np.ndarray], Sequence[np.ndarray]]
-Decoder = Literal["fast", "reference"]
+Decoder = Literal["fast", "reference", "cuda"]
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -275,7 +275,21 @@ class Predictor:
             from hhrnet.kernels.decode import decode
 
             return decode(heatmaps, tags, self.params)
-        raise InputError(f"unknown decoder {self.decoder!r}; expected fast or reference")
+        if self.decoder == "cuda":
+            from hhrnet.errors import BackendError
+
+            try:
+                from numba import cuda
+
+                if not cuda.is_available():
+                    raise BackendError("--decoder cuda needs a CUDA GPU (numba.cuda finds none)")
+                from hhrnet.kernels.cuda import decode_cuda
+
+                batch = decode_cuda(heatmaps[None], tags[None], self.params, capacity=len(self.params.joint_order) * 30)
+            except ImportError as exc:
+                raise BackendError(f"--decoder cuda is unavailable: {exc}") from None
+            return batch.image(0)
+        raise InputError(f"unknown decoder {self.decoder!r}; expected fast, reference or cuda")
 
     # stage 5
     def postprocess(self, poses: np.ndarray, scores: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> Poses:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 class DecoderChoice(str, Enum):
     fast = "fast"
     reference = "reference"
+    cuda = "cuda"
 
 
 class BackendChoice(str, Enum):
@@ -28,7 +29,7 @@ CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Offici
 OnnxOpt = Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX model (raw variant).")]
 EngineOpt = Annotated[Path | None, typer.Option("--engine", help="TensorRT engine (hhrnet export --format engine).")]
 BackendOpt = Annotated[BackendChoice, typer.Option(help="Inference backend.")]
-DecoderOpt = Annotated[DecoderChoice, typer.Option(help="Decoder: fast (Numba) or the reference port.")]
+DecoderOpt = Annotated[DecoderChoice, typer.Option(help="Decoder: fast (Numba CPU), cuda, or the reference.")]
 FlipOpt = Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test (default: config).")]
 ScalesOpt = Annotated[str | None, typer.Option(help="Comma-separated test scales, e.g. 0.5,1,2 (must include 1).")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda (torch backend).")]
