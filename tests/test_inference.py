@@ -125,3 +125,22 @@ def test_bad_inputs(tmp_path: Path) -> None:
         nan_net.predict(np.zeros((256, 256, 3), np.uint8))
     with pytest.raises(InputError, match="scale"):
         Predictor(lambda b: [], cfg, scales=(0.5, 2.0))
+
+
+def test_letterbox_batch_equals_one_by_one(shared: Path) -> None:
+    from golden_weights import fill_formula_weights
+
+    from hhrnet.inference import torch_network
+    from hhrnet.model import build_model
+
+    cfg = apply_overrides(preset("tiny"), ["test.detection_threshold=0.02"])
+    model = build_model(cfg).eval()
+    fill_formula_weights(model, 9)
+    predictor = Predictor(torch_network(model), cfg, letterbox=256)
+    images = [read_image(p) for p in sorted((shared / "data" / "coco").glob("*.jpg"))[:3]]
+    batched = predictor.predict_batch(images)
+    for image, got in zip(images, batched, strict=True):
+        single = predictor.predict(image)
+        np.testing.assert_allclose(got.keypoints, single.keypoints, atol=1e-3)
+        np.testing.assert_allclose(got.scores, single.scores, atol=1e-5)
+    assert sum(len(p) for p in batched) > 0

@@ -92,6 +92,12 @@ def parity(
                 Variant("torch fp32 + fast", torch_net, "fast", "exact")]  # fmt: skip
     if onnx is not None:
         variants.append(Variant("onnxruntime fp32 + fast", OnnxRuntimeBackend(onnx), "fast", "fp32"))
+    import os
+
+    from numba import cuda
+
+    if cuda.is_available() and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        variants.append(Variant("torch fp32 + cuda", torch_net, "cuda", "exact"))
     rows = run(variants, cfg, images, annotations, max_images=max_images)
     _print_rows(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"], "AP parity")
     if json_out is not None:

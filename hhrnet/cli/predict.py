@@ -60,6 +60,13 @@ def predict(
     decoder: DecoderOpt = DecoderChoice.fast,
     device: DeviceOpt = "cpu",
     min_score: Annotated[float, typer.Option(help="Draw persons scoring at least this.")] = 0.05,
+    batch_size: Annotated[int, typer.Option(help="Images per network call (with --letterbox).")] = 1,
+    letterbox: Annotated[
+        int | None,
+        typer.Option(
+            help="Pad every image to this square size to batch them; changes results against the official pipeline."
+        ),
+    ] = None,
     random_weights: Annotated[bool, typer.Option(help="Untrained network (smoke tests only).")] = False,
 ) -> None:
     """Predict poses; unreadable files are reported and skipped, the run goes on."""
@@ -80,30 +87,49 @@ def predict(
     cfg = resolve(config, set_ or []) if config is not None or set_ else None
     files = collect_sources(source)
     network, cfg = make_network(cfg, checkpoint, onnx, backend, device, random_weights, engine)
-    predictor = Predictor(network, cfg, decoder=decoder.value, flip=flip, scales=parse_scales(scales))  # type: ignore[arg-type]
+    predictor = Predictor(network, cfg, decoder=decoder.value, flip=flip, scales=parse_scales(scales),  # type: ignore[arg-type]
+                          letterbox=letterbox)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, object]] = []
     failures: list[tuple[str, str]] = []
     quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
     with Progress(console=console, disable=quiet) as bar:
         task = bar.add_task("predict", total=len(files))
-        for path in files:
+        videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+        stills = [p for p in files if p.suffix.lower() not in VIDEO_SUFFIXES]
+        for path in videos:
             try:
-                if path.suffix.lower() in VIDEO_SUFFIXES:
-                    frames = _predict_video(path, predictor, out, min_score, bar)
-                    records.append({"file": str(path), "frames": frames})
-                else:
-                    image = read_image(path)
-                    poses = predictor.predict(image)
-                    drawn = draw_poses(image, poses.keypoints, poses.scores, min_score=min_score)
-                    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                    if ok:
-                        atomic_write_bytes(out / f"{path.stem}_pose.jpg", buf.tobytes())
-                    records.append({"file": str(path), "people": result_entries(0, poses.keypoints, poses.scores)})
+                frames = _predict_video(path, predictor, out, min_score, bar)
+                records.append({"file": str(path), "frames": frames})
             except HHRNetError as exc:
                 failures.append((str(path), str(exc)))
                 console.print(f"[yellow]skipped[/] {path}: {exc}")
             bar.advance(task)
+        for start in range(0, len(stills), max(1, batch_size)):
+            chunk: list[tuple[Path, object]] = []
+            for path in stills[start : start + max(1, batch_size)]:
+                try:
+                    chunk.append((path, read_image(path)))
+                except HHRNetError as exc:
+                    failures.append((str(path), str(exc)))
+                    console.print(f"[yellow]skipped[/] {path}: {exc}")
+                    bar.advance(task)
+            if not chunk:
+                continue
+            try:
+                results = predictor.predict_batch([im for _, im in chunk])  # type: ignore[misc]
+            except HHRNetError as exc:
+                for path, _ in chunk:
+                    failures.append((str(path), str(exc)))
+                    bar.advance(task)
+                continue
+            for (path, image), poses in zip(chunk, results, strict=True):
+                drawn = draw_poses(image, poses.keypoints, poses.scores, min_score=min_score)  # type: ignore[arg-type]
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if ok:
+                    atomic_write_bytes(out / f"{path.stem}_pose.jpg", buf.tobytes())
+                records.append({"file": str(path), "people": result_entries(0, poses.keypoints, poses.scores)})
+                bar.advance(task)
     atomic_write_text(out / "predictions.json", json.dumps({"predictions": records, "failures": failures}, indent=1))
     done = len(files) - len(failures)
     typer.echo(f"{done}/{len(files)} files predicted -> {out}/predictions.json" + (
