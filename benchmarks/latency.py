@@ -71,3 +71,22 @@ def people_rows(
         rows.append({"benchmark": "latency_people", "stage": "decode", "people": p,
                      "maps": "x".join(map(str, map_shape)), "T": tag_dims, **t.as_row(), **env})  # fmt: skip
     return rows
+
+
+def batch_rows(
+    network: Any, backend: str, precision: str, size: int, batches: Sequence[int] = (1, 8), repeats: int = 5
+) -> list[Row]:
+    """Network latency and throughput per batch size on a fixed (letterboxed) input size."""
+    env = environment(getattr(network, "device", "cpu"))
+    rows = []
+    for b in batches:
+        x = np.zeros((b, 3, size, size), np.float32)
+
+        def forward(x: np.ndarray = x) -> object:
+            return network(x)
+
+        t, warm = measure(forward, repeat=repeats)
+        rows.append({"benchmark": "latency_batch", "backend": backend, "precision": precision, "batch": b,
+                     "input": f"{b}x3x{size}x{size}", "images_per_s": round(b / (t.p50 / 1e3), 1),
+                     "warmup_ms": round(warm * 1e3, 1), **t.as_row(), **env})  # fmt: skip
+    return rows

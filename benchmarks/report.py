@@ -17,6 +17,7 @@ COLUMNS: dict[str, list[str]] = {
     "targets": ["size", "people", "joints_drawn", "naive_ms", "fast_ms", "speedup", "identical"],
     "latency": ["backend", "precision", "stage", "input", "flip", "p50_ms", "p90_ms", "p99_ms", "warmup_ms"],
     "latency_people": ["maps", "T", "people", "p50_ms", "p90_ms", "p99_ms"],
+    "latency_batch": ["backend", "precision", "input", "p50_ms", "p99_ms", "images_per_s", "warmup_ms"],
     "parity": ["variant", "decoder", "images", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"],
 }
 

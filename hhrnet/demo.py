@@ -28,7 +28,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     import cv2
 
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.latency import people_rows, stage_rows
+    from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
     from hhrnet.benchmarks.parity import Variant
     from hhrnet.benchmarks.parity import run as parity_run
     from hhrnet.checkpoint import load_model
@@ -100,6 +100,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     pred = Predictor(ort_net, cfg)
     hm, tags = pred.maps(pred.preprocess(sample))
     lat += people_rows(hm.shape, tags.shape[-1], (1, 5, 15, 30), 5)
+    lat += batch_rows(torch_net, "torch", "fp32", 256, (1, 8)) + batch_rows(ort_net, "onnxruntime", "fp32", 256, (1, 8))
     write_rows(root / "latency.json", lat)
     summary.numbers["total_ms_p50"] = {r["backend"]: r["p50_ms"] for r in lat if r.get("stage") == "total"}
 

@@ -36,11 +36,12 @@ def latency(
     image: Annotated[Path | None, typer.Option(help="Image to time (default: a shared sample or generated).")] = None,
     repeats: Annotated[int, typer.Option(help="Warm repetitions per stage.")] = 10,
     people: Annotated[str, typer.Option(help="People counts for the decode sweep.")] = "1,5,15,30",
+    batches: Annotated[str, typer.Option(help="Batch sizes for the network throughput sweep.")] = "1,8",
     json_out: JsonOpt = None,
 ) -> None:
     """Per-stage p50/p90/p99 for each available backend, plus decode time vs people."""
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.latency import people_rows, stage_rows
+    from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
     from hhrnet.checkpoint import load_model
     from hhrnet.config import resolve
     from hhrnet.export.backends import OnnxRuntimeBackend, TorchBackend
@@ -63,10 +64,14 @@ def latency(
     predictor = Predictor(backends[0][1], cfg)
     hm, tags = predictor.maps(predictor.preprocess(img))
     rows += people_rows(hm.shape, tags.shape[-1], tuple(int(p) for p in people.split(",")), repeats)
+    for name, net in backends:
+        rows += batch_rows(net, name, "fp32", min(cfg.data.input_size, 512), tuple(int(b) for b in batches.split(",")))
     _print_rows([r for r in rows if r["benchmark"] == "latency"],
                 ["backend", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "warmup_ms"], "latency (ms)")  # fmt: skip
     _print_rows([r for r in rows if r["benchmark"] == "latency_people"], ["maps", "T", "people", "p50_ms", "p99_ms"],
                 "decode vs people (ms)")  # fmt: skip
+    _print_rows([r for r in rows if r["benchmark"] == "latency_batch"],
+                ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size")  # fmt: skip
     if json_out is not None:
         write_rows(json_out, rows)
 
