@@ -1,6 +1,6 @@
-"""Decode benchmark: the fast Numba decoder against the reference decoder (the official algorithm ported
-literally: dict grouping, pure-Python Munkres, full-map refine of every joint of every person), on the same
-planted maps in one process. Every row says whether both outputs are identical.
+"""Decode benchmark: the fast Numba decoder against the literal port of the official parse
+(:mod:`hhrnet.benchmarks.official_port`: dict grouping, pure-Python Munkres, full-map refine of every joint
+of every person), on the same planted maps in one process. Every row says whether both outputs are identical.
 
     python -m hhrnet.benchmarks.decode          # the full table (SPEC §10 shapes, T = 1/2, 5/20/30 people)
     python -m hhrnet.benchmarks.decode --quick  # the CI gate's subset
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from hhrnet.benchmarks.common import environment, measure
+from hhrnet.benchmarks.official_port import decode_official
 from hhrnet.kernels.decode import decode, warmup
 from hhrnet.kernels.params import DecodeParams
-from hhrnet.kernels.reference import decode_reference
 
 SHAPES = ((17, 128, 128), (17, 256, 256), (17, 512, 704))
 
@@ -45,7 +45,10 @@ def planted_maps(shape: tuple[int, int, int], people: int, t: int, seed: int = 0
 
 
 def run(quick: bool = False, shapes: Sequence[tuple[int, int, int]] = SHAPES, repeats: int = 3) -> list[dict[str, Any]]:
-    """Rows: shape, T, people, port_ms (reference), fast_ms, speedup, identical, persons."""
+    """Rows: shape, T, people, persons, port_ms (official port), fast_ms, speedup (port / fast), identical.
+
+    ``quick``: only 17x128x128, T = 2, 5 and 20 people (the CI gate's cases).
+    """
     warmup()
     env = environment("cpu")
     cases = [((17, 128, 128), 2, 5), ((17, 128, 128), 2, 20)] if quick else [
@@ -56,11 +59,11 @@ def run(quick: bool = False, shapes: Sequence[tuple[int, int, int]] = SHAPES, re
     for shape, t, people in cases:
         det, tags = planted_maps(shape, people, t)
         fast_out = decode(det, tags, params)
-        port_out = decode_reference(det, tags, params)
+        port_out = decode_official(det, tags, params)
         identical = bool(np.array_equal(fast_out[0], port_out[0]) and np.array_equal(fast_out[1], port_out[1]))
 
         def port(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
-            return decode_reference(det, tags, params)
+            return decode_official(det, tags, params)
 
         def fast(det: np.ndarray = det, tags: np.ndarray = tags) -> object:
             return decode(det, tags, params)

@@ -1,251 +1,306 @@
-"""CUDA decode with Numba: maps stay on the device, only peaks and poses cross to the host.
+"""CUDA decoder (Numba): the official parse on the GPU, output identical to the CPU decoders.
 
-Input: det (B, J, H, W) f32 and tags (B, J, H, W, T) f32 as any ``__cuda_array_interface__`` producer
-(torch, CuPy, a TensorRT output buffer) or host arrays. Steps:
+Input: det (B, J, H, W) f32 and tags (B, J, H, W, T) or (B, J, H, W) f32, as any ``__cuda_array_interface__``
+producer (torch, CuPy, a TensorRT output buffer) or host arrays. The maps never leave the device; the host
+wrapper does every transfer, and only the fixed-capacity result comes back. Kernels (grid-stride loops):
 
-1. ``peaks_kernel``   one thread per (image, joint), grid-stride: the same lazy-NMS heap select as the CPU
-                      kernel (:func:`hhrnet.kernels.peaks.topk_nms_hw`) — its device functions are compiled
-                      from the very same Python source — giving M peaks per joint in torch.topk's order.
-2. grouping           the (B, J, M) peak tensors (values, indices, tags: a few KB) come to the host, where
-                      :func:`hhrnet.kernels.decode.group_jm` runs the exact munkres-1.1.4 matching. It is
-                      sequential by nature (joint after joint) and takes ~0.2 ms per image on a CPU core.
-3. ``adjust_kernel``  one thread per (image, person, joint): the quarter-pixel offsets, reading the device maps.
-4. ``prev_tag_kernel`` then ``refine_kernel``: one thread per (image, person, missing joint) scans the full map
-                      for the first-occurrence argmax of det - round(|tag - person tag|), skipping pixels
-                      whose det cannot beat the best so far.
-5. poses (B, C, J, 3+T) come back to the host.
+1. ``peaks_kernel``    one thread per (image, joint): lazy NMS + top-k in torch.topk's CPU order
+                       (:func:`hhrnet.kernels.peaks.topk_nms_hw`), peak tags gathered.
+2. ``group_kernel``    one thread per image: the exact munkres-1.1.4 grouping
+                       (:func:`hhrnet.kernels.group.group_image`), the person scores, the first C persons.
+3. ``adjust_kernel``   one thread per (image, person, joint): quarter-pixel offsets.
+4. ``person_tag_kernel`` one thread per (image, person): mean tag of the detected joints, before refine.
+5. ``refine_kernel``   one block per (image, person, missing joint): the threads scan the map with pruning
+                       and a shared-memory reduction keeps (value, flat index) maxima, so the result is the
+                       first-occurrence argmax.
 
-Runs under ``NUMBA_ENABLE_CUDASIM=1`` (CI, tiny inputs) and on a real GPU. Not run on a GPU by this project yet:
-the tests compare the simulator's output with the reference decoder. On hardware, float32 ``a*a + b`` may be
-contracted to an FMA by the CUDA compiler, which can move a refine distance across a rounding boundary; the
-GPU parity test (``@pytest.mark.gpu``) is the check for that.
+Steps 1-4 call the very Numba functions the CPU decoder runs (Numba compiles them for the device), so the
+algorithm is written once. The CUDA compiler contracts ``a * b + c`` into FMAs by default, which would move
+rounding boundaries; every product in the shared code goes through :func:`hhrnet.kernels.group.mul_rn`,
+mapped here to the non-contractible ``__fmul_rn`` / ``__dmul_rn``; divisions and square roots are IEEE
+(no fastmath).
+
+Import this module only where ``numba.cuda.is_available()`` or under ``NUMBA_ENABLE_CUDASIM=1`` (the CI
+runs the kernels in the simulator on tiny inputs); elsewhere importing it raises ImportError.
 """
 
 from __future__ import annotations
 
 import math
-import types
+import os
 from typing import Any
 
 import numpy as np
-from numba import cuda
+from numba import cuda, types
+from numba.extending import overload
 
-from hhrnet.kernels import peaks as _peaks
-from hhrnet.kernels.decode import DecodedBatch, group_jm, scores_pj
+from hhrnet.errors import InputError
+from hhrnet.kernels.decode import DecodedBatch
+from hhrnet.kernels.group import group_image, mul_rn, person_capacity
 from hhrnet.kernels.params import DecodeParams
+from hhrnet.kernels.peaks import floor_log2, scratch_size, topk_nms_hw
+from hhrnet.kernels.refine import adjust_joint, person_score, person_tag, place_refined, refine_value
 
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+if not (SIMULATOR or cuda.is_available()):
+    raise ImportError("hhrnet.kernels.cuda needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1)")
 
-def _device(dispatcher: Any, **rebind: Any) -> Any:
-    """Compile a CPU kernel's Python source as a CUDA device function, its callees rebound to device ones."""
-    fn = dispatcher.py_func
-    glob = dict(fn.__globals__)
-    glob.update(rebind)
-    return cuda.jit(device=True)(types.FunctionType(fn.__code__, glob, fn.__name__))
+THREADS = 8 if SIMULATOR else 128  # threads per block (a power of 2); each simulated thread is slow
+MAX_BLOCKS = 64 if SIMULATOR else 4096
 
+if not SIMULATOR:
+    from numba.cuda import libdevice
 
-_sift_d = _device(_peaks._sift)
-_make_heap_d = _device(_peaks._make_heap, _sift=_sift_d)
-_sort_heap_d = _device(_peaks._sort_heap, _sift=_sift_d)
-_nms_value_d = _device(_peaks._nms_value)
+    @overload(mul_rn, target="cuda")
+    def _mul_rn_cuda(a, b):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - numba overload hook
+        if a == types.float32 and b == types.float32:
+            return lambda a, b: libdevice.fmul_rn(a, b)
+        return lambda a, b: libdevice.dmul_rn(a, b)
+
+    @cuda.jit(device=True, inline=True)
+    def _local(a: Any) -> Any:
+        return a
+
+else:
+
+    def _local(a: Any) -> Any:
+        """The simulator wraps arrays in kernel arguments; the shared Numba functions need the NumPy array."""
+        return a._item._ary
 
 
 @cuda.jit
-def peaks_kernel(det: Any, k: int, pad: int, vals: Any, inds: Any) -> None:  # pragma: no cover - device code
-    b_count, j_count, h, w = det.shape
-    start = cuda.grid(1)
-    for t in range(start, b_count * j_count, cuda.gridsize(1)):
-        b = t // j_count
-        j = t - b * j_count
-        m = det[b, j]
-        v = vals[b, j]
-        ix = inds[b, j]
-        for i in range(k):
-            y = i // w
-            v[i] = _nms_value_d(m, y, i - y * w, pad)
-            ix[i] = i
-        _make_heap_d(v, ix, k)
-        for i in range(k, h * w):
+def peaks_kernel(det: Any, tags: Any, k: int, pad: int, work_v: Any, work_i: Any, stack: Any, vals: Any, inds: Any,
+                 tag_k: Any) -> None:  # fmt: skip
+    """det (B, J, H, W), tags (B, J, H, W, T) -> vals/inds (B, J, M), tag_k (B, J, M, T); work (B, J, S)."""
+    det = _local(det)
+    tags = _local(tags)
+    work_v = _local(work_v)
+    work_i = _local(work_i)
+    stack = _local(stack)
+    b_count, j_count, _, w = det.shape
+    for task in range(cuda.grid(1), b_count * j_count, cuda.gridsize(1)):
+        b = task // j_count
+        j = task - b * j_count
+        topk_nms_hw(det[b, j], k, pad, work_v[b, j], work_i[b, j], stack[b, j])
+        for m in range(k):
+            vals[b, j, m] = work_v[b, j, m]
+            inds[b, j, m] = work_i[b, j, m]
+            y = work_i[b, j, m] // w
+            x = work_i[b, j, m] - y * w
+            for t in range(tags.shape[4]):
+                tag_k[b, j, m, t] = tags[b, j, y, x, t]
+
+
+@cuda.jit
+def group_kernel(
+    vals: Any, inds: Any, tag_k: Any, width: int, joint_order: Any, max_num_people: int,
+    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
+    unique_keys: bool, max_persons: int, persons: Any, keys: Any, tag_rows: Any, tag_count: Any, rows: Any,
+    ctags: Any, means: Any, raw: Any, cost: Any, marks: Any, row_cover: Any, col_cover: Any, path: Any,
+    poses: Any, scores: Any, counts: Any, overflow: Any,
+) -> None:  # fmt: skip
+    """One thread per image: grouping into the work persons (B, cap, J, 3+T), then the first C into poses."""
+    vals = _local(vals)
+    inds = _local(inds)
+    tag_k = _local(tag_k)
+    joint_order = _local(joint_order)
+    persons = _local(persons)
+    keys = _local(keys)
+    tag_rows = _local(tag_rows)
+    tag_count = _local(tag_count)
+    rows = _local(rows)
+    ctags = _local(ctags)
+    means = _local(means)
+    raw = _local(raw)
+    cost = _local(cost)
+    marks = _local(marks)
+    row_cover = _local(row_cover)
+    col_cover = _local(col_cover)
+    path = _local(path)
+    poses = _local(poses)
+    capacity = poses.shape[1]
+    for b in range(cuda.grid(1), vals.shape[0], cuda.gridsize(1)):
+        n = group_image(vals[b], inds[b], tag_k[b], width, joint_order, max_num_people, detection_threshold,
+                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons, persons[b],
+                        keys[b], tag_rows[b], tag_count[b], rows[b], ctags[b], means[b], raw[b], cost[b], marks[b],
+                        row_cover[b], col_cover[b], path[b])  # fmt: skip
+        kept = n if n < capacity else capacity
+        for p in range(kept):
+            for j in range(poses.shape[2]):
+                for c in range(poses.shape[3]):
+                    poses[b, p, j, c] = np.float32(persons[b, p, j, c])
+            scores[b, p] = person_score(poses[b], p)
+        counts[b] = kept
+        overflow[b] = n > capacity
+
+
+@cuda.jit
+def adjust_kernel(poses: Any, counts: Any, det: Any, ties_positive: bool) -> None:
+    """One thread per (image, person, joint)."""
+    poses = _local(poses)
+    det = _local(det)
+    b_count, capacity, j_count = poses.shape[0], poses.shape[1], poses.shape[2]
+    for task in range(cuda.grid(1), b_count * capacity * j_count, cuda.gridsize(1)):
+        b = task // (capacity * j_count)
+        p = (task // j_count) % capacity
+        j = task % j_count
+        if p < counts[b] and poses[b, p, j, 2] > 0:
+            adjust_joint(poses[b], p, j, det[b, j], ties_positive)
+
+
+@cuda.jit
+def person_tag_kernel(poses: Any, counts: Any, tags: Any, found: Any, ptag: Any) -> None:
+    """One thread per (image, person): ptag (B, C, T) from the detected joints, before any joint is refined."""
+    poses = _local(poses)
+    tags = _local(tags)
+    found = _local(found)
+    ptag = _local(ptag)
+    b_count, capacity = poses.shape[0], poses.shape[1]
+    for task in range(cuda.grid(1), b_count * capacity, cuda.gridsize(1)):
+        b = task // capacity
+        p = task - b * capacity
+        if p < counts[b]:
+            person_tag(poses[b], p, tags[b], found[b, p], ptag[b, p])
+
+
+@cuda.jit(device=True)
+def _better(v: float, i: int, best: float, best_i: int) -> bool:
+    """(v, i) beats (best, best_i): larger value, or equal value at a smaller flat index."""
+    return v > best or (v == best and i < best_i)
+
+
+@cuda.jit
+def refine_kernel(poses: Any, counts: Any, det: Any, tags: Any, ptag: Any, ties_positive: bool) -> None:
+    """One block per (image, person, joint) task, grid-stride over tasks; missing joints only."""
+    poses = _local(poses)
+    det = _local(det)
+    tags = _local(tags)
+    ptag = _local(ptag)
+    best_v = cuda.shared.array(THREADS, np.float32)
+    best_n = cuda.shared.array(THREADS, np.int64)
+    b_count, capacity, j_count = poses.shape[0], poses.shape[1], poses.shape[2]
+    h, w = det.shape[2], det.shape[3]
+    tid = cuda.threadIdx.x
+    for task in range(cuda.blockIdx.x, b_count * capacity * j_count, cuda.gridDim.x):
+        b = task // (capacity * j_count)
+        p = (task // j_count) % capacity
+        j = task % j_count
+        if p >= counts[b] or poses[b, p, j, 2] != 0:  # the same for every thread of the block
+            continue
+        det_j = det[b, j]
+        tags_j = tags[b, j]
+        person = ptag[b, p]
+        best = np.float32(-math.inf)
+        best_i = h * w  # "none yet": larger than every index
+        for i in range(tid, h * w, THREADS):
             y = i // w
             x = i - y * w
-            top = v[0]
-            if m[y, x] > top or top < 0:
-                nv = _nms_value_d(m, y, x, pad)
-                if nv > top:
-                    _sift_d(v, ix, 0, k, nv, i)
-        _sort_heap_d(v, ix, k)
+            d = det_j[y, x]
+            if d < best or (d == best and i > best_i):  # round(distance) >= 0: det bounds the value
+                continue
+            v = refine_value(d, tags_j, y, x, person)
+            if _better(v, i, best, best_i):
+                best = v
+                best_i = i
+        best_v[tid] = best
+        best_n[tid] = best_i
+        cuda.syncthreads()
+        step = THREADS // 2
+        while step > 0:
+            if tid < step and _better(best_v[tid + step], best_n[tid + step], best_v[tid], best_n[tid]):
+                best_v[tid] = best_v[tid + step]
+                best_n[tid] = best_n[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            found = best_n[0] if best_n[0] < h * w else 0  # np.argmax of nothing comparable: index 0
+            by = found // w
+            place_refined(poses[b], p, j, det_j, by, found - by * w, ties_positive)
+        cuda.syncthreads()
 
 
-@cuda.jit
-def gather_tags_kernel(tags: Any, inds: Any, out: Any) -> None:  # pragma: no cover - device code
-    """out[b, j, m, :] = tags[b, j, y, x, :] at each peak: only B*J*M*T values ever leave the device."""
-    b_count, j_count, m_count = inds.shape
-    w = tags.shape[3]
-    for t in range(cuda.grid(1), b_count * j_count * m_count, cuda.gridsize(1)):
-        b = t // (j_count * m_count)
-        j = (t // m_count) % j_count
-        m = t % m_count
-        y = inds[b, j, m] // w
-        x = inds[b, j, m] - y * w
-        for d in range(tags.shape[4]):
-            out[b, j, m, d] = tags[b, j, y, x, d]
+def _grid(tasks: int) -> int:
+    return max(1, min(MAX_BLOCKS, (tasks + THREADS - 1) // THREADS))
 
 
-@cuda.jit(device=True)
-def _offset_d(a: float, b: float, ties_positive: bool) -> float:  # pragma: no cover - device code
-    if a > b:
-        return 0.25
-    if ties_positive and a == b:
-        return 0.0
-    return -0.25
-
-
-@cuda.jit
-def adjust_kernel(persons: Any, counts: Any, det: Any, ties_positive: bool) -> None:  # pragma: no cover
-    b_count, cap, j_count = persons.shape[0], persons.shape[1], persons.shape[2]
-    h, w = det.shape[2], det.shape[3]
-    for t in range(cuda.grid(1), b_count * cap * j_count, cuda.gridsize(1)):
-        b = t // (cap * j_count)
-        p = (t // j_count) % cap
-        j = t % j_count
-        if p >= counts[b] or not persons[b, p, j, 2] > 0:
-            continue
-        x = persons[b, p, j, 0]
-        y = persons[b, p, j, 1]
-        xi = int(x)
-        yi = int(y)
-        dx = _offset_d(det[b, j, yi, min(xi + 1, w - 1)], det[b, j, yi, max(xi - 1, 0)], ties_positive)
-        dy = _offset_d(det[b, j, min(yi + 1, h - 1), xi], det[b, j, max(yi - 1, 0), xi], ties_positive)
-        persons[b, p, j, 0] = np.float32(np.float32(x + np.float32(dx)) + np.float32(0.5))
-        persons[b, p, j, 1] = np.float32(np.float32(y + np.float32(dy)) + np.float32(0.5))
-
-
-@cuda.jit
-def prev_tag_kernel(persons: Any, counts: Any, tags: Any, prev: Any) -> None:  # pragma: no cover
-    """Mean tag of each person's detected joints (float32, joint order), before any joint is refined."""
-    b_count, cap, j_count = persons.shape[0], persons.shape[1], persons.shape[2]
-    t_count = tags.shape[4]
-    for t in range(cuda.grid(1), b_count * cap, cuda.gridsize(1)):
-        b = t // cap
-        p = t - b * cap
-        if p >= counts[b]:
-            continue
-        found = 0
-        for d in range(t_count):
-            prev[b, p, d] = np.float32(0.0)
-        for j in range(j_count):
-            if persons[b, p, j, 2] > 0:
-                px = int(persons[b, p, j, 0])
-                py = int(persons[b, p, j, 1])
-                for d in range(t_count):
-                    prev[b, p, d] = np.float32(prev[b, p, d] + tags[b, j, py, px, d])
-                found += 1
-        for d in range(t_count):
-            prev[b, p, d] = np.float32(prev[b, p, d] / np.float32(found))
-
-
-@cuda.jit(device=True)
-def _round_half_even(x: float) -> float:  # pragma: no cover - device code
-    r = math.floor(x + 0.5)  # x is a float32 value: x + 0.5 is exact in float64
-    if r - x == 0.5 and r % 2 != 0:
-        r -= 1.0
-    return r
-
-
-@cuda.jit
-def refine_kernel(
-    persons: Any, counts: Any, det: Any, tags: Any, prev: Any, ties_positive: bool
-) -> None:  # pragma: no cover
-    b_count, cap, j_count = persons.shape[0], persons.shape[1], persons.shape[2]
-    h, w = det.shape[2], det.shape[3]
-    t_count = tags.shape[4]
-    for t in range(cuda.grid(1), b_count * cap * j_count, cuda.gridsize(1)):
-        b = t // (cap * j_count)
-        p = (t // j_count) % cap
-        j = t % j_count
-        if p >= counts[b] or persons[b, p, j, 2] != 0:
-            continue
-        best = -math.inf
-        by = 0
-        bx = 0
-        for y in range(h):
-            for x in range(w):
-                d = det[b, j, y, x]
-                if not d > best:
-                    continue
-                s = np.float32(0.0)
-                for k in range(t_count):
-                    e = np.float32(tags[b, j, y, x, k] - prev[b, p, k])
-                    s = np.float32(s + np.float32(e * e))
-                dist = np.float32(math.sqrt(s))
-                v = np.float32(d - np.float32(_round_half_even(dist)))
-                if v > best:
-                    best = v
-                    by = y
-                    bx = x
-        val = det[b, j, by, bx]
-        if val > 0:
-            dx = _offset_d(det[b, j, by, min(bx + 1, w - 1)], det[b, j, by, max(bx - 1, 0)], ties_positive)
-            dy = _offset_d(det[b, j, min(by + 1, h - 1), bx], det[b, j, max(by - 1, 0), bx], ties_positive)
-            persons[b, p, j, 0] = np.float32(bx + 0.5 + dx)
-            persons[b, p, j, 1] = np.float32(by + 0.5 + dy)
-            persons[b, p, j, 2] = val
-
-
-def _launch(total: int) -> tuple[int, int]:
-    threads = 128
-    return max(1, min(1024, (total + threads - 1) // threads)), threads
-
-
-def _on_device(x: Any) -> bool:
-    return hasattr(x, "__cuda_array_interface__")
+def _as_device(x: Any, name: str, stream: Any) -> Any:
+    """Any __cuda_array_interface__ object is used in place; a host array is copied over once."""
+    if SIMULATOR and hasattr(x, "copy_to_host"):  # a simulator device array
+        arr = x
+    elif hasattr(x, "__cuda_array_interface__"):
+        arr = cuda.as_cuda_array(x)
+    else:
+        arr = cuda.to_device(np.ascontiguousarray(x, np.float32), stream=stream)
+    if arr.dtype != np.float32:
+        raise InputError(f"{name} must be float32 on the device, got {arr.dtype}")
+    return arr
 
 
 def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, stream: Any = 0) -> DecodedBatch:
-    """Batched decode on the GPU; the result equals :func:`hhrnet.kernels.decode.decode_batch`."""
-    d_det = det if _on_device(det) else cuda.to_device(np.ascontiguousarray(det, np.float32), stream=stream)
-    if not _on_device(tags):
-        tags = np.ascontiguousarray(tags, np.float32)
-        if tags.ndim == 4:
-            tags = tags[..., None]
-    d_tags = tags if _on_device(tags) else cuda.to_device(tags, stream=stream)
-    wrap = getattr(cuda, "as_cuda_array", None)  # absent in the simulator, where arrays are already wrapped
-    if wrap is not None:
-        d_det, d_tags = wrap(d_det), wrap(d_tags)
-    b_count, j_count, h, w = d_det.shape
-    t_count = d_tags.shape[4]
-    if j_count != params.num_joints:
-        params = params.with_joints(j_count)
+    """det (B, J, H, W), tags (B, J, H, W, T) on the GPU (or host) -> :class:`DecodedBatch` (host).
+
+    Equal to :func:`hhrnet.kernels.decode.decode_batch` with the same capacity.
+    """
+    if capacity < 1:
+        raise InputError(f"capacity must be >= 1, got {capacity}")
+    d_det = _as_device(det, "det", stream)
+    d_tags = _as_device(tags, "tags", stream)
+    if len(d_det.shape) != 4:
+        raise InputError(f"det must be (B, J, H, W), got {tuple(d_det.shape)}")
+    if len(d_tags.shape) == 4:
+        d_tags = d_tags.reshape((*d_tags.shape, 1))
+    if tuple(d_tags.shape[:4]) != tuple(d_det.shape) or len(d_tags.shape) != 5:
+        raise InputError(f"tags {tuple(d_tags.shape)} do not match det {tuple(d_det.shape)}")
+    b_count, j_count, h, w = (int(s) for s in d_det.shape)
+    t_count = int(d_tags.shape[4])
+    params = params.with_joints(j_count)
     m = min(params.max_num_people, h * w)
-    d_vals = cuda.device_array((b_count, j_count, m), np.float32, stream=stream)
-    d_inds = cuda.device_array((b_count, j_count, m), np.int64, stream=stream)
-    grid, block = _launch(b_count * j_count)
-    peaks_kernel[grid, block, stream](d_det, m, params.nms_padding, d_vals, d_inds)
-    d_tagk = cuda.device_array((b_count, j_count, m, t_count), np.float32, stream=stream)
-    grid, block = _launch(b_count * j_count * m)
-    gather_tags_kernel[grid, block, stream](d_tags, d_inds, d_tagk)
-    vals, inds = d_vals.copy_to_host(stream=stream), d_inds.copy_to_host(stream=stream)
-    tag_k = d_tagk.copy_to_host(stream=stream)
-    order = np.asarray(params.joint_order, np.int64)
-    poses = np.zeros((b_count, capacity, j_count, 3 + t_count), np.float32)
-    scores = np.zeros((b_count, capacity), np.float32)
-    counts = np.zeros(b_count, np.int32)
-    overflow = np.zeros(b_count, np.bool_)
-    for b in range(b_count):
-        persons = group_jm(vals[b], inds[b], tag_k[b], w, order, params.max_num_people, params.detection_threshold,
-                           params.tag_threshold, params.use_detection_val, params.ignore_too_much,
-                           params.unique_person_keys, params.max_persons)  # fmt: skip
-        n = min(len(persons), capacity)
-        poses[b, :n], counts[b], overflow[b] = persons[:n], n, len(persons) > capacity
-        scores[b, :n] = scores_pj(persons[:n])
-    d_poses = cuda.to_device(poses, stream=stream)
-    d_counts = cuda.to_device(counts, stream=stream)
-    grid, block = _launch(b_count * capacity * j_count)
+    mw = max(m, params.max_num_people)
+    cap = person_capacity(j_count, m, params.max_persons)
+    size = scratch_size(h, w, m)
+
+    def dev(shape: tuple[int, ...], dtype: Any) -> Any:
+        return cuda.device_array(shape, dtype, stream=stream)
+
+    vals, inds, tag_k = (
+        dev((b_count, j_count, m), np.float32),
+        dev((b_count, j_count, m), np.int64),
+        dev((b_count, j_count, m, t_count), np.float32),
+    )
+    stack_rows = 2 * floor_log2(max(size, 2)) + 2
+    peaks_kernel[_grid(b_count * j_count), THREADS, stream](
+        d_det, d_tags, m, params.nms_padding, dev((b_count, j_count, size), np.float32),
+        dev((b_count, j_count, size), np.int64), dev((b_count, j_count, stack_rows, 3), np.int64), vals, inds, tag_k,
+    )  # fmt: skip
+
+    poses = cuda.to_device(np.zeros((b_count, capacity, j_count, 3 + t_count), np.float32), stream=stream)
+    scores = cuda.to_device(np.zeros((b_count, capacity), np.float32), stream=stream)
+    counts = dev((b_count,), np.int32)
+    overflow = dev((b_count,), np.bool_)
+    group_kernel[_grid(b_count), THREADS, stream](
+        vals, inds, tag_k, w, cuda.to_device(np.asarray(params.joint_order, np.int64), stream=stream),
+        params.max_num_people, params.detection_threshold, params.tag_threshold, params.use_detection_val,
+        params.ignore_too_much, params.unique_person_keys, params.max_persons,
+        dev((b_count, cap, j_count, 3 + t_count), np.float64), dev((b_count, cap), np.float32),
+        dev((b_count, cap, j_count, t_count), np.float32), dev((b_count, cap), np.int64),
+        dev((b_count, mw, 3 + t_count), np.float64), dev((b_count, mw, t_count), np.float32),
+        dev((b_count, mw, t_count), np.float32), dev((b_count, mw, mw), np.float64),
+        dev((b_count, mw, mw), np.float64), dev((b_count, mw, mw), np.int8), dev((b_count, mw), np.bool_),
+        dev((b_count, mw), np.bool_), dev((b_count, 2 * mw + 1, 2), np.int64), poses, scores, counts, overflow,
+    )  # fmt: skip
     if params.adjust:
-        adjust_kernel[grid, block, stream](d_poses, d_counts, d_det, params.ties_positive)
+        adjust_kernel[_grid(b_count * capacity * j_count), THREADS, stream](poses, counts, d_det, params.ties_positive)
     if params.refine:
-        d_prev = cuda.device_array((b_count, capacity, t_count), np.float32, stream=stream)
-        pgrid, pblock = _launch(b_count * capacity)
-        prev_tag_kernel[pgrid, pblock, stream](d_poses, d_counts, d_tags, d_prev)
-        refine_kernel[grid, block, stream](d_poses, d_counts, d_det, d_tags, d_prev, params.ties_positive)
-    poses = d_poses.copy_to_host(stream=stream)
-    return DecodedBatch(counts, poses, scores, overflow)
+        ptag = dev((b_count, capacity, t_count), np.float32)
+        person_tag_kernel[_grid(b_count * capacity), THREADS, stream](
+            poses, counts, d_tags, dev((b_count, capacity, j_count, t_count), np.float32), ptag
+        )
+        refine_kernel[min(MAX_BLOCKS, b_count * capacity * j_count), THREADS, stream](
+            poses, counts, d_det, d_tags, ptag, params.ties_positive
+        )
+    return DecodedBatch(
+        counts=counts.copy_to_host(stream=stream),
+        poses=poses.copy_to_host(stream=stream),
+        scores=scores.copy_to_host(stream=stream),
+        overflow=overflow.copy_to_host(stream=stream),
+    )

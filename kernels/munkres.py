@@ -1,19 +1,21 @@
-"""Munkres (Hungarian) assignment with the exact tie-breaking of PyPI ``munkres`` 1.1.4.
+"""Munkres (Hungarian) assignment that returns exactly what PyPI ``munkres`` 1.1.4 returns.
 
-The official grouping calls ``Munkres().compute`` on a cost ``round(dist) * 100 - val``, which has many
-equally optimal assignments; which one comes back depends on the solver's scan order (SPEC §8). This is
-the textbook six-step algorithm with that package's conventions:
+The official grouping solves ``round(dist) * 100 - val`` with ``Munkres().compute``. That cost has many
+equally optimal assignments, and which one comes back is decided by the solver's scan order (SPEC §8), so
+"an optimal assignment" (scipy, munkres 3.0) is not enough. This module follows the classic six-step
+algorithm with munkres 1.1.4's conventions, in float64:
 
-* a non-square matrix is padded with zeros to square;
-* step 2 stars, row by row, the first uncovered zero of each row;
-* step 4's zero search starts at the last (row, column) visited, takes the first row (cyclically) that
-  holds an uncovered zero and, within it, the *last* uncovered zero in cyclic column order;
-* step 6 adds the smallest uncovered value to covered rows and subtracts it from uncovered columns,
-  element by element in row-major order (so float64 results are bit-identical);
-* the result lists (row, column) pairs of starred zeros in row-major order, original rows/columns only.
+* the matrix is made square by zero padding (extra rows or extra columns);
+* initial stars: row by row, the first zero whose row and column carry no star yet;
+* the uncovered-zero search resumes at the (row, column) where the previous one stopped, visits rows
+  cyclically and, inside the first row that has any uncovered zero, keeps the *last* one met while
+  walking the columns cyclically from the resume column;
+* the shift step adds the smallest uncovered value to covered rows and then subtracts it from uncovered
+  columns, element by element (two roundings where both apply, as in the package);
+* the answer is the starred cells of the original rows and columns, in row-major order.
 
-``assign`` is plain Python over NumPy arrays (readable, and what the reference decoder uses);
-``assign_nb`` is the same function compiled by Numba for the fast decoder.
+The kernels take preallocated work arrays and allocate nothing, so the CUDA grouping kernel calls the very
+same functions (Numba compiles them for the device).
 """
 
 from __future__ import annotations
@@ -21,163 +23,163 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+_NO_VALUE = 9.223372036854775807e18  # munkres 1.1.4 starts its minimum search at sys.maxsize
+STAR = 1
+PRIME = 2
 
-def _find_zero(c: np.ndarray, rcov: np.ndarray, ccov: np.ndarray, i0: int, j0: int) -> tuple[int, int]:
-    n = c.shape[0]
-    i = i0
-    while True:
-        row = -1
-        col = -1
-        j = j0
-        while True:
-            if c[i, j] == 0 and not rcov[i] and not ccov[j]:
-                row = i
-                col = j
-            j = (j + 1) % n
-            if j == j0:
+
+@njit(cache=True)
+def _uncovered_zero(c: np.ndarray, n: int, row_cover: np.ndarray, col_cover: np.ndarray, r0: int, c0: int) -> int:
+    """Flat index r * n + col of the uncovered zero munkres 1.1.4 picks next, or -1."""
+    r = r0
+    for _ in range(n):
+        hit = -1
+        col = c0
+        for _ in range(n):
+            if c[r, col] == 0 and not row_cover[r] and not col_cover[col]:
+                hit = col  # no break: the package keeps scanning and returns the last one in this row
+            col += 1
+            if col == n:
+                col = 0
+        if hit >= 0:
+            return r * n + hit
+        r += 1
+        if r == n:
+            r = 0
+    return -1
+
+
+@njit(cache=True)
+def _first_in_row(marks: np.ndarray, n: int, r: int, kind: int) -> int:
+    for col in range(n):
+        if marks[r, col] == kind:
+            return col
+    return -1
+
+
+@njit(cache=True)
+def _first_in_col(marks: np.ndarray, n: int, col: int, kind: int) -> int:
+    for r in range(n):
+        if marks[r, col] == kind:
+            return r
+    return -1
+
+
+@njit(cache=True)
+def solve_square(
+    c: np.ndarray, n: int, marks: np.ndarray, row_cover: np.ndarray, col_cover: np.ndarray, path: np.ndarray
+) -> None:
+    """Solve the zero-padded square problem held in ``c[:n, :n]`` (modified in place).
+
+    Work arrays: marks (>= n, >= n) int8, row_cover/col_cover (>= n,) bool, path (>= 2n + 1, 2) int64.
+    On return ``marks[r, col] == STAR`` marks the assignment.
+    """
+    for r in range(n):
+        lowest = c[r, 0]
+        for col in range(1, n):
+            if c[r, col] < lowest:
+                lowest = c[r, col]
+        for col in range(n):
+            c[r, col] = c[r, col] - lowest
+        row_cover[r] = False
+        col_cover[r] = False
+        for col in range(n):
+            marks[r, col] = 0
+    for r in range(n):
+        for col in range(n):
+            if c[r, col] == 0 and not row_cover[r] and not col_cover[col]:
+                marks[r, col] = STAR
+                row_cover[r] = True
+                col_cover[col] = True
                 break
-        if row >= 0:
-            return row, col
-        i = (i + 1) % n
-        if i == i0:
-            return -1, -1
+    for r in range(n):
+        row_cover[r] = False
+        col_cover[r] = False
+
+    while True:
+        # cover every column holding a star; n covered columns = a complete assignment
+        covered = 0
+        for r in range(n):
+            for col in range(n):
+                if marks[r, col] == STAR and not col_cover[col]:
+                    col_cover[col] = True
+                    covered += 1
+        if covered >= n:
+            return
+        # prime uncovered zeros until a primed zero has no star in its row (then augment)
+        zr = 0
+        zc = 0
+        while True:
+            flat = _uncovered_zero(c, n, row_cover, col_cover, zr, zc)
+            if flat < 0:
+                # no uncovered zero: shift by the smallest uncovered value and search again
+                smallest = _NO_VALUE
+                for r in range(n):
+                    for col in range(n):
+                        if not row_cover[r] and not col_cover[col] and smallest > c[r, col]:
+                            smallest = c[r, col]
+                for r in range(n):
+                    for col in range(n):
+                        if row_cover[r]:
+                            c[r, col] = c[r, col] + smallest
+                        if not col_cover[col]:
+                            c[r, col] = c[r, col] - smallest
+                zr = 0  # the package restarts its zero search at (0, 0) after a shift
+                zc = 0
+                continue
+            zr = flat // n
+            zc = flat - zr * n
+            marks[zr, zc] = PRIME
+            star = _first_in_row(marks, n, zr, STAR)
+            if star < 0:
+                break
+            zc = star
+            row_cover[zr] = True
+            col_cover[star] = False
+        # alternating path prime -> star (same column) -> prime (same row) ...
+        length = 0
+        path[0, 0] = zr
+        path[0, 1] = zc
+        while True:
+            r = _first_in_col(marks, n, path[length, 1], STAR)
+            if r < 0:
+                break
+            length += 1
+            path[length, 0] = r
+            path[length, 1] = path[length - 1, 1]
+            length += 1
+            path[length, 0] = r
+            path[length, 1] = _first_in_row(marks, n, r, PRIME)
+        for k in range(length + 1):
+            pr = path[k, 0]
+            pc = path[k, 1]
+            marks[pr, pc] = 0 if marks[pr, pc] == STAR else STAR
+        for r in range(n):
+            row_cover[r] = False
+            col_cover[r] = False
+            for col in range(n):
+                if marks[r, col] == PRIME:
+                    marks[r, col] = 0
 
 
+@njit(cache=True)
 def assign(cost: np.ndarray) -> np.ndarray:
-    """Optimal assignment of a (R, C) float64 cost matrix; returns (K, 2) int64 (row, column) pairs."""
+    """``Munkres().compute(cost)`` of munkres 1.1.4 for a (R, C) float64 matrix -> (K, 2) int64 (row, col)."""
     rows, cols = cost.shape
     n = max(rows, cols)
-    c = np.zeros((n, n), dtype=np.float64)
+    c = np.zeros((n, n), np.float64)
     c[:rows, :cols] = cost
-    marked = np.zeros((n, n), dtype=np.int8)  # 1 = star, 2 = prime
-    rcov = np.zeros(n, dtype=np.bool_)
-    ccov = np.zeros(n, dtype=np.bool_)
-    path = np.zeros((2 * n + 1, 2), dtype=np.int64)
-    # step 1: subtract each row's minimum
-    for i in range(n):
-        m = c[i, 0]
-        for j in range(1, n):
-            if c[i, j] < m:
-                m = c[i, j]
-        for j in range(n):
-            c[i, j] -= m
-    # step 2: star the first uncovered zero of each row
-    for i in range(n):
-        for j in range(n):
-            if c[i, j] == 0 and not ccov[j] and not rcov[i]:
-                marked[i, j] = 1
-                ccov[j] = True
-                rcov[i] = True
-                break
-    rcov[:] = False
-    ccov[:] = False
-    step = 3
-    z_r = 0
-    z_c = 0
-    while True:
-        if step == 3:  # cover starred columns; done when all are covered
-            count = 0
-            for i in range(n):
-                for j in range(n):
-                    if marked[i, j] == 1 and not ccov[j]:
-                        ccov[j] = True
-                        count += 1
-            if count >= n:
-                break
-            step = 4
-        elif step == 4:  # prime uncovered zeros until one has no star in its row
-            row = 0
-            col = 0
-            while True:
-                row, col = _find_zero(c, rcov, ccov, row, col)
-                if row < 0:
-                    step = 6
-                    break
-                marked[row, col] = 2
-                star = -1
-                for j in range(n):
-                    if marked[row, j] == 1:
-                        star = j
-                        break
-                if star >= 0:
-                    col = star
-                    rcov[row] = True
-                    ccov[col] = False
-                else:
-                    z_r = row
-                    z_c = col
-                    step = 5
-                    break
-        elif step == 5:  # augment along the alternating prime/star path
-            count = 0
-            path[0, 0] = z_r
-            path[0, 1] = z_c
-            while True:
-                r = -1
-                for i in range(n):
-                    if marked[i, path[count, 1]] == 1:
-                        r = i
-                        break
-                if r < 0:
-                    break
-                count += 1
-                path[count, 0] = r
-                path[count, 1] = path[count - 1, 1]
-                cc = -1
-                for j in range(n):
-                    if marked[path[count, 0], j] == 2:
-                        cc = j
-                        break
-                count += 1
-                path[count, 0] = path[count - 1, 0]
-                path[count, 1] = cc
-            for k in range(count + 1):
-                if marked[path[k, 0], path[k, 1]] == 1:
-                    marked[path[k, 0], path[k, 1]] = 0
-                else:
-                    marked[path[k, 0], path[k, 1]] = 1
-            rcov[:] = False
-            ccov[:] = False
-            for i in range(n):
-                for j in range(n):
-                    if marked[i, j] == 2:
-                        marked[i, j] = 0
-            step = 3
-        else:  # step 6: shift by the smallest uncovered value
-            m = np.inf
-            for i in range(n):
-                for j in range(n):
-                    if not rcov[i] and not ccov[j] and c[i, j] < m:
-                        m = c[i, j]
-            for i in range(n):
-                for j in range(n):
-                    if rcov[i]:
-                        c[i, j] += m
-                    if not ccov[j]:
-                        c[i, j] -= m
-            step = 4
-    out = np.empty((min(rows, cols), 2), dtype=np.int64)
+    marks = np.zeros((n, n), np.int8)
+    row_cover = np.zeros(n, np.bool_)
+    col_cover = np.zeros(n, np.bool_)
+    path = np.zeros((2 * n + 1, 2), np.int64)
+    solve_square(c, n, marks, row_cover, col_cover, path)
+    out = np.empty((min(rows, cols), 2), np.int64)
     k = 0
-    for i in range(rows):
-        for j in range(cols):
-            if marked[i, j] == 1:
-                out[k, 0] = i
-                out[k, 1] = j
+    for r in range(rows):
+        for col in range(cols):
+            if marks[r, col] == STAR:
+                out[k, 0] = r
+                out[k, 1] = col
                 k += 1
     return out[:k]
-
-
-_find_zero_nb = njit(cache=True)(_find_zero)
-
-
-def _make_nb():  # type: ignore[no-untyped-def]
-    # Compile `assign` with its helper resolved to the compiled `_find_zero`.
-    import types
-
-    glob = dict(assign.__globals__)
-    glob["_find_zero"] = _find_zero_nb
-    fn = types.FunctionType(assign.__code__, glob, "assign_nb")
-    return njit(cache=False)(fn)
-
-
-assign_nb = _make_nb()

@@ -1,4 +1,8 @@
-"""Decoding parameters (the official ``Params`` of group.py plus our opt-in fixes). No torch here."""
+"""Decoding parameters: the official grouping ``Params`` (lib/core/group.py) plus our opt-in fixes.
+
+No torch and no Numba here: the object is read by the reference decoder, the Numba CPU decoder and the
+CUDA decoder alike. Every default is the official behaviour; the three ``SPEC §11`` fixes are off.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,23 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hhrnet.config import COCO_JOINT_ORDER
+from hhrnet.errors import ConfigError
+
+MAX_JOINTS = 128  # numpy's float32 pairwise sum is reproduced for up to this many joints per person
 
 
-def default_joint_order(num_joints: int) -> tuple[int, ...]:
-    """Official grouping order: COCO's, truncated to the first J entries (CrowdPose, SPEC B5); else 0..J-1."""
+def default_joint_order(num_joints: int, center_first: bool = False) -> tuple[int, ...]:
+    """Official grouping order.
+
+    COCO's order truncated to the first J entries when J <= 17 (CrowdPose's 14 joints, SPEC B5); a plain
+    0..J-1 otherwise, or when the truncated COCO order is not a permutation of 0..J-1 (the official code
+    would index past the joints there). ``center_first``: the official order when a centre joint is
+    appended as the last channel and kept (``WITH_CENTER`` without ``IGNORE_CENTER``).
+    """
+    if center_first:
+        return (num_joints - 1, *default_joint_order(num_joints - 1))
     if num_joints <= len(COCO_JOINT_ORDER):
-        order = COCO_JOINT_ORDER[:num_joints]
+        order = tuple(COCO_JOINT_ORDER[:num_joints])
         if sorted(order) == list(range(num_joints)):
             return order
     return tuple(range(num_joints))
@@ -19,34 +34,52 @@ def default_joint_order(num_joints: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class DecodeParams:
+    """How heatmaps and tags become poses. ``joint_order=()`` means the official order for ``num_joints``."""
+
     num_joints: int = 17  # J
-    max_num_people: int = 30  # M: peaks kept per joint, and persons a candidate can be matched to
-    detection_threshold: float = 0.1
-    tag_threshold: float = 1.0
-    use_detection_val: bool = True
-    ignore_too_much: bool = False
-    nms_kernel: int = 5
+    max_num_people: int = 30  # M: peaks kept per joint, and how many persons a candidate can be matched to
+    detection_threshold: float = 0.1  # candidates need val > this
+    tag_threshold: float = 1.0  # a match needs ||tag - person mean tag|| < this
+    use_detection_val: bool = True  # cost round(dist) * 100 - val (else the raw distance)
+    ignore_too_much: bool = False  # skip matching a joint once M persons exist
+    nms_kernel: int = 5  # max-pool window; must be 2 * nms_padding + 1
     nms_padding: int = 2
-    adjust: bool = True
-    refine: bool = True
-    joint_order: tuple[int, ...] = COCO_JOINT_ORDER
-    # deliberate departures from the official decoder (off = official behaviour)
-    max_persons: int = 0  # B2: >0 keeps at most this many persons (later new persons are dropped)
+    adjust: bool = True  # quarter-pixel offset towards the larger neighbour, then +0.5
+    refine: bool = True  # fill missing joints by a tag-guided global search
+    joint_order: tuple[int, ...] = ()  # grouping order; () = default_joint_order(num_joints)
+    # deliberate departures from the official decoder (SPEC §11); the defaults are official
+    max_persons: int = 0  # B2: 0 = unbounded; >0 = a new person past this count is dropped
     unique_person_keys: bool = False  # B1: a new person never merges into one whose tag key is equal
     ties_positive: bool = False  # B3: equal neighbours give no quarter offset (official: -0.25)
 
     def __post_init__(self) -> None:
-        if sorted(self.joint_order) != list(range(self.num_joints)):
+        if not 1 <= self.num_joints <= MAX_JOINTS:
+            raise ConfigError(f"num_joints must be in 1..{MAX_JOINTS}, got {self.num_joints}")
+        if self.max_num_people < 1:
+            raise ConfigError(f"max_num_people must be >= 1, got {self.max_num_people}")
+        if self.nms_padding < 0 or self.nms_kernel != 2 * self.nms_padding + 1:
+            raise ConfigError(
+                f"nms_kernel ({self.nms_kernel}) must equal 2 * nms_padding + 1 ({self.nms_padding}): "
+                "the official max-pool must keep the map size"
+            )
+        if self.max_persons < 0:
+            raise ConfigError(f"max_persons must be >= 0 (0 = unbounded), got {self.max_persons}")
+        if not self.joint_order:
             object.__setattr__(self, "joint_order", default_joint_order(self.num_joints))
-        if self.nms_kernel != 2 * self.nms_padding + 1:
-            raise ValueError("nms_kernel must equal 2 * nms_padding + 1 (a same-size max-pool)")
+        else:
+            object.__setattr__(self, "joint_order", tuple(int(j) for j in self.joint_order))
+        if sorted(self.joint_order) != list(range(self.num_joints)):
+            raise ConfigError(f"joint_order {self.joint_order} is not a permutation of 0..{self.num_joints - 1}")
 
     @classmethod
     def from_config(cls, cfg: Any) -> DecodeParams:
-        """From a :class:`hhrnet.config.Config` (or anything with ``.test``, ``.model``, ``.data``)."""
+        """From a :class:`hhrnet.config.Config` or anything with ``.test``, ``.model.num_joints`` and
+        ``.data.max_num_people`` (duck-typed; the official ``WITH_CENTER``/``IGNORE_CENTER`` rule applies)."""
         t = cfg.test
         joints = int(cfg.model.num_joints)
-        if getattr(cfg.data, "with_center", False) and t.ignore_center:
+        with_center = bool(getattr(cfg.data, "with_center", False))
+        ignore_center = bool(getattr(t, "ignore_center", True))
+        if with_center and ignore_center:
             joints -= 1
         return cls(
             num_joints=joints,
@@ -57,13 +90,16 @@ class DecodeParams:
             ignore_too_much=bool(t.ignore_too_much),
             nms_kernel=int(t.nms_kernel),
             nms_padding=int(t.nms_padding),
-            adjust=bool(t.adjust),
-            refine=bool(t.refine),
-            joint_order=default_joint_order(joints),
-            max_persons=int(t.max_persons),
-            unique_person_keys=bool(t.unique_person_keys),
-            ties_positive=bool(t.ties_positive),
+            adjust=bool(getattr(t, "adjust", True)),
+            refine=bool(getattr(t, "refine", True)),
+            joint_order=default_joint_order(joints, center_first=with_center and not ignore_center),
+            max_persons=int(getattr(t, "max_persons", 0)),
+            unique_person_keys=bool(getattr(t, "unique_person_keys", False)),
+            ties_positive=bool(getattr(t, "ties_positive", False)),
         )
 
     def with_joints(self, num_joints: int) -> DecodeParams:
-        return replace(self, num_joints=num_joints, joint_order=default_joint_order(num_joints))
+        """The same settings for another joint count, with that count's default order."""
+        if num_joints == self.num_joints:
+            return self
+        return replace(self, num_joints=num_joints, joint_order=())

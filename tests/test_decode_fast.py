@@ -1,0 +1,192 @@
+"""The fast Numba decoder equals the reference decoder bit for bit: planted people, noise, plateaus and
+ties, T = 1 / 2, J = 17 / 14, many map sizes, every option; fixed-capacity batches; input checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hhrnet.benchmarks.decode import planted_maps
+from hhrnet.benchmarks.official_port import decode_official
+from hhrnet.errors import InputError
+from hhrnet.kernels.decode import decode, decode_batch, warmup
+from hhrnet.kernels.params import DecodeParams
+from hhrnet.kernels.reference import decode_reference
+
+
+def scene(rng: np.random.Generator, people: int, j: int, h: int, w: int, t: int, sigma: float) -> tuple:
+    """Gaussian people with some joints left out (so refine works), tags 2.0 apart per person."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    det = np.zeros((j, h, w), np.float32)
+    tags = np.zeros((j, h, w, t), np.float32)
+    for p in range(people):
+        for k in range(j):
+            if rng.random() < 0.15:
+                continue
+            cy, cx = rng.uniform(0, h - 1), rng.uniform(0, w - 1)
+            g = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
+            det[k] = np.maximum(det[k], g * np.float32(rng.uniform(0.3, 1.0)))
+            near = g > 0.05
+            tags[k][near] = 2.0 * p + rng.normal(0, 0.3, size=(int(near.sum()), t))
+    return det, tags
+
+
+def assert_same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> None:
+    assert a[0].shape == b[0].shape
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    people=st.integers(0, 12),
+    joints=st.sampled_from([17, 14]),
+    t=st.sampled_from([1, 2]),
+    size=st.sampled_from([(48, 48), (64, 40), (56, 72), (20, 24), (33, 17)]),  # small ones: torch's other top-k
+    noise=st.sampled_from([0.0, 0.05, 0.12]),
+    quantize=st.booleans(),
+)
+def test_fast_equals_reference_on_random_maps(
+    seed: int, people: int, joints: int, t: int, size: tuple[int, int], noise: float, quantize: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    det, tags = scene(rng, people, joints, size[0], size[1], t, 2.0)
+    det += rng.random(det.shape).astype(np.float32) * np.float32(noise)
+    if quantize:  # plateaus, equal values, equal tags and equal keys: every tie rule is exercised
+        det = np.round(det * 8) / np.float32(8)
+        tags = np.round(tags)
+    params = DecodeParams(num_joints=joints)
+    assert_same(decode(det, tags, params), decode_reference(det, tags, params))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    max_num_people=st.sampled_from([1, 5, 30]),
+    detection_threshold=st.sampled_from([0.1, 0.3]),
+    tag_threshold=st.sampled_from([0.5, 1.0, 3.0]),
+    use_detection_val=st.booleans(),
+    ignore_too_much=st.booleans(),
+    adjust=st.booleans(),
+    refine=st.booleans(),
+    max_persons=st.sampled_from([0, 3]),
+    unique_person_keys=st.booleans(),
+    ties_positive=st.booleans(),
+)
+def test_fast_equals_reference_for_every_option(seed: int, **options: object) -> None:
+    rng = np.random.default_rng(seed)
+    det, tags = scene(rng, int(rng.integers(1, 8)), 5, 40, 48, 2, 1.5)
+    det = np.round(det * 16) / np.float32(16)
+    tags = np.round(tags * 2) / np.float32(2)
+    params = DecodeParams(num_joints=5, **options)  # type: ignore[arg-type]
+    assert_same(decode(det, tags, params), decode_reference(det, tags, params))
+
+
+@pytest.mark.parametrize(("shape", "people", "t"), [((17, 64, 64), 6, 2), ((17, 96, 80), 12, 1)])
+def test_fast_equals_the_literal_official_port(shape: tuple[int, int, int], people: int, t: int) -> None:
+    det, tags = planted_maps(shape, people, t, seed=3)
+    assert_same(decode(det, tags, DecodeParams()), decode_official(det, tags, DecodeParams()))
+
+
+def test_pure_noise_is_identical_and_fast() -> None:
+    warmup()
+    rng = np.random.default_rng(0)
+    det = rng.random((17, 128, 128)).astype(np.float32)
+    tags = (rng.random((17, 128, 128, 2)) * 100).astype(np.float32)  # every candidate its own person
+    start = time.perf_counter()
+    fast = decode(det, tags, DecodeParams())
+    elapsed = time.perf_counter() - start
+    assert len(fast[0]) > 450  # the official unbounded person count (B2): seconds, not the official minutes
+    assert elapsed < 20.0
+    small = (det[:, :64, :64].copy(), (tags[:, :64, :64] / 20).astype(np.float32))
+    assert_same(decode(*small, DecodeParams()), decode_reference(*small, DecodeParams()))
+
+
+def test_batch_capacity_and_overflow() -> None:
+    rng = np.random.default_rng(3)
+    det, tags = scene(rng, 6, 17, 64, 64, 2, 2.0)
+    det2 = rng.random((17, 64, 64)).astype(np.float32)
+    tags2 = (rng.random((17, 64, 64, 2)) * 20).astype(np.float32)
+    batch = decode_batch(np.stack([det, det2]), np.stack([tags, tags2]), DecodeParams(), capacity=40)
+    assert batch.poses.shape == (2, 40, 17, 5) and batch.counts.dtype == np.int32
+    assert_same(batch.image(0), decode(det, tags, DecodeParams()))
+    full = decode(det2, tags2, DecodeParams())
+    assert len(full[0]) > 40 and batch.counts[1] == 40 and batch.overflow.tolist() == [False, True]
+    assert_same(batch.image(1), (full[0][:40], full[1][:40]))
+    assert (batch.poses[0, batch.counts[0] :] == 0).all() and (batch.scores[0, batch.counts[0] :] == 0).all()
+
+
+def test_shapes_and_inputs() -> None:
+    det = np.zeros((17, 32, 32), np.float32)
+    for fn in (decode, decode_reference):
+        poses, scores = fn(det, np.zeros((17, 32, 32, 2), np.float32), DecodeParams())
+        assert poses.shape == (0, 17, 5) and scores.shape == (0,)
+    rng = np.random.default_rng(1)
+    det, tags = scene(rng, 3, 17, 48, 48, 1, 2.0)
+    assert_same(decode(det, tags[..., 0], DecodeParams()), decode(det, tags, DecodeParams()))  # T = 1 implied
+    assert_same(decode(det.astype(np.float64), tags, DecodeParams()), decode(det, tags, DecodeParams()))
+    with pytest.raises(InputError, match="match det"):
+        decode(det, tags[:, :40], DecodeParams())
+    with pytest.raises(InputError, match="dimensions"):
+        decode(det[0], tags[0], DecodeParams())
+    with pytest.raises(InputError, match="capacity"):
+        decode_batch(det[None], tags[None], DecodeParams(), capacity=0)
+
+
+def _blocks(det_j: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
+    from hhrnet.kernels.refine import TILE, block_max
+
+    h, w = det_j.shape
+    th, tw = -(-h // TILE), -(-w // TILE)
+    det_max = np.empty((th, tw), np.float32)
+    det_max2 = np.empty((-(-th // TILE), -(-tw // TILE)), np.float32)
+    block_max(det_j, det_max, det_max2)
+    return (
+        det_max,
+        det_max2,
+        np.empty((th, tw, t), np.float32),
+        np.empty((th, tw, t), np.float32),
+        np.zeros((th, tw), np.bool_),
+    )
+
+
+@pytest.mark.parametrize("t", [1, 2])
+def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
+    from hhrnet.kernels.refine import search_blocks, search_list, search_seeds, strong_pixels
+
+    rng = np.random.default_rng(t)
+    checked_list = 0
+    for trial in range(60):
+        h, w = int(rng.integers(5, 90)), int(rng.integers(5, 90))
+        det_j = (np.round(rng.random((h, w)) ** 3 * 8) / 8).astype(np.float32)  # plateaus: many equal values
+        tags_j = np.round(rng.normal(0, 2, (h, w, t)) * 2).astype(np.float32) / 2
+        ptag = np.round(rng.normal(0, 2, t) * 2).astype(np.float32) / 2
+        dist = (((tags_j - ptag[None, None, :]) ** 2).sum(axis=2)) ** 0.5
+        want = int(np.argmax(det_j - np.round(dist)))
+        seeds = rng.choice(h * w, int(rng.integers(0, 30)), replace=False).astype(np.int64)
+        for start in (search_seeds(det_j, tags_j, ptag, seeds), (np.float32(-np.inf), h * w)):
+            best, best_i = search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t))
+            assert best_i == want, trial
+        best, best_i = search_seeds(det_j, tags_j, ptag, seeds)
+        pixels = np.empty(h * w, np.int32)
+        if best >= 0.25:
+            n = strong_pixels(det_j, 0.25, pixels)
+            assert np.all(np.diff(det_j.reshape(-1)[pixels[:n]]) <= 0)
+            assert search_list(det_j, tags_j, ptag, pixels, n, best, best_i)[1] == want, trial
+            checked_list += 1
+    assert checked_list > 5
+
+
+def test_joint_missing_from_many_persons() -> None:
+    # one joint type absent from everybody: every person refines it (the sorted-list search) and the
+    # far-tagged persons fall back to the block search
+    rng = np.random.default_rng(7)
+    det, tags = scene(rng, 14, 17, 72, 72, 2, 2.0)
+    det[5] = (rng.random((72, 72)) ** 4 * 0.6).astype(np.float32)
+    tags[5] = rng.normal(0, 8, (72, 72, 2)).astype(np.float32)
+    assert_same(decode(det, tags, DecodeParams()), decode_reference(det, tags, DecodeParams()))
