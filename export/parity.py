@@ -20,20 +20,21 @@ class ParitySummary:
 
 
 def sample_images(folder: str | Path | None, count: int = 4) -> list[np.ndarray]:
-    """Real images from ``folder`` (default: ../shared/data when present), else generated scenes."""
+    """Real images from ``folder`` (default: the COCO photos shipped in :mod:`hhrnet.samples`)."""
+    from hhrnet import samples
+    from hhrnet.errors import InputError
     from hhrnet.inference import read_image
 
-    candidates: list[Path] = []
-    roots = [Path(folder)] if folder is not None else [Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for root in roots:
-        if root.is_dir():
-            candidates += sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if candidates:
-        return [read_image(p) for p in candidates[:count]]
-    from hhrnet.data.synth import _make_image
-
-    rng = np.random.default_rng(0)
-    return [_make_image(rng, 320, 256, "coco", 2, 5, i)[0] for i in range(count)]
+    if folder is None:
+        candidates = samples.images("coco")
+    else:
+        root = Path(folder)
+        if not root.is_dir():
+            raise InputError(f"sample folder not found: {root}")
+        candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in samples.IMAGE_SUFFIXES)
+    if not candidates:
+        raise InputError(f"no images in {folder}")
+    return [read_image(p) for p in candidates[:count]]
 
 
 def decoded_parity(model: Any, cfg: Any, onnx_path: str | Path, samples: str | Path | None = None) -> ParitySummary:

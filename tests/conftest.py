@@ -1,4 +1,5 @@
-"""Shared fixtures. ``../shared`` (beside the repository) holds golden outputs and real data samples."""
+"""Shared fixtures. Everything the tests read is inside the repository: the official code's golden outputs
+(compacted) and the official experiment YAMLs under ``tests/data/``, real photos in :mod:`hhrnet.samples`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN = DATA / "golden"
+EXPERIMENTS = DATA / "official-experiments"
 
 
 @pytest.fixture(scope="session")
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared material not found at {SHARED} (it must sit beside the repository)")
-    return SHARED
+def golden_dir() -> Path:
+    return GOLDEN

@@ -1,4 +1,4 @@
-"""Formula weights of shared/golden/README.md (no weight file needed to reproduce the golden forward)."""
+"""Formula weights of the official golden forward files (see tests/data/golden/README.md)."""
 
 from __future__ import annotations
 

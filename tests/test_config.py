@@ -6,12 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import EXPERIMENTS
 
 from hhrnet import config as C
 from hhrnet.errors import ConfigError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EXPERIMENTS = SHARED / "official-experiments"
 YAMLS = sorted(EXPERIMENTS.glob("*/higher_hrnet/*.yaml"))
 
 

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from hhrnet import samples
 from hhrnet.config import Config, preset
 from hhrnet.data import transforms as T
 from hhrnet.data.coco import build_dataset, collate, find_split_files
 from hhrnet.errors import InputError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-COCO_DIR = SHARED / "data" / "coco"
+COCO_DIR = samples.folder("coco")
 COCO_JSON = COCO_DIR / "test_coco.json"
-CROWD_DIR = SHARED / "data" / "crowdpose"
+CROWD_DIR = samples.folder("crowdpose")
 CROWD_JSON = CROWD_DIR / "test_crowdpose.json"
 
 

@@ -75,10 +75,10 @@ def test_device_arrays_options_and_overflow() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(SIMULATOR, reason="real GPU only (the simulator is far too slow at this size)")
-def test_cuda_golden_on_gpu(shared: Path) -> None:
+def test_cuda_golden_on_gpu(golden_dir: Path) -> None:
     from hhrnet.kernels.cuda import decode_cuda
 
-    g = np.load(shared / "golden" / "infer_planted_official_8people.npz")
+    g = np.load(golden_dir / "infer_planted_official_8people.npz")
     got = decode_cuda(g["final_heatmaps"], g["tags"], DecodeParams(), capacity=64)
     np.testing.assert_array_equal(got.image(0)[0], g["grouped"])
     np.testing.assert_array_equal(got.image(0)[1], g["scores"])

@@ -21,8 +21,8 @@ Decoder = Callable[[np.ndarray, np.ndarray, DecodeParams], tuple[np.ndarray, np.
 DECODERS: dict[str, Decoder] = {"reference": decode_reference, "fast": decode, "port": decode_official}
 
 
-def golden(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    g = np.load(shared / "golden" / f"{name}.npz")
+def golden(golden_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    g = np.load(golden_dir / f"{name}.npz")
     if name.startswith("infer"):
         return g["final_heatmaps"][0], g["tags"][0], g["grouped"], g["scores"]
     return g["det"], g["tags"], g["grouped"], g["scores"]
@@ -30,8 +30,8 @@ def golden(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 @pytest.mark.parametrize("name", ["group_official_10people", "infer_planted_official_8people"])
 @pytest.mark.parametrize("decoder", list(DECODERS))
-def test_golden_official_parse(shared: Path, name: str, decoder: str) -> None:
-    det, tags, grouped, scores = golden(shared, name)
+def test_golden_official_parse(golden_dir: Path, name: str, decoder: str) -> None:
+    det, tags, grouped, scores = golden(golden_dir, name)
     poses, got_scores = DECODERS[decoder](det, tags, DecodeParams())
     # 11 persons (one spurious, as munkres 1.1.4 makes it) / 8 persons, in the official order
     assert poses.shape == grouped.shape == ((11, 17, 5) if name.startswith("group") else (8, 17, 5))
@@ -40,9 +40,9 @@ def test_golden_official_parse(shared: Path, name: str, decoder: str) -> None:
     np.testing.assert_array_equal(got_scores, scores)
 
 
-def test_golden_needs_refine_and_adjust(shared: Path) -> None:
+def test_golden_needs_refine_and_adjust(golden_dir: Path) -> None:
     # the golden output is sensitive to each step, so the comparisons above can fail
-    det, tags, grouped, _ = golden(shared, "group_official_10people")
+    det, tags, grouped, _ = golden(golden_dir, "group_official_10people")
     unrefined, _ = decode_reference(det, tags, DecodeParams(refine=False))
     assert (unrefined[..., 2] == 0).sum() > (grouped[..., 2] == 0).sum()
     unadjusted, _ = decode_reference(det, tags, DecodeParams(adjust=False))

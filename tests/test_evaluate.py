@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hhrnet import samples
 from hhrnet.errors import InputError
 from hhrnet.evaluate import evaluate_predictions, result_entries
 
@@ -20,9 +21,9 @@ def _gt_dets(ann: Path) -> list[dict]:
             for a in d["annotations"] if a["num_keypoints"] > 0]  # fmt: skip
 
 
-def test_ground_truth_scores_one(shared: Path) -> None:
-    coco = shared / "data" / "coco" / "test_coco.json"
-    crowd = shared / "data" / "crowdpose" / "test_crowdpose.json"
+def test_ground_truth_scores_one() -> None:
+    coco = samples.annotations("coco")
+    crowd = samples.annotations("crowdpose")
     assert evaluate_predictions(_gt_dets(coco), coco, "coco")["AP"] == pytest.approx(1.0)
     stats = evaluate_predictions(_gt_dets(crowd), crowd, "crowdpose")
     assert stats["AP"] == pytest.approx(1.0) and stats["AP (M)"] == pytest.approx(1.0)  # crowdIndex 0.33, 0.39
@@ -36,8 +37,8 @@ def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> flo
     return float(np.exp(-d2 / var / (area + np.spacing(1)) / 2)[vis].mean())
 
 
-def test_single_person_matches_independent_oks(shared: Path, tmp_path: Path) -> None:
-    src = json.loads((shared / "data" / "coco" / "test_coco.json").read_text())
+def test_single_person_matches_independent_oks(tmp_path: Path) -> None:
+    src = json.loads((samples.annotations("coco")).read_text())
     ann = next(a for a in src["annotations"] if a["image_id"] == 785)
     gt_doc = {"images": [i for i in src["images"] if i["id"] == 785], "annotations": [ann],
               "categories": src["categories"]}  # fmt: skip
@@ -55,10 +56,10 @@ def test_single_person_matches_independent_oks(shared: Path, tmp_path: Path) -> 
         assert got["AP"] == pytest.approx(expected, abs=1e-6), shift
 
 
-def test_crowdpose_uses_box_area_times_053(shared: Path) -> None:
+def test_crowdpose_uses_box_area_times_053() -> None:
     from hhrnet.evaluate import CROWDPOSE_SIGMAS
 
-    src = json.loads((shared / "data" / "crowdpose" / "test_crowdpose.json").read_text())
+    src = json.loads((samples.annotations("crowdpose")).read_text())
     ann = max((a for a in src["annotations"] if a["num_keypoints"] > 0), key=lambda a: a["num_keypoints"])
     doc = {"images": [i for i in src["images"] if i["id"] == ann["image_id"]], "annotations": [ann],
            "categories": src["categories"]}  # fmt: skip
@@ -73,7 +74,7 @@ def test_crowdpose_uses_box_area_times_053(shared: Path) -> None:
         assert evaluate_predictions(det, doc, "crowdpose")["AP"] == pytest.approx(expected, abs=1e-6), shift
 
 
-def test_results_format_and_errors(tmp_path: Path, shared: Path) -> None:
+def test_results_format_and_errors(tmp_path: Path) -> None:
     kp = np.array([[[10, 20, 0.5], [30, 5, 0.9]]], np.float32)
     (entry,) = result_entries(7, kp, np.array([0.7], np.float32))
     assert entry["bbox"] == [10.0, 5.0, 20.0, 15.0] and entry["category_id"] == 1 and entry["image_id"] == 7
@@ -81,9 +82,9 @@ def test_results_format_and_errors(tmp_path: Path, shared: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):
-        evaluate_predictions(bad, shared / "data" / "coco" / "test_coco.json")
+        evaluate_predictions(bad, samples.annotations("coco"))
     with pytest.raises(InputError, match="not a keypoint results list"):
-        evaluate_predictions([{"x": 1}], shared / "data" / "coco" / "test_coco.json")
+        evaluate_predictions([{"x": 1}], samples.annotations("coco"))
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -101,10 +102,10 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pth", make_payload(build_model(cfg), cfg))
 
 
-def test_cli_predict_folder_with_a_corrupt_file(shared: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
+def test_cli_predict_folder_with_a_corrupt_file(tmp_path: Path, tiny_ckpt: Path) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for p in (shared / "data" / "coco").glob("*.jpg"):
+    for p in samples.images("coco"):
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 garbage")
     proc = _cli("predict", str(folder), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out"), cwd=tmp_path)
@@ -115,16 +116,16 @@ def test_cli_predict_folder_with_a_corrupt_file(shared: Path, tmp_path: Path, ti
     assert len(list((tmp_path / "out").glob("*_pose.jpg"))) == 4
 
 
-def test_cli_eval_model_and_predictions(shared: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
-    coco = shared / "data" / "coco"
+def test_cli_eval_model_and_predictions(tmp_path: Path, tiny_ckpt: Path) -> None:
+    coco = samples.folder("coco")
     proc = _cli("eval", "--checkpoint", str(tiny_ckpt), "--images", str(coco), "--annotations",
                 str(coco / "test_coco.json"), "--out", str(tmp_path / "res.json"), cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "AP" in proc.stdout and "(4 images)" in proc.stdout
     assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
     gt = tmp_path / "gt_as_pred.json"
-    gt.write_text(json.dumps(_gt_dets(shared / "data" / "crowdpose" / "test_crowdpose.json")))
-    proc = _cli("eval", "--predictions", str(gt), "--annotations", str(shared / "data" / "crowdpose" /
+    gt.write_text(json.dumps(_gt_dets(samples.annotations("crowdpose"))))
+    proc = _cli("eval", "--predictions", str(gt), "--annotations", str(samples.folder("crowdpose") /
                 "test_crowdpose.json"), "--dataset", "crowdpose", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "1.0000" in proc.stdout and "AP (E)" in proc.stdout

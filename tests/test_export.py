@@ -10,6 +10,7 @@ import pytest
 import torch
 from golden_weights import fill_formula_weights
 
+from hhrnet import samples
 from hhrnet.config import apply_overrides, preset
 from hhrnet.errors import BackendError, InputError
 from hhrnet.model import build_model
@@ -82,7 +83,7 @@ def test_peaks_variant_decodes_like_raw(tiny: tuple, tmp_path: Path) -> None:
     np.testing.assert_allclose(ptags[0][distinct], ref_tags[distinct], atol=1e-6)
 
 
-def test_onnxruntime_backend_and_parity(tiny: tuple, tmp_path: Path, shared: Path) -> None:
+def test_onnxruntime_backend_and_parity(tiny: tuple, tmp_path: Path) -> None:
     from hhrnet.export.backends import OnnxRuntimeBackend, config_from_onnx, create_backend
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
@@ -93,7 +94,7 @@ def test_onnxruntime_backend_and_parity(tiny: tuple, tmp_path: Path, shared: Pat
     out = backend(np.zeros((2, 3, 128, 96), np.float32))
     assert out[0].shape == (2, 34, 32, 24) and out[1].shape == (2, 17, 64, 48)
     assert config_from_onnx(tmp_path / "raw.onnx") == cfg
-    summary = decoded_parity(model, cfg, tmp_path / "raw.onnx", shared / "data" / "coco")
+    summary = decoded_parity(model, cfg, tmp_path / "raw.onnx", samples.folder("coco"))
     assert summary.images == 4 and summary.identical and summary.max_output_error < 1e-4
     net, cfg2 = create_backend("auto", onnx=tmp_path / "raw.onnx")
     assert net.name == "onnxruntime" and cfg2 == cfg

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from hhrnet import samples
 from hhrnet.aggregate import aggregate as agg_torch
 from hhrnet.config import COCO_FLIP_INDEX, apply_overrides, preset
 from hhrnet.errors import InputError
@@ -23,8 +24,8 @@ def test_official_base_sizes() -> None:
     assert multi_scale_size(640, 480, 512, 1.0, 0.5)[0] == (768, 512)
 
 
-def test_golden_geometry_and_final_results(shared: Path) -> None:
-    g = np.load(shared / "golden" / "infer_planted_official_8people.npz")
+def test_golden_geometry_and_final_results(golden_dir: Path) -> None:
+    g = np.load(golden_dir / "infer_planted_official_8people.npz")
     h, w = g["image"].shape[:2]
     size, center, scale = multi_scale_size(w, h, 512, 1.0, 1.0)
     assert size == tuple(g["base_size"])
@@ -127,7 +128,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
         Predictor(lambda b: [], cfg, scales=(0.5, 2.0))
 
 
-def test_letterbox_batch_equals_one_by_one(shared: Path) -> None:
+def test_letterbox_batch_equals_one_by_one() -> None:
     from golden_weights import fill_formula_weights
 
     from hhrnet.inference import torch_network
@@ -137,7 +138,7 @@ def test_letterbox_batch_equals_one_by_one(shared: Path) -> None:
     model = build_model(cfg).eval()
     fill_formula_weights(model, 9)
     predictor = Predictor(torch_network(model), cfg, letterbox=256)
-    images = [read_image(p) for p in sorted((shared / "data" / "coco").glob("*.jpg"))[:3]]
+    images = [read_image(p) for p in sorted(samples.images("coco"))[:3]]
     batched = predictor.predict_batch(images)
     for image, got in zip(images, batched, strict=True):
         single = predictor.predict(image)
