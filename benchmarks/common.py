@@ -62,6 +62,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd",
+              "asimddp", "sve")  # fmt: skip
+
+
+def cpu_flags() -> str:
+    """The SIMD features that decide int8 / bf16 / fp32 speed on this CPU (from /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    present: set[str] = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            present |= set(line.split(":", 1)[1].split())
+    return " ".join(f for f in SIMD_FLAGS if f in present)
+
+
 def environment(device: str = "cpu") -> Row:
     """Machine, library versions, commit and date for a benchmark row."""
     env: Row = {
@@ -74,6 +91,7 @@ def environment(device: str = "cpu") -> Row:
         "torch": _version("torch"),
         "onnxruntime": _version("onnxruntime"),
         "tensorrt": _version("tensorrt"),
+        "cpu_flags": cpu_flags(),
         "device": device,
     }
     if device.startswith("cuda"):

@@ -17,7 +17,11 @@ from hhrnet.benchmarks.common import Row, environment, measure, summarize
 
 
 def stage_rows(predictor: Any, image: np.ndarray, backend: str, precision: str, repeats: int) -> list[Row]:
-    """Time each stage of ``predictor`` on ``image``; one row per stage plus 'total'."""
+    """Time each stage of ``predictor`` on ``image``; one row per stage plus 'total'.
+
+    ``aggregate`` is the host's share: with a raw graph the host resizes, merges and projects the maps;
+    with an aggregate/peaks graph that work is inside ``network`` and the host only unpacks outputs.
+    """
     stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "network", "aggregate", "decode", "total")}
     t0 = time.perf_counter()
     predictor.predict(image)  # warm-up: Numba compile, ORT/torch first-call allocation
@@ -31,22 +35,23 @@ def stage_rows(predictor: Any, image: np.ndarray, backend: str, precision: str, 
         shape = "x".join(map(str, x.shape))
         outs, flipped = predictor.run_network(x)
         c = time.perf_counter()
-        project = (prepared.base_size[1], prepared.base_size[0]) if predictor.cfg.test.project2image else None
-        hm, tags = predictor.aggregate(outs, flipped, project)
+        maps = predictor.to_maps(outs, flipped, predictor.codec.project_size(prepared))[0]
         d = time.perf_counter()
-        poses, scores = predictor.decode(hm[0], tags[0])
-        predictor.postprocess(poses, scores, prepared, hm.shape[2:])
+        poses, scores = predictor.decode(maps)
+        predictor.postprocess(poses, scores, prepared, maps.heatmaps.shape[1:])
         e = time.perf_counter()
         for k, v in (("preprocess", b - a), ("network", c - b), ("aggregate", d - c), ("decode", e - d),
                      ("total", e - a)):  # fmt: skip
             stages[k].append(v)
     env = environment(getattr(predictor.network, "device", "cpu"))
+    total = summarize(stages["total"])
     rows = []
     for stage, samples in stages.items():
         t = summarize(samples)
-        rows.append({"benchmark": "latency", "backend": backend, "precision": precision, "stage": stage,
-                     "input": shape, "flip": predictor.flip, "decoder": predictor.decoder,
-                     "warmup_ms": round(warm_ms, 1), **t.as_row(), **env})  # fmt: skip
+        rows.append({"benchmark": "latency", "backend": backend, "graph": predictor.graph, "precision": precision,
+                     "stage": stage, "input": shape, "flip": predictor.codec.flip, "decoder": predictor.decoder,
+                     "share_of_total": round(t.p50 / total.p50, 4), "warmup_ms": round(warm_ms, 1), **t.as_row(),
+                     **env})  # fmt: skip
     return rows
 
 

@@ -23,7 +23,7 @@ GATES = {"exact": 0.0, "fp32": 0.1, "fp16": 0.3, "int8": 1.0}
 @dataclass(frozen=True)
 class Variant:
     name: str
-    network: Any
+    network: Any  # a network callable; its ``graph`` attribute (default raw) says what it returns
     decoder: str
     gate: str  # key of GATES
 
@@ -43,10 +43,10 @@ def _as_ground_truth(results: Sequence[Mapping[str, Any]], ann: Mapping[str, Any
 
 
 def run(
-    variants: Sequence[Variant], cfg: Any, image_dir: str | Path, ann_file: str | Path, *,
+    variants: Sequence[Variant], codec: Any, image_dir: str | Path, ann_file: str | Path, *,
     max_images: int | None = None,
 ) -> list[Row]:  # fmt: skip
-    """variants[0] is the baseline (PyTorch fp32 + reference decoder)."""
+    """variants[0] is the baseline (PyTorch fp32 + reference decoder); all run with ``codec``."""
     import json
 
     from hhrnet.evaluate import evaluate_model, evaluate_predictions
@@ -55,19 +55,20 @@ def run(
     if max_images is not None:
         ann = dict(ann, images=ann["images"][:max_images])
     env = environment("cpu")
-    base = evaluate_model(variants[0].network, cfg, image_dir, ann_file, max_images=max_images,
+    base = evaluate_model(variants[0].network, codec, image_dir, ann_file, max_images=max_images,
                           decoder=variants[0].decoder)  # fmt: skip
     reference_gt = _as_ground_truth(base.results, ann)
     rows: list[Row] = []
     for v in variants:
-        res = base if v is variants[0] else evaluate_model(v.network, cfg, image_dir, ann_file,
+        res = base if v is variants[0] else evaluate_model(v.network, codec, image_dir, ann_file,
                                                             max_images=max_images, decoder=v.decoder)  # fmt: skip
         agreement = (
-            evaluate_predictions(res.results, reference_gt, "coco")["AP"] if reference_gt["annotations"] else 1.0
+            evaluate_predictions(res.results, reference_gt, codec.dataset)["AP"] if reference_gt["annotations"] else 1.0
         )
         delta = (res.stats["AP"] - base.stats["AP"]) * 100
         limit = GATES[v.gate]
-        rows.append({"benchmark": "parity", "variant": v.name, "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
+        rows.append({"benchmark": "parity", "variant": v.name, "graph": getattr(v.network, "graph", "raw"),
+                     "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
                      "delta_AP_points": round(delta, 4), "agreement_AP": round(agreement, 5), "gate": limit,
                      "passed": abs(delta) <= limit + 1e-9, "images": res.images, **env})  # fmt: skip
     return rows

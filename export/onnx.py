@@ -1,14 +1,19 @@
-"""ONNX export with dynamic batch/height/width, metadata, TensorRT op allowlist and ONNX Runtime parity.
+"""ONNX export: the network (and, by default, the test-time aggregation) as one graph carrying its contract.
 
-``export_onnx(model, cfg, path, variant=...)`` writes the file atomically, runs ``onnx.checker`` (full
-check), asserts every op is one TensorRT's parser supports, and compares ONNX Runtime with PyTorch at
-several shapes (max abs error per output in the report).
+``export_onnx(model, cfg, path, graph=...)`` builds the graph the :class:`~hhrnet.codec.Codec` describes
+(flip, stage masks, projection, NMS kernel and top-k all come from it), writes the artifact metadata
+(:mod:`hhrnet.runtime.artifact`: codec, config, graph, precision), runs ``onnx.checker`` (full check),
+asserts every op is one TensorRT's parser supports, writes the file atomically and, on request, compares
+ONNX Runtime with PyTorch at several shapes.
+
+Graphs: ``aggregate`` (default: the host only decodes), ``peaks`` (NMS + top-k in the graph too) and
+``raw`` (network outputs only; the host aggregates in torch's exact arithmetic).
+A static export fixes the input to the codec's letterbox square, which the codec then uses for every image.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,62 +21,54 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hhrnet.errors import BackendError
+from hhrnet.codec import Codec
+from hhrnet.errors import BackendError, ConfigError
+from hhrnet.runtime.artifact import OUTPUTS, Artifact
 
-Variant = Literal["raw", "aggregate", "peaks"]
-OUTPUT_NAMES: dict[str, list[str]] = {
-    "raw": ["out0", "out1"],
-    "aggregate": ["heatmaps", "tags"],
-    "peaks": ["heatmaps", "tags", "peak_vals", "peak_index", "peak_tags"],
-}
+Graph = Literal["raw", "aggregate", "peaks"]
 
 
 @dataclass
 class ExportReport:
     path: Path
-    variant: str
+    graph: str
     opset: int
     op_types: list[str]
     nodes: int
+    artifact: Artifact
     max_abs_error: dict[str, float] = field(default_factory=dict)  # "BxCxHxW/output" -> error
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
-def build_graph(model: Any, cfg: Any, variant: Variant, flip: bool = True) -> Any:
+def build_graph(model: Any, codec: Codec, graph: Graph) -> Any:
+    """The torch module whose export is the ``graph`` variant of ``codec``'s pipeline around ``model``."""
     from hhrnet.export.graph import AggregateGraph, PeaksGraph
 
-    if variant == "raw":
+    if graph == "raw":
         return model
-    with_hm = tuple(a and b for a, b in zip(cfg.loss.with_heatmaps_loss, cfg.test.with_heatmaps, strict=True))
-    with_ae = tuple(a and b for a, b in zip(cfg.loss.with_ae_loss, cfg.test.with_ae, strict=True))
     agg = AggregateGraph(
-        model, num_joints=cfg.model.num_joints, flip_index=cfg.data.flip_index, flip=flip,
-        with_heatmaps=with_hm, with_ae=with_ae, project=cfg.test.project2image,
+        model, num_joints=codec.num_joints, flip_index=codec.flip_index, flip=codec.flip,
+        with_heatmaps=codec.stage_heatmaps, with_ae=codec.stage_tags, project=codec.project2image,
     )  # fmt: skip
-    if variant == "aggregate":
+    if graph == "aggregate":
         return agg
-    if variant == "peaks":
-        return PeaksGraph(agg, top_k=cfg.data.max_num_people, nms_kernel=cfg.test.nms_kernel)
-    raise BackendError(f"unknown export variant {variant!r}; expected raw, aggregate or peaks")
+    if graph == "peaks":
+        if codec.drop_center:
+            raise ConfigError("the peaks graph cannot drop a centre channel; export the aggregate graph")
+        return PeaksGraph(agg, top_k=codec.decode.max_num_people, nms_kernel=codec.decode.nms_kernel)
+    raise BackendError(f"unknown export graph {graph!r}; expected raw, aggregate or peaks")
 
 
-def metadata(cfg: Any, variant: str, flip: bool) -> dict[str, str]:
+def make_artifact(cfg: Any, codec: Codec, graph: str, static: bool) -> Artifact:
+    """The contract of an export of ``cfg`` with ``codec``; static exports letterbox to the input size."""
     import hhrnet
 
-    t = 2 if flip else 1
-    return {
-        "hhrnet_version": hhrnet.__version__,
-        "variant": variant,
-        "num_joints": str(cfg.model.num_joints),
-        "flip_index": json.dumps(list(cfg.data.flip_index)),
-        "flip_in_graph": str(flip and variant != "raw").lower(),
-        "tag_dims": str(t if variant != "raw" else 1),
-        "input_mean": json.dumps([0.485, 0.456, 0.406]),
-        "input_std": json.dumps([0.229, 0.224, 0.225]),
-        "input_size": str(cfg.data.input_size),
-        "peaks_capacity": str(cfg.data.max_num_people),
-        "config": json.dumps(cfg.to_dict()),
-    }
+    if static:
+        side = codec.letterbox or codec.input_size
+        if side % 64:
+            raise ConfigError(f"a static export letterboxes to a square multiple of 64; {side} is not")
+        codec = codec.replace(letterbox=side, scales=(1.0,))
+    hw = (codec.letterbox, codec.letterbox) if static else None
+    return Artifact(codec, cfg.to_dict(), graph, "fp32", None, hw, hhrnet.__version__)
 
 
 def export_onnx(
@@ -79,70 +76,99 @@ def export_onnx(
     cfg: Any,
     path: str | Path,
     *,
-    variant: Variant = "raw",
+    graph: Graph = "aggregate",
+    codec: Codec | None = None,
     opset: int = 17,
-    dynamic: bool = True,
+    static: bool = False,
     dynamo: bool = False,
-    flip: bool = True,
     sample_size: tuple[int, int] | None = None,
     check_shapes: Sequence[tuple[int, int, int]] = (),
 ) -> ExportReport:
-    """Export and verify; ``check_shapes`` are (B, H, W) to compare ONNX Runtime with PyTorch at."""
+    """Export and verify; ``check_shapes`` are (B, H, W) to compare ONNX Runtime with PyTorch at.
+
+    ``codec`` defaults to the one ``cfg`` defines. ``static`` fixes the input to (1, 3, S, S) with S the
+    codec's letterbox (or input size) and records that the codec letterboxes.
+    """
     import onnx
     import torch
 
     from hhrnet.export.opsets import unsupported_ops
     from hhrnet.io import atomic_write_bytes
 
+    artifact = make_artifact(cfg, codec or Codec.from_config(cfg), graph, static)
     model = model.eval()
-    graph = build_graph(model, cfg, variant, flip).eval()
-    h, w = sample_size or (min(cfg.data.input_size, 256),) * 2
+    module = build_graph(model, artifact.codec, graph).eval()
+    if artifact.static_hw is not None:
+        h, w = artifact.static_hw
+    else:
+        h, w = sample_size or (min(artifact.codec.input_size, 256),) * 2
     x = torch.zeros(1, 3, h, w)
-    names = OUTPUT_NAMES[variant]
+    names = list(OUTPUTS[graph])
     axes: dict[str, dict[int, str]] | None = None
-    if dynamic:
+    if artifact.static_hw is None:
         axes = {"image": {0: "batch", 2: "height", 3: "width"}}
         for n in names:
             axes[n] = {0: "batch"} | ({2: "h", 3: "w"} if n in ("heatmaps", "tags") else {})
-        if variant == "raw":
+        if graph == "raw":
             axes["out0"] = {0: "batch", 2: "h4", 3: "w4"}
             axes["out1"] = {0: "batch", 2: "h2", 3: "w2"}
     buf = io.BytesIO()
     with torch.no_grad():
         if dynamo:
-            program = torch.onnx.export(graph, (x,), dynamo=True, opset_version=opset, input_names=["image"],
-                                        output_names=names, dynamic_shapes=None if not dynamic else
-                                        ({0: torch.export.Dim("batch", min=1, max=64),
-                                          2: torch.export.Dim("height", min=1, max=64) * 32,
-                                          3: torch.export.Dim("width", min=1, max=64) * 32},))  # fmt: skip
+            dims = None if axes is None else ({0: torch.export.Dim("batch", min=1, max=64),
+                                               2: torch.export.Dim("height", min=1, max=64) * 32,
+                                               3: torch.export.Dim("width", min=1, max=64) * 32},)  # fmt: skip
+            program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset, input_names=["image"],
+                                        output_names=names, dynamic_shapes=dims)  # fmt: skip
             assert program is not None
             proto = program.model_proto
         else:
             torch.onnx.export(
-                graph, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
+                module, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
                 dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
                 dynamic_axes=axes, do_constant_folding=True,
             )  # fmt: skip
             proto = onnx.load_from_string(buf.getvalue())
-    meta = metadata(cfg, variant, flip)
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
+    write_contract(proto, artifact)
     onnx.checker.check_model(proto, full_check=True)
     ops = sorted({n.op_type for n in proto.graph.node})
     bad = unsupported_ops(ops)
     if bad:
-        raise BackendError(f"the {variant} graph uses ops TensorRT's ONNX parser does not support: {', '.join(bad)}")
+        raise BackendError(f"the {graph} graph uses ops TensorRT's ONNX parser does not support: {', '.join(bad)}")
     out = Path(path)
     atomic_write_bytes(out, proto.SerializeToString())
-    report = ExportReport(out, variant, opset, ops, len(proto.graph.node), metadata=meta)
+    report = ExportReport(out, graph, opset, ops, len(proto.graph.node), artifact)
     if check_shapes:
-        report.max_abs_error = compare_with_torch(out, graph, check_shapes, names)
+        if artifact.static_hw is not None:
+            check_shapes = [(1, h, w)]
+        report.max_abs_error = compare_with_torch(out, module, check_shapes, names)
     return report
 
 
+def write_contract(proto: Any, artifact: Artifact) -> None:
+    """Replace the hhrnet metadata entries of an ONNX ModelProto with ``artifact``'s."""
+    meta = artifact.metadata()
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in meta]
+    del proto.metadata_props[:]
+    for k, v in [*kept, *meta.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def read_contract(path: str | Path) -> Artifact:
+    """The artifact contract of an ONNX file (onnx package; runtimes read it through ONNX Runtime)."""
+    import onnx
+
+    p = Path(path)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise BackendError(f"cannot read {p} as ONNX: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    return Artifact.from_metadata({q.key: q.value for q in model.metadata_props}, str(p))
+
+
 def compare_with_torch(
-    onnx_path: Path, graph: Any, shapes: Sequence[tuple[int, int, int]], names: Sequence[str]
+    onnx_path: Path, module: Any, shapes: Sequence[tuple[int, int, int]], names: Sequence[str]
 ) -> dict[str, float]:
     import onnxruntime as ort
     import torch
@@ -154,16 +180,9 @@ def compare_with_torch(
         x = rng.standard_normal((b, 3, h, w)).astype(np.float32)
         got = sess.run(None, {"image": x})
         with torch.no_grad():
-            ref = graph(torch.from_numpy(x))
+            ref = module(torch.from_numpy(x))
         for name, a, r in zip(names, got, ref, strict=True):
             if name in ("peak_index", "peak_tags"):
                 continue  # TopK orders tied values differently per runtime; the values are compared
             errors[f"{b}x3x{h}x{w}/{name}"] = float(np.abs(a.astype(np.float64) - r.numpy()).max())
     return errors
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, InputError
 
 Shape = tuple[int, int, int, int]
@@ -81,19 +82,14 @@ def cache_key(onnx_bytes: bytes, spec: BuildSpec, trt_version: str, compute_capa
     return h.hexdigest()[:24]
 
 
-def sidecar(engine_path: Path) -> Path:
-    return engine_path.with_suffix(engine_path.suffix + ".json")
-
-
 def calibration_batches(
-    image_dir: str | Path, input_size: int, batch_size: int = 8, limit: int = 512
+    image_dir: str | Path, codec: Codec, batch_size: int = 8, limit: int = 512
 ) -> Iterator[np.ndarray]:
-    """(B, 3, S, S) f32 batches preprocessed like test time (letterboxed to S so the batch is fixed)."""
-    import cv2
+    """(B, 3, S, S) f32 batches preprocessed by ``codec`` letterboxed to its input size (fixed batch shape)."""
+    from hhrnet.images import IMAGE_SUFFIXES, read_image
 
-    from hhrnet.inference import affine_transform, normalize, read_image
-
-    files = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    boxed = codec.replace(letterbox=codec.letterbox or codec.input_size, scales=(1.0,))
+    files = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"no calibration images in {image_dir}")
     batch: list[np.ndarray] = []
@@ -102,11 +98,7 @@ def calibration_batches(
             image = read_image(path)
         except InputError:
             continue
-        h, w = image.shape[:2]
-        center = np.array([w / 2.0, h / 2.0])
-        scale = np.array([max(w, h) / 200.0] * 2)
-        trans = affine_transform(center, scale, 0, (input_size, input_size))
-        batch.append(normalize(cv2.warpAffine(image, trans, (input_size, input_size), flags=cv2.INTER_LINEAR)))
+        batch.append(boxed.preprocess(image).inputs[0][1])
         if len(batch) == batch_size:
             yield np.stack(batch)
             batch = []
@@ -121,14 +113,14 @@ def build_engine(
     profiles: Sequence[Profile] = (Profile((1, 3, 256, 256), (1, 3, 512, 512), (1, 3, 1024, 1024)),),
     cache_dir: str | Path = ".hhrnet-cache",
     calib_images: str | Path | None = None,
-    input_size: int = 512,
     keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
     out: str | Path | None = None,
 ) -> Path:
     """Build (or fetch from the cache) an engine for ``onnx_path``; returns the engine path."""
     from hhrnet.deps import require_tensorrt
-    from hhrnet.export.trt_runtime import device_info
+    from hhrnet.export.onnx import read_contract
     from hhrnet.io import atomic_write_bytes, atomic_write_text
+    from hhrnet.runtime.tensorrt import device_info, sidecar
 
     if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
@@ -136,6 +128,7 @@ def build_engine(
         raise InputError("int8 needs --calib-images (a folder of representative images)")
     trt = require_tensorrt()
     dev = device_info()
+    contract = read_contract(onnx_path)  # the engine carries the ONNX file's contract, so it runs alone
     onnx_bytes = Path(onnx_path).read_bytes()
     spec = BuildSpec(precision, tuple(profiles), tuple(keep_fp32))
     key = cache_key(onnx_bytes, spec, trt.__version__, dev.compute_capability)
@@ -163,7 +156,7 @@ def build_engine(
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        calibrator = make_calibrator(trt, calib_images, input_size, cache / f"{key}.calib")  # type: ignore[arg-type]
+        calibrator = make_calibrator(trt, calib_images, contract.codec, cache / f"{key}.calib")  # type: ignore[arg-type]
         config.int8_calibrator = calibrator
         patterns = [re.compile(p) for p in keep_fp32]
         for i in range(network.num_layers):
@@ -188,20 +181,20 @@ def build_engine(
         json.dumps({
             "key": key, "tensorrt": trt.__version__, "compute_capability": dev.compute_capability,
             "gpu": dev.name, "precision": precision, "profiles": [asdict(p) for p in profiles],
-            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "onnx": str(onnx_path),
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "contract": contract.metadata(),
         }, indent=2),
     )  # fmt: skip
     return engine_path
 
 
-def make_calibrator(trt: Any, image_dir: str | Path, input_size: int, cache_file: Path) -> Any:
+def make_calibrator(trt: Any, image_dir: str | Path, codec: Codec, cache_file: Path) -> Any:
     """An IInt8EntropyCalibrator2 feeding test-time-preprocessed images; the cache file is kept."""
-    from hhrnet.export.trt_runtime import DeviceBuffer
+    from hhrnet.runtime.tensorrt import DeviceBuffer
 
     class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
             super().__init__()
-            self.batches = calibration_batches(image_dir, input_size)
+            self.batches = calibration_batches(image_dir, codec)
             self.batch_size = 8
             self.buffer: DeviceBuffer | None = None
 

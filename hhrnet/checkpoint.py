@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hhrnet.config import Config, from_dict, preset
+from hhrnet.config import Config, from_dict, layered, preset
 from hhrnet.errors import CheckpointError, ConfigError
 from hhrnet.io import atomic_save_torch
 from hhrnet.model import HigherHRNet, build_model, checkpoint_filter_fn
@@ -31,20 +31,33 @@ VERSION = 1
 _LIST_LIMIT = 8
 
 
+def _refusal_reason(exc: BaseException) -> str:
+    """The useful line of torch's weights-only refusal (it names the blocked global), without its advice."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or line.startswith(("Unsupported", "Trying to load")):
+            return line.rstrip(".")
+    return "it contains objects other than tensors and plain containers"
+
+
 def _load_file(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    with p.open("rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch's zip format, or a legacy pickle
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "unsupported object"
         raise CheckpointError(
-            f"{p} is not a plain-weights checkpoint (refused to unpickle arbitrary objects: {first})"
+            f"{p} was refused: loading it would run code or build arbitrary objects ({_refusal_reason(exc)}); "
+            "hhrnet only loads plain-weights checkpoints"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torn/garbage files fail in many ways inside the unpickler
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or not a PyTorch file ({first})") from None
+        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or truncated ({first})") from None
 
 
 def _find_state_dict(obj: Any, path: str | Path) -> Mapping[str, Tensor]:
@@ -118,25 +131,40 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Tensor], st
     model.load_state_dict(usable, strict=strict)
 
 
+def embedded_config(meta: Mapping[str, Any], path: str | Path) -> Config | None:
+    """The config an hhrnet checkpoint carries (None for official checkpoints)."""
+    if not isinstance(meta.get("config"), Mapping):
+        return None
+    try:
+        return from_dict(meta["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} carries an invalid config: {exc}") from None
+
+
+def default_config(state: Mapping[str, Tensor]) -> Config:
+    """For an official checkpoint: the COCO or CrowdPose W32-512 preset, by the joints its head predicts."""
+    head = state.get("final_layers.1.weight")
+    joints = int(head.shape[0]) if head is not None else 17
+    return preset("crowdpose_w32_512" if joints == 14 else "coco_w32_512")
+
+
 def load_model(
-    path: str | Path, cfg: Config | None = None, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    cfg: Config | None = None,
+    map_location: str | torch.device = "cpu",
+    *,
+    config: str | Path | Config | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[HigherHRNet, Config]:
     """Build the model for a checkpoint and load it (strict).
 
-    Our checkpoints carry their config; for official ones ``cfg`` says the architecture (default: the
-    COCO or CrowdPose W32-512 preset, chosen by the number of joints the checkpoint predicts).
+    ``cfg`` is used as given. Otherwise the config follows the precedence rule
+    (:func:`hhrnet.config.layered`): the checkpoint's own config (ours carry one; official ones get the
+    COCO or CrowdPose W32-512 preset by joint count), replaced by ``config``, then ``overrides``.
     """
     state, meta = read_checkpoint(path)
     if cfg is None:
-        if isinstance(meta.get("config"), Mapping):
-            try:
-                cfg = from_dict(meta["config"])
-            except ConfigError as exc:
-                raise CheckpointError(f"checkpoint {path} carries an invalid config: {exc}") from None
-        else:
-            head = state.get("final_layers.1.weight")
-            joints = int(head.shape[0]) if head is not None else 17
-            cfg = preset("crowdpose_w32_512" if joints == 14 else "coco_w32_512")
+        cfg = layered(embedded_config(meta, path), config, overrides, fallback=lambda: default_config(state))
     model = build_model(cfg)
     load_weights(model, state, strict=True)
     return model.to(map_location).eval(), cfg

@@ -564,6 +564,27 @@ def resolve(spec: str | Path | Config | None, overrides: Iterable[str] = ()) -> 
     return apply_overrides(cfg, overrides)
 
 
+def layered(
+    embedded: Config | None,
+    config: str | Path | Config | None = None,
+    overrides: Iterable[str] = (),
+    fallback: Callable[[], Config] | None = None,
+) -> Config:
+    """Config precedence, one rule for every command: the config embedded in the artifact (checkpoint,
+    ONNX file, engine), replaced by ``--config`` when given, then the ``--set`` overrides on top.
+
+    ``fallback`` supplies the base when there is neither (an official checkpoint: by its joint count);
+    without it the base is the ``coco_w32_512`` preset.
+    """
+    if config is not None:
+        base = resolve(config)
+    elif embedded is not None:
+        base = embedded
+    else:
+        base = fallback() if fallback is not None else preset("coco_w32_512")
+    return apply_overrides(base, overrides)
+
+
 # --------------------------------------------------------------------------------------------
 # dict round-trip and dotted overrides
 # --------------------------------------------------------------------------------------------
@@ -578,7 +599,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
+        return _build(tp, value, f"{where}." if where else "")
     if origin is tuple:
         args = get_args(tp)
         if isinstance(value, str):
@@ -712,6 +733,7 @@ __all__ = [
     "field",
     "from_dict",
     "from_official_dict",
+    "layered",
     "load_yaml",
     "preset",
     "resolve",

@@ -32,14 +32,16 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.benchmarks.parity import Variant
     from hhrnet.benchmarks.parity import run as parity_run
     from hhrnet.checkpoint import load_model
+    from hhrnet.codec import Codec
     from hhrnet.config import apply_overrides, preset
     from hhrnet.data.synth import synthesize
     from hhrnet.evaluate import evaluate_model, write_results
-    from hhrnet.export.backends import OnnxRuntimeBackend, TorchBackend
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
-    from hhrnet.inference import Predictor, read_image
+    from hhrnet.images import read_image
+    from hhrnet.inference import Predictor, torch_network
     from hhrnet.io import atomic_write_bytes, atomic_write_text
+    from hhrnet.runtime.ort import OrtSession
     from hhrnet.train import train
     from hhrnet.visualize import draw_poses
 
@@ -66,8 +68,9 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
 
     log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
     model, cfg = load_model(ckpt)
-    torch_net = TorchBackend(model)
-    ev = evaluate_model(torch_net, cfg, images, ann)
+    torch_net = torch_network(model)
+    codec = Codec.from_config(cfg)
+    ev = evaluate_model(torch_net, codec, images, ann)
     write_results(root / "val_results.json", ev.results)
     summary.numbers["val_AP"] = round(ev.stats["AP"], 4)
     summary.numbers["val_AP50"] = round(ev.stats["AP .5"], 4)
@@ -77,29 +80,30 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     log("[4/7] exporting ONNX (dynamic shapes) and checking ONNX Runtime against PyTorch")
     onnx_path = root / "model.onnx"
     report = export_onnx(model, cfg, onnx_path, check_shapes=[(1, 256, 256), (2, 256, 320)])
-    parity = decoded_parity(model, cfg, onnx_path, images)
+    ort_net = OrtSession(onnx_path)
+    parity = decoded_parity(model, ort_net, images)
     summary.outputs["onnx"] = str(onnx_path)
     summary.numbers["onnx_max_abs_error"] = max(report.max_abs_error.values())
+    summary.numbers["onnx_max_map_error"] = parity.max_map_error
     summary.numbers["onnx_decoded_positions_identical"] = parity.identical
 
     log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime+fast")
-    ort_net = OnnxRuntimeBackend(onnx_path)
     rows = parity_run(
         [Variant("torch fp32 + reference", torch_net, "reference", "exact"),
          Variant("torch fp32 + fast", torch_net, "fast", "exact"),
          Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32")],
-        cfg, images, ann, max_images=min(val_images, 30),
+        codec, images, ann, max_images=min(val_images, 30),
     )  # fmt: skip
     write_rows(root / "parity.json", rows)
     summary.numbers["parity"] = {r["variant"]: (r["delta_AP_points"], r["agreement_AP"], r["passed"]) for r in rows}
 
     log("[6/7] latency per stage (torch, onnxruntime) and decode vs people")
     sample = read_image(sorted(images.iterdir())[0])
-    lat = stage_rows(Predictor(torch_net, cfg), sample, "torch", "fp32", 10)
-    lat += stage_rows(Predictor(ort_net, cfg), sample, "onnxruntime", "fp32", 10)
-    pred = Predictor(ort_net, cfg)
-    hm, tags = pred.maps(pred.preprocess(sample))
-    lat += people_rows(hm.shape, tags.shape[-1], (1, 5, 15, 30), 5)
+    lat = stage_rows(Predictor(torch_net, codec), sample, "torch", "fp32", 10)
+    lat += stage_rows(Predictor(ort_net, ort_net.artifact.codec), sample, "onnxruntime", "fp32", 10)
+    pred = Predictor(ort_net, ort_net.artifact.codec)
+    maps = pred.maps(pred.preprocess(sample))
+    lat += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], (1, 5, 15, 30), 5)
     lat += batch_rows(torch_net, "torch", "fp32", 256, (1, 8)) + batch_rows(ort_net, "onnxruntime", "fp32", 256, (1, 8))
     write_rows(root / "latency.json", lat)
     summary.numbers["total_ms_p50"] = {r["backend"]: r["p50_ms"] for r in lat if r.get("stage") == "total"}

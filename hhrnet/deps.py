@@ -29,3 +29,22 @@ def require_tensorrt() -> ModuleType:
             "TensorRT is not installed (pip install 'hhrnet[tensorrt]' on a machine with an NVIDIA GPU and driver)"
         )
     return trt
+
+
+def torch_available() -> bool:
+    """Whether torch can be imported (the ``train`` extra), without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a blocked or broken entry in sys.modules
+        return False
+
+
+def require_torch(what: str) -> None:
+    """BackendError naming ``what`` when torch is missing: deployment installs run without it."""
+    if not torch_available():
+        raise BackendError(
+            f"{what} needs PyTorch, which this installation does not have: pip install 'hhrnet[train]' "
+            "(deployment runs ONNX Runtime or TensorRT artifacts without it)"
+        )

@@ -112,29 +112,70 @@ def _empty_res(gt: Any) -> Any:
     return dt
 
 
+class Stats(dict[str, float]):
+    """The official stats by name, plus ``warnings`` about predictions the ground truth cannot score."""
+
+    warnings: list[str]
+
+    def __init__(self, values: Iterable[tuple[str, float]] = (), warnings: Sequence[str] = ()) -> None:
+        super().__init__(values)
+        self.warnings = list(warnings)
+
+
+def _check_results(dets: Any, source: str, num_joints: int) -> list[dict[str, Any]]:
+    """Results entries with J*3 keypoint values each; InputError naming the first bad entry."""
+    if not isinstance(dets, list):
+        raise InputError(f"{source} is not a keypoint results list (expected a JSON list of detections)")
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict) or "keypoints" not in d or "image_id" not in d:
+            raise InputError(f"{source}: entry {i} lacks image_id/keypoints")
+        kp = d["keypoints"]
+        if not isinstance(kp, list) or len(kp) != 3 * num_joints:
+            n = len(kp) if isinstance(kp, list) else type(kp).__name__
+            raise InputError(
+                f"{source}: entry {i} has {n} keypoint values; this dataset needs {3 * num_joints} "
+                f"({num_joints} joints x (x, y, score))"
+            )
+        if not all(isinstance(v, int | float) for v in kp) or not isinstance(d.get("score", 0.0), int | float):
+            raise InputError(f"{source}: entry {i} has non-numeric keypoints or score")
+    return [dict(d) for d in dets]
+
+
 def evaluate_predictions(
     results: str | Path | Sequence[Mapping[str, Any]],
     annotations: str | Path | Mapping[str, Any],
     dataset: str = "coco",
-) -> dict[str, float]:
-    """Score a results file (or list) against ground truth; returns the official stats by name."""
+) -> Stats:
+    """Score a results file (or list) against ground truth; the official stats by name.
+
+    Predictions for images the ground truth does not have are left out and reported in ``warnings``, as is
+    an empty list (AP 0 is then the right answer, but rarely the intended one).
+    """
     if dataset not in ("coco", "crowdpose"):
         raise InputError(f"unknown dataset {dataset!r}; expected coco or crowdpose")
-    dets: list[dict[str, Any]] = (
-        _load_json(results, "results file") if isinstance(results, str | Path) else [dict(d) for d in results]
-    )
-    if not isinstance(dets, list) or not all(
-        isinstance(d, dict) and "keypoints" in d and "image_id" in d for d in dets
-    ):
-        raise InputError(f"{results if isinstance(results, str | Path) else 'results'} is not a keypoint results list")
+    source = str(results) if isinstance(results, str | Path) else "results"
+    raw = _load_json(results, "results file") if isinstance(results, str | Path) else list(results)
+    dets = _check_results(raw, source, 17 if dataset == "coco" else 14)
     gt = _gt(annotations, dataset)
     known = set(gt.getImgIds())
+    warnings: list[str] = []
+    if not dets:
+        warnings.append(f"{source} holds no detections: every AP is 0")
+    unknown = sorted({d["image_id"] for d in dets} - known, key=str)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        matched = sum(d["image_id"] in known for d in dets)
+        warnings.append(
+            f"{len(dets) - matched} of {len(dets)} detections refer to {len(unknown)} image ids the ground truth "
+            f"does not have ({shown}); they are not scored"
+            + ("; NOTHING matched the ground truth" if not matched else "")
+        )
     dets = [dict(d, category_id=1) for d in dets if d["image_id"] in known]
     if dataset == "coco":
         stats = _evaluate(gt, dets, None, None, 20)
-        return dict(zip(COCO_STATS, (float(s) for s in stats), strict=True))
+        return Stats(zip(COCO_STATS, (float(s) for s in stats), strict=True), warnings)
     stats = _evaluate(gt, dets, CROWDPOSE_SIGMAS, None, 20)
-    out = dict(zip(("AP", "AP .5", "AP .75"), (float(s) for s in stats[:3]), strict=True))
+    out = Stats(zip(("AP", "AP .5", "AP .75"), (float(s) for s in stats[:3]), strict=True), warnings)
     out.update(zip(("AR", "AR .5", "AR .75"), (float(s) for s in stats[5:8]), strict=True))
     index = {img["id"]: float(img.get("crowdIndex", 0.0)) for img in gt.dataset["images"]}
     for name, test in (
@@ -149,7 +190,7 @@ def evaluate_predictions(
 
 @dataclass
 class EvalResult:
-    stats: dict[str, float]
+    stats: Stats
     results: list[dict[str, Any]]
     failures: list[tuple[str, str]] = field(default_factory=list)
     images: int = 0
@@ -157,7 +198,7 @@ class EvalResult:
 
 def evaluate_model(
     network: Callable[[np.ndarray], Sequence[np.ndarray]],
-    cfg: Any,
+    contract: Any,
     image_dir: str | Path,
     ann_file: str | Path,
     *,
@@ -165,17 +206,31 @@ def evaluate_model(
     scales: Sequence[float] | None = None,
     max_images: int | None = None,
     decoder: str = "fast",
+    graph: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Run the official test pipeline over a COCO/CrowdPose split and score it."""
-    from hhrnet.inference import Predictor, read_image
+    """Run the test pipeline over a COCO/CrowdPose split and score it.
 
+    ``contract`` is the :class:`~hhrnet.codec.Codec` to run with, or a Config whose codec is used (with
+    ``flip`` / ``scales`` applied); ``graph`` says what ``network`` returns (default: its ``graph`` or raw).
+    """
+    from hhrnet.codec import Codec
+    from hhrnet.images import read_image
+    from hhrnet.inference import Predictor
+
+    codec = contract if isinstance(contract, Codec) else Codec.from_config(contract)
+    if flip is not None or scales is not None:
+        from hhrnet.load import test_flags
+
+        codec = test_flags(codec, flip, scales, None)
     data = _load_json(ann_file, "annotation file")
-    images = list(data.get("images", []))[: max_images if max_images is not None else None]
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"{ann_file} is not a COCO keypoint file (no images list)")
+    images = list(data["images"])[: max_images if max_images is not None else None]
     subset = dict(data, images=images)
     ids = {im["id"] for im in images}
     subset["annotations"] = [a for a in data.get("annotations", []) if a.get("image_id") in ids]
-    predictor = Predictor(network, cfg, decoder=decoder, flip=flip, scales=scales)  # type: ignore[arg-type]
+    predictor = Predictor(network, codec, decoder=decoder, graph=graph)  # type: ignore[arg-type]
     results: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
     for i, im in enumerate(images):
@@ -184,9 +239,9 @@ def evaluate_model(
             poses = predictor.predict(read_image(path))
         except InputError as exc:
             failures.append((str(path), str(exc)))
-            continue
-        results.extend(result_entries(im["id"], poses.keypoints, poses.scores))
+        else:
+            results.extend(result_entries(im["id"], poses.keypoints, poses.scores))
         if progress is not None:
             progress(i + 1, len(images))
-    stats = evaluate_predictions(results, subset, cfg.data.dataset)
+    stats = evaluate_predictions(results, subset, codec.dataset)
     return EvalResult(stats=stats, results=results, failures=failures, images=len(images))

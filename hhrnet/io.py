@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never a torn one.
 
-Write to a temporary file in the destination directory, fsync it, then ``os.replace`` (atomic on POSIX
-and Windows within one filesystem), then fsync the directory so the rename itself survives a crash.
+Write to a temporary file in the destination directory, fsync it, give it the mode a plain ``open`` would
+(0666 minus the umask, so a serving process under another user can read it), then ``os.replace`` (atomic
+on POSIX and Windows within one filesystem), then fsync the directory so the rename survives a crash.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; restore at once
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _atomic(path: str | Path, mode: str) -> Iterator[IO[Any]]:
     dest = Path(path)
@@ -24,6 +31,7 @@ def _atomic(path: str | Path, mode: str) -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -44,6 +44,23 @@ def decode_jhw(
     return persons, scores
 
 
+@njit(cache=True)
+def decode_peaks_jhw(
+    det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, joint_order: np.ndarray,
+    max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
+    ignore_too_much: bool, do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`decode_jhw` after the peak step, from peaks computed elsewhere (a peaks graph's top-k)."""
+    persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
+                       tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
+    if do_adjust:
+        adjust_pj(persons, det, ties_positive)
+    scores = scores_pj(persons)
+    if do_refine:
+        refine_pj(persons, det, tags, inds, max(detection_threshold, 0.0), ties_positive)
+    return persons, scores
+
+
 def prepare(
     det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool
 ) -> tuple[np.ndarray, np.ndarray, DecodeParams]:
@@ -80,6 +97,37 @@ def decode(det: np.ndarray, tags: np.ndarray, params: DecodeParams) -> tuple[np.
     """
     det, tags, params = prepare(det, tags, params, batched=False)
     return _run(det, tags, params)
+
+
+def decode_from_peaks(
+    det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, params: DecodeParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode` with the NMS + top-k step already done (vals (J, M), flat inds (J, M), tag_k (J, M, T)).
+
+    Equal to :func:`decode` when the peaks equal :func:`hhrnet.kernels.peaks.peaks_jhw`'s; a runtime's TopK
+    may order tied values differently, which changes grouping only among equal peaks.
+    """
+    det, tags, params = prepare(det, tags, params, batched=False)
+    j_count, h, w = det.shape
+    m = min(params.max_num_people, h * w)
+    vals = np.ascontiguousarray(vals, np.float32)
+    inds = np.ascontiguousarray(inds, np.int64)
+    tag_k = np.ascontiguousarray(tag_k, np.float32)
+    if tag_k.ndim == 2:
+        tag_k = tag_k[..., None]
+    if vals.shape != (j_count, m) or inds.shape != (j_count, m) or tag_k.shape != (j_count, m, tags.shape[-1]):
+        raise InputError(
+            f"peaks {vals.shape}/{inds.shape}/{tag_k.shape} do not match maps {det.shape} with M={m}, T={tags.shape[-1]}"
+        )
+    if inds.size and (inds.min() < 0 or inds.max() >= h * w):
+        raise InputError("peak indices fall outside the heatmap")
+    if not (np.isfinite(vals).all() and np.isfinite(tag_k).all()):
+        raise InputError("peak values or tags are NaN or infinite")
+    return decode_peaks_jhw(
+        det, tags, vals, inds, tag_k, np.asarray(params.joint_order, np.int64), params.max_num_people,
+        params.detection_threshold, params.tag_threshold, params.use_detection_val, params.ignore_too_much,
+        params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive,
+    )  # fmt: skip
 
 
 @dataclass

@@ -22,8 +22,8 @@ def _gt_dets(ann: Path) -> list[dict]:
 
 
 def test_ground_truth_scores_one() -> None:
-    coco = samples.annotations("coco")
-    crowd = samples.annotations("crowdpose")
+    coco = samples.annotation_file("coco")
+    crowd = samples.annotation_file("crowdpose")
     assert evaluate_predictions(_gt_dets(coco), coco, "coco")["AP"] == pytest.approx(1.0)
     stats = evaluate_predictions(_gt_dets(crowd), crowd, "crowdpose")
     assert stats["AP"] == pytest.approx(1.0) and stats["AP (M)"] == pytest.approx(1.0)  # crowdIndex 0.33, 0.39
@@ -38,7 +38,7 @@ def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> flo
 
 
 def test_single_person_matches_independent_oks(tmp_path: Path) -> None:
-    src = json.loads((samples.annotations("coco")).read_text())
+    src = json.loads((samples.annotation_file("coco")).read_text())
     ann = next(a for a in src["annotations"] if a["image_id"] == 785)
     gt_doc = {"images": [i for i in src["images"] if i["id"] == 785], "annotations": [ann],
               "categories": src["categories"]}  # fmt: skip
@@ -59,7 +59,7 @@ def test_single_person_matches_independent_oks(tmp_path: Path) -> None:
 def test_crowdpose_uses_box_area_times_053() -> None:
     from hhrnet.evaluate import CROWDPOSE_SIGMAS
 
-    src = json.loads((samples.annotations("crowdpose")).read_text())
+    src = json.loads((samples.annotation_file("crowdpose")).read_text())
     ann = max((a for a in src["annotations"] if a["num_keypoints"] > 0), key=lambda a: a["num_keypoints"])
     doc = {"images": [i for i in src["images"] if i["id"] == ann["image_id"]], "annotations": [ann],
            "categories": src["categories"]}  # fmt: skip
@@ -82,9 +82,9 @@ def test_results_format_and_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):
-        evaluate_predictions(bad, samples.annotations("coco"))
+        evaluate_predictions(bad, samples.annotation_file("coco"))
     with pytest.raises(InputError, match="not a keypoint results list"):
-        evaluate_predictions([{"x": 1}], samples.annotations("coco"))
+        evaluate_predictions([{"x": 1}], samples.annotation_file("coco"))
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -124,7 +124,7 @@ def test_cli_eval_model_and_predictions(tmp_path: Path, tiny_ckpt: Path) -> None
     assert "AP" in proc.stdout and "(4 images)" in proc.stdout
     assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
     gt = tmp_path / "gt_as_pred.json"
-    gt.write_text(json.dumps(_gt_dets(samples.annotations("crowdpose"))))
+    gt.write_text(json.dumps(_gt_dets(samples.annotation_file("crowdpose"))))
     proc = _cli("eval", "--predictions", str(gt), "--annotations", str(samples.folder("crowdpose") /
                 "test_crowdpose.json"), "--dataset", "crowdpose", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,5 @@
-"""Test-time pipeline: official geometry (golden), torch vs NumPy aggregation, ideal-network round trip."""
+"""Test-time pipeline: official geometry (golden), host aggregation equal to torch's bit for bit, the default
+pipeline equal to the official one on real photos, ideal-network round trip, batching."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hhrnet import samples
 from hhrnet.aggregate import aggregate as agg_torch
 from hhrnet.config import COCO_FLIP_INDEX, apply_overrides, preset
 from hhrnet.errors import InputError
-from hhrnet.inference import Predictor, multi_scale_size, read_image, to_image_coords
+from hhrnet.codec import Codec, affine_transform, multi_scale_size, to_image_coords
+from hhrnet.images import read_image
+from hhrnet.inference import Predictor
 from hhrnet.kernels.aggregate import aggregate as agg_np
 from hhrnet.kernels.decode import decode
 from hhrnet.kernels.params import DecodeParams
@@ -37,16 +40,40 @@ def test_golden_geometry_and_final_results(golden_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_torch_and_numpy_aggregation_agree(flip: bool) -> None:
-    rng = np.random.default_rng(0)
-    outs = [rng.random((2, 34, 16, 24), dtype=np.float32), rng.random((2, 17, 32, 48), dtype=np.float32)]
-    flips = [rng.random((2, 34, 16, 24), dtype=np.float32), rng.random((2, 17, 32, 48), dtype=np.float32)]
-    kw = {"num_joints": 17, "flip_index": COCO_FLIP_INDEX, "project_to": (64, 96)}
+@pytest.mark.parametrize(("h", "w"), [(128, 192), (128, 176), (256, 384)])
+def test_numpy_aggregation_equals_torch_bit_for_bit(flip: bool, h: int, w: int) -> None:
+    """Input sizes (h, w) of the pipeline: maps at 1/4 and 1/2, projected back to the input size."""
+    rng = np.random.default_rng(h + w)
+    b = 2
+    outs = [rng.random((b, 34, h // 4, w // 4), dtype=np.float32), rng.random((b, 17, h // 2, w // 2), dtype=np.float32)]
+    flips = [rng.random(o.shape, dtype=np.float32) for o in outs]
+    kw = {"num_joints": 17, "flip_index": COCO_FLIP_INDEX, "project_to": (h, w)}
     a = agg_np(outs, flips if flip else None, **kw)
-    b = agg_torch([torch.from_numpy(o) for o in outs], [torch.from_numpy(o) for o in flips] if flip else None, **kw)
-    assert a[0].shape == (2, 17, 64, 96) and a[1].shape == (2, 17, 64, 96, 2 if flip else 1)
-    np.testing.assert_allclose(a[0], b[0].numpy(), atol=2e-6)
-    np.testing.assert_allclose(a[1], b[1].numpy(), atol=2e-6)
+    ref = agg_torch([torch.from_numpy(o) for o in outs], [torch.from_numpy(o) for o in flips] if flip else None, **kw)
+    assert a[0].shape == (b, 17, h, w) and a[1].shape == (b, 17, h, w, 2 if flip else 1)
+    np.testing.assert_array_equal(a[0], ref[0].numpy())
+    np.testing.assert_array_equal(a[1], ref[1].numpy())
+
+
+@pytest.mark.parametrize(("src", "dst"), [((37, 53), (129, 77)), ((100, 150), (512, 704)), ((128, 176), (96, 96))])
+def test_resize_equals_torch_interpolate_at_any_ratio(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    """Multi-scale projects at non-integer ratios: torch computes the source index with a fused multiply-add."""
+    from hhrnet.kernels.aggregate import resize_maps
+
+    x = np.random.default_rng(7).standard_normal((1, 3, *src)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=dst, mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(resize_maps(x, dst), ref.numpy())
+
+
+def test_small_outputs_use_torchs_other_kernel() -> None:
+    """Documented limit: below H + W = 128 torch switches kernels and rounds differently (<= 1 ulp-ish)."""
+    from hhrnet.kernels.aggregate import resize_maps
+
+    x = np.random.default_rng(8).standard_normal((1, 17, 32, 32)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(64, 64), mode="bilinear", align_corners=False)
+    got = resize_maps(x, (64, 64))
+    assert not np.array_equal(got, ref.numpy())
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-6)
 
 
 def test_flip_merge_semantics() -> None:
@@ -61,22 +88,26 @@ def test_flip_merge_semantics() -> None:
     np.testing.assert_allclose(tags[..., 0], tags[..., 1], atol=1e-6)
 
 
-def _ideal_network(people_img: np.ndarray, predictor: Predictor, image: np.ndarray):  # type: ignore[no-untyped-def]
-    """A network that renders exactly the training targets of known people (in input coordinates)."""
-    from hhrnet.inference import affine_transform
-
-    prepared = predictor.preprocess(image)
+def ideal_network(people_img: np.ndarray, codec: Codec, image: np.ndarray, visible: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    """A raw network that renders Gaussian heatmaps and per-person tags of known people (image pixels):
+    out0 (B, 2J, H/4, W/4) heatmaps + tags, out1 (B, J, H/2, W/2); the second half of a batch is the flipped
+    image, rendered mirrored with the flip permutation. ``visible`` (P, J) leaves joints out."""
+    prepared = codec.preprocess(image)
     (w_in, h_in) = prepared.base_size
     trans = affine_transform(prepared.center, prepared.scale, 0, (w_in, h_in))
     pts = people_img[..., :2] @ trans[:, :2].T + trans[:, 2]  # (P, J, 2) input pixels
+    shown = np.ones(pts.shape[:2], bool) if visible is None else visible
+    j_count = pts.shape[1]
 
-    def render(points: np.ndarray, stride: int, tags_on: bool) -> np.ndarray:
+    def render(points: np.ndarray, on: np.ndarray, stride: int, tags_on: bool) -> np.ndarray:
         h, w = h_in // stride, w_in // stride
         ys, xs = np.mgrid[0:h, 0:w]
-        hm = np.zeros((17, h, w), np.float32)
-        tg = np.zeros((17, h, w), np.float32)
+        hm = np.zeros((j_count, h, w), np.float32)
+        tg = np.zeros((j_count, h, w), np.float32)
         for p, person in enumerate(points):
             for j, (x, y) in enumerate(person / stride):
+                if not on[p, j]:
+                    continue
                 g = np.exp(-((xs - int(x)) ** 2 + (ys - int(y)) ** 2) / 8.0).astype(np.float32)
                 hm[j] = np.maximum(hm[j], g)
                 tg[j][g > 0.01] = 3.0 * p
@@ -84,17 +115,52 @@ def _ideal_network(people_img: np.ndarray, predictor: Predictor, image: np.ndarr
 
     def network(batch: np.ndarray) -> list[np.ndarray]:
         outs0, outs1 = [], []
+        half = batch.shape[0] // 2 if codec.flip else batch.shape[0]
         for i in range(batch.shape[0]):
-            flipped = i >= 1
-            p = pts.copy()
-            if flipped:
+            p, on = pts.copy(), shown
+            if i >= half:
                 p[..., 0] = w_in - 1 - p[..., 0]
-                p = p[:, list(COCO_FLIP_INDEX)]
-            outs0.append(render(p, 4, True))
-            outs1.append(render(p, 2, False))
+                p, on = p[:, list(codec.flip_index)], shown[:, list(codec.flip_index)]
+            outs0.append(render(p, on, 4, True))
+            outs1.append(render(p, on, 2, False))
         return [np.stack(outs0), np.stack(outs1)]
 
     return network
+
+
+def official_pipeline(network, codec: Codec, image: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The official test pipeline, literally: torch aggregation (F.interpolate), the reference parse, the
+    inverse affine. Returns final keypoints (P, J, 3) in image pixels."""
+    from hhrnet.kernels.reference import decode_reference
+
+    prepared = codec.preprocess(image)
+    x = prepared.inputs[0][1][None]
+    outs = [torch.from_numpy(o) for o in network(np.concatenate([x, x[:, :, :, ::-1]], 0))]
+    hm, tags = agg_torch([o[:1] for o in outs], [o[1:] for o in outs], num_joints=codec.num_joints,
+                         flip_index=codec.flip_index, project_to=(prepared.base_size[1], prepared.base_size[0]))  # fmt: skip
+    poses, _ = decode_reference(hm[0].numpy(), tags[0].numpy(), codec.decode)
+    return to_image_coords(poses, prepared.center, prepared.scale, prepared.base_size)[..., :3]
+
+
+def test_default_pipeline_is_official_bit_for_bit_on_real_photos() -> None:
+    """Ideal maps built from the real COCO annotations (missing joints left out, so refine runs) through the
+    default Predictor (NumPy aggregation, fast decoder) and through the official pipeline: identical."""
+    import json
+
+    data = json.loads(samples.annotation_file("coco").read_text())
+    codec = Codec.from_config(preset("coco_w32_512"))
+    found = 0
+    for im in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == im["id"] and a["num_keypoints"] > 0]
+        kps = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), 17, 3)
+        image = read_image(samples.folder("coco") / im["file_name"])
+        net = ideal_network(kps[..., :2], codec, image, visible=kps[..., 2] > 0)
+        got = Predictor(net, codec).predict(image)
+        ref = official_pipeline(net, codec, image)
+        assert got.keypoints.shape == ref.shape
+        np.testing.assert_array_equal(got.keypoints, ref)
+        found += len(ref)
+    assert found >= len([a for a in data["annotations"] if a["num_keypoints"] > 0])
 
 
 def test_ideal_network_round_trip() -> None:
@@ -103,10 +169,8 @@ def test_ideal_network_round_trip() -> None:
     centres = [(70.0, 80.0), (160.0, 150.0), (250.0, 90.0)]  # compact, separated people
     people = np.stack([np.stack([rng.uniform(cx - 30, cx + 30, 17), rng.uniform(cy - 40, cy + 40, 17)], 1)
                        for cx, cy in centres])  # fmt: skip
-    cfg = apply_overrides(preset("tiny"), ["data.input_size=256"])
-    probe = Predictor(lambda b: [], cfg)
-    predictor = Predictor(_ideal_network(people, probe, image), cfg)
-    got = predictor.predict(image)
+    codec = Codec.from_config(apply_overrides(preset("tiny"), ["data.input_size=256"]))
+    got = Predictor(ideal_network(people, codec, image), codec).predict(image)
     assert len(got) == 3
     for person in people:  # every planted person is found within ~2 px on every joint
         d = np.linalg.norm(got.keypoints[:, :, :2] - person[None], axis=2).max(axis=1)
@@ -120,12 +184,14 @@ def test_bad_inputs(tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(InputError, match="cannot decode"):
         read_image(bad)
-    cfg = preset("tiny")
-    nan_net = Predictor(lambda b: [np.full((b.shape[0], 34, 64, 64), np.nan, np.float32)] * 2, cfg)
+    codec = Codec.from_config(preset("tiny"))
+    nan_net = Predictor(lambda b: [np.full((b.shape[0], 34, 64, 64), np.nan, np.float32)] * 2, codec)
     with pytest.raises(InputError, match="NaN"):
         nan_net.predict(np.zeros((256, 256, 3), np.uint8))
-    with pytest.raises(InputError, match="scale"):
-        Predictor(lambda b: [], cfg, scales=(0.5, 2.0))
+    from hhrnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1.0"):
+        codec.replace(scales=(0.5, 2.0))
 
 
 def test_letterbox_batch_equals_one_by_one() -> None:
@@ -137,8 +203,8 @@ def test_letterbox_batch_equals_one_by_one() -> None:
     cfg = apply_overrides(preset("tiny"), ["test.detection_threshold=0.02"])
     model = build_model(cfg).eval()
     fill_formula_weights(model, 9)
-    predictor = Predictor(torch_network(model), cfg, letterbox=256)
-    images = [read_image(p) for p in sorted(samples.images("coco"))[:3]]
+    predictor = Predictor(torch_network(model), Codec.from_config(cfg, letterbox=256))
+    images = [read_image(p) for p in samples.images("coco")[:3]]
     batched = predictor.predict_batch(images)
     for image, got in zip(images, batched, strict=True):
         single = predictor.predict(image)

@@ -3,74 +3,68 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from hhrnet.cli.common import CheckpointOpt, OnnxOpt
+from hhrnet.cli.common import CheckpointOpt, ConfigOpt, JsonOpt, OnnxOpt, SetOpt
+from hhrnet.cli.output import print_table
 
 bench_app = typer.Typer(help="Latency, AP-parity and the CI regression gate.", no_args_is_help=True)
 
 CompareOpt = Annotated[Path | None, typer.Option("--compare", help="Baseline rows (JSON) to compare ratios against.")]
 RegressionOpt = Annotated[str, typer.Option("--max-regression", help="Allowed ratio regression, e.g. 10%.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the rows here.")]
-
-
-def _print_rows(rows: list[dict[str, object]], columns: list[str], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*(str(r.get(c, "")) for c in columns))
-    Console().print(table)
 
 
 @bench_app.command("latency")
 def latency(
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
-    config: Annotated[str, typer.Option("--config", "-c", help="Preset when no checkpoint is given.")] = "tiny",
-    image: Annotated[Path | None, typer.Option(help="Image to time (default: a shared sample or generated).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    image: Annotated[Path | None, typer.Option(help="Photo to time (default: the first COCO sample photo).")] = None,
     repeats: Annotated[int, typer.Option(help="Warm repetitions per stage.")] = 10,
     people: Annotated[str, typer.Option(help="People counts for the decode sweep.")] = "1,5,15,30",
     batches: Annotated[str, typer.Option(help="Batch sizes for the network throughput sweep.")] = "1,8",
     json_out: JsonOpt = None,
 ) -> None:
-    """Per-stage p50/p90/p99 for each available backend, plus decode time vs people."""
+    """Per-stage p50/p90/p99 for each backend given (host aggregation share included), decode vs people."""
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
-    from hhrnet.checkpoint import load_model
-    from hhrnet.config import resolve
-    from hhrnet.export.backends import OnnxRuntimeBackend, TorchBackend
+    from hhrnet.cli.common import open_model
+    from hhrnet.errors import ConfigError
     from hhrnet.export.parity import sample_images
-    from hhrnet.inference import Predictor, read_image
-    from hhrnet.model import build_model
+    from hhrnet.images import read_image
 
-    if checkpoint is not None:
-        model, cfg = load_model(checkpoint)
-    else:
-        cfg = resolve(config)
-        model = build_model(cfg)
+    if checkpoint is None and onnx is None:
+        raise ConfigError("give --checkpoint and/or --onnx to time")
     img = read_image(image) if image is not None else sample_images(None, 1)[0]
-    backends: list[tuple[str, Any]] = [("torch", TorchBackend(model))]
+    status = Console(stderr=True)
+    loaded = []
+    if checkpoint is not None:
+        loaded.append(open_model(config=config, set_=set_, checkpoint=checkpoint))
     if onnx is not None:
-        backends.append(("onnxruntime", OnnxRuntimeBackend(onnx)))
+        loaded.append(open_model(config=config, set_=set_, onnx=onnx))
     rows = []
-    for name, net in backends:
-        rows += stage_rows(Predictor(net, cfg), img, name, "fp32", repeats)
-    predictor = Predictor(backends[0][1], cfg)
-    hm, tags = predictor.maps(predictor.preprocess(img))
-    rows += people_rows(hm.shape, tags.shape[-1], tuple(int(p) for p in people.split(",")), repeats)
-    for name, net in backends:
-        rows += batch_rows(net, name, "fp32", min(cfg.data.input_size, 512), tuple(int(b) for b in batches.split(",")))
-    _print_rows([r for r in rows if r["benchmark"] == "latency"],
-                ["backend", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "warmup_ms"], "latency (ms)")  # fmt: skip
-    _print_rows([r for r in rows if r["benchmark"] == "latency_people"], ["maps", "T", "people", "p50_ms", "p99_ms"],
+    for m in loaded:
+        status.print(
+            f"timing {m.backend} ({m.graph} graph, {m.precision}) on a {img.shape[1]}x{img.shape[0]} photo ..."
+        )
+        rows += stage_rows(m.predictor(), img, m.backend, m.precision, repeats)
+    status.print("timing decode vs people ...")
+    maps = loaded[0].predictor().maps(loaded[0].codec.preprocess(img))
+    rows += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], tuple(int(p) for p in people.split(",")), repeats)
+    status.print("timing the network per batch size ...")
+    for m in loaded:
+        rows += batch_rows(m.network, m.backend, m.precision, min(m.codec.input_size, 512),
+                           tuple(int(b) for b in batches.split(",")))  # fmt: skip
+    print_table([r for r in rows if r["benchmark"] == "latency"],
+                ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
+                "latency (ms)")  # fmt: skip
+    print_table([r for r in rows if r["benchmark"] == "latency_people"], ["maps", "T", "people", "p50_ms", "p99_ms"],
                 "decode vs people (ms)")  # fmt: skip
-    _print_rows([r for r in rows if r["benchmark"] == "latency_batch"],
+    print_table([r for r in rows if r["benchmark"] == "latency_batch"],
                 ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size")  # fmt: skip
     if json_out is not None:
         write_rows(json_out, rows)
@@ -82,32 +76,36 @@ def parity(
     images: Annotated[Path, typer.Option(help="Image folder.")],
     annotations: Annotated[Path, typer.Option(help="Ground truth json.")],
     onnx: OnnxOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     max_images: Annotated[int | None, typer.Option(help="First N images only.")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """ΔAP and agreement AP of every backend x decoder against PyTorch fp32 + the reference decoder; gated."""
-    from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.parity import Variant, run
-    from hhrnet.checkpoint import load_model
-    from hhrnet.export.backends import OnnxRuntimeBackend, TorchBackend
-
-    model, cfg = load_model(checkpoint)
-    torch_net = TorchBackend(model)
-    variants = [Variant("torch fp32 + reference", torch_net, "reference", "exact"),
-                Variant("torch fp32 + fast", torch_net, "fast", "exact")]  # fmt: skip
-    if onnx is not None:
-        variants.append(Variant("onnxruntime fp32 + fast", OnnxRuntimeBackend(onnx), "fast", "fp32"))
     import os
 
     from numba import cuda
 
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.parity import Variant, run
+    from hhrnet.cli.common import open_model
+
+    base = open_model(config=config, set_=set_, checkpoint=checkpoint)
+    variants = [Variant("torch fp32 + reference", base.network, "reference", "exact"),
+                Variant("torch fp32 + fast", base.network, "fast", "exact")]  # fmt: skip
+    if onnx is not None:
+        art = open_model(config=config, set_=set_, onnx=onnx)
+        variants.append(Variant(f"onnxruntime {art.precision} {art.graph} + fast", art.network, "fast", art.precision))
     if cuda.is_available() and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        variants.append(Variant("torch fp32 + cuda", torch_net, "cuda", "exact"))
-    rows = run(variants, cfg, images, annotations, max_images=max_images)
-    _print_rows(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"], "AP parity")
+        variants.append(Variant("torch fp32 + cuda", base.network, "cuda", "exact"))
+    Console(stderr=True).print(f"scoring {len(variants)} variants on {images} ...")
+    rows = run(variants, base.codec, images, annotations, max_images=max_images)
+    print_table(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"], "AP parity")
+    passed = all(r["passed"] for r in rows)
+    typer.echo(f"parity: {'PASS' if passed else 'FAIL'} ({sum(r['passed'] for r in rows)}/{len(rows)} within gates)")
     if json_out is not None:
         write_rows(json_out, rows)
-    if not all(r["passed"] for r in rows):
+    if not passed:
         raise typer.Exit(1)
 
 
@@ -126,5 +124,6 @@ def gate(
     if update:
         argv.append("--update")
     code = gate_mod.main(argv)
+    typer.echo(f"gate: {'PASS' if code == 0 else 'FAIL'}")
     if code:
         raise typer.Exit(code)

@@ -1,15 +1,15 @@
-"""Options and helpers shared by the predict / eval / bench commands."""
+"""Options shared by the commands, and the one way they open a model (:func:`hhrnet.load.open_model`)."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
-    from hhrnet.config import Config
+    from hhrnet.load import Loaded
 
 
 class DecoderChoice(str, Enum):
@@ -25,14 +25,30 @@ class BackendChoice(str, Enum):
     tensorrt = "tensorrt"
 
 
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Preset or YAML; replaces the config the checkpoint/ONNX/engine carries."),
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override section.field=value on top of the config (repeatable).")
+]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Official or hhrnet checkpoint (.pth).")]
-OnnxOpt = Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX model (raw variant).")]
+OnnxOpt = Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX model (hhrnet export).")]
 EngineOpt = Annotated[Path | None, typer.Option("--engine", help="TensorRT engine (hhrnet export --format engine).")]
 BackendOpt = Annotated[BackendChoice, typer.Option(help="Inference backend.")]
 DecoderOpt = Annotated[DecoderChoice, typer.Option(help="Decoder: fast (Numba CPU), cuda, or the reference.")]
-FlipOpt = Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test (default: config).")]
+FlipOpt = Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test (default: the config's).")]
 ScalesOpt = Annotated[str | None, typer.Option(help="Comma-separated test scales, e.g. 0.5,1,2 (must include 1).")]
-DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda (torch backend).")]
+LetterboxOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Pad every image into this square (multiple of 64) to batch them; departs from the official resize."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write the numbers here as JSON, with the environment.")
+]
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
@@ -46,29 +62,24 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
         raise ConfigError(f"--scales must be numbers separated by commas, got {text!r}") from None
 
 
-def make_network(
-    cfg: Config | None, checkpoint: Path | None, onnx: Path | None, backend: BackendChoice, device: str,
-    random_weights: bool = False, engine: Path | None = None,
-) -> tuple[Any, Config]:  # fmt: skip
-    """The network callable and the config it runs with, from a checkpoint, an ONNX file or an engine."""
-    from hhrnet.errors import ConfigError
+def open_model(
+    *,
+    config: str | None = None,
+    set_: list[str] | None = None,
+    checkpoint: Path | None = None,
+    onnx: Path | None = None,
+    engine: Path | None = None,
+    backend: BackendChoice = BackendChoice.auto,
+    flip: bool | None = None,
+    scales: str | None = None,
+    letterbox: int | None = None,
+    device: str = "cpu",
+    random_weights: bool = False,
+) -> Loaded:
+    """The model the options name, by the precedence rule: artifact config, then --config, then --set."""
+    from hhrnet.load import open_model as load
 
-    if onnx is not None or engine is not None or backend in (BackendChoice.onnxruntime, BackendChoice.tensorrt):
-        from hhrnet.export.backends import create_backend
-
-        return create_backend(backend.value, checkpoint=checkpoint, onnx=onnx, engine=engine, cfg=cfg, device=device)
-    from hhrnet.inference import torch_network
-
-    if checkpoint is not None:
-        from hhrnet.checkpoint import load_model
-
-        model, cfg = load_model(checkpoint, cfg)
-    elif random_weights:
-        from hhrnet.config import preset
-        from hhrnet.model import build_model
-
-        cfg = cfg or preset("coco_w32_512")
-        model = build_model(cfg)
-    else:
-        raise ConfigError("give --checkpoint (or --onnx); --random-weights runs an untrained network for smoke tests")
-    return torch_network(model, device=device), cfg
+    return load(
+        checkpoint=checkpoint, onnx=onnx, engine=engine, config=config, overrides=set_ or [], backend=backend.value,
+        flip=flip, scales=parse_scales(scales), letterbox=letterbox, device=device, random_weights=random_weights,
+    )  # fmt: skip

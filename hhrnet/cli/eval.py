@@ -11,21 +11,22 @@ from hhrnet.cli.common import (
     BackendChoice,
     BackendOpt,
     CheckpointOpt,
+    ConfigOpt,
     DecoderChoice,
     DecoderOpt,
     DeviceOpt,
     EngineOpt,
     FlipOpt,
+    JsonOpt,
     OnnxOpt,
     ScalesOpt,
-    make_network,
-    parse_scales,
+    SetOpt,
+    open_model,
 )  # fmt: skip
-from hhrnet.cli.info import SetOpt
 
 
 def evaluate(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Preset or YAML (ours embed it).")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
@@ -36,44 +37,55 @@ def evaluate(
     predictions: Annotated[
         Path | None, typer.Option(help="Score this results json instead of running a model.")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="coco or crowdpose (default: config).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="coco or crowdpose (default: the config's).")] = None,
     max_images: Annotated[int | None, typer.Option(help="Evaluate the first N images only.")] = None,
     flip: FlipOpt = None,
     scales: ScalesOpt = None,
     decoder: DecoderOpt = DecoderChoice.fast,
     device: DeviceOpt = "cpu",
     out: Annotated[Path | None, typer.Option(help="Write the results json here.")] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Keypoint AP with the official settings (pycocotools; CrowdPose sigmas, areas and crowd levels)."""
-    from rich.console import Console
-    from rich.table import Table
+    import os
 
-    from hhrnet.config import resolve
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hhrnet.cli.output import print_table, write_json
+    from hhrnet.config import layered
     from hhrnet.errors import ConfigError
     from hhrnet.evaluate import evaluate_model, evaluate_predictions, write_results
 
-    cfg = resolve(config, set_ or []) if config is not None or set_ else None
+    failures: list[tuple[str, str]] = []
+    count: int | None = None
     if predictions is not None:
         if annotations is None:
             raise ConfigError("--predictions needs --annotations")
-        stats = evaluate_predictions(predictions, annotations, dataset or (cfg.data.dataset if cfg else "coco"))
-        failures: list[tuple[str, str]] = []
-        count = None
+        ds = dataset or (layered(None, config, set_ or []).data.dataset if config or set_ else "coco")
+        stats = evaluate_predictions(predictions, annotations, ds)
     else:
-        network, cfg = make_network(cfg, checkpoint, onnx, backend, device, engine=engine)
+        loaded = open_model(config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine,
+                            backend=backend, flip=flip, scales=scales, device=device)  # fmt: skip
         if images is None or annotations is None:
             from hhrnet.data.coco import find_split_files
 
-            annotations, images = find_split_files(Path(cfg.data.root), cfg.data.test_split)
-        result = evaluate_model(network, cfg, images, annotations, flip=flip, scales=parse_scales(scales),
-                                max_images=max_images, decoder=decoder.value)  # fmt: skip
+            annotations, images = find_split_files(Path(loaded.config.data.root), loaded.config.data.test_split)
+        console = Console(stderr=True)
+        quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
+        with Progress(console=console, disable=quiet) as bar:
+            task = bar.add_task("eval", total=None)
+            result = evaluate_model(loaded.network, loaded.codec, images, annotations, max_images=max_images,
+                                    decoder=decoder.value, graph=loaded.graph,
+                                    progress=lambda i, n: bar.update(task, completed=i, total=n))  # fmt: skip
         stats, failures, count = result.stats, result.failures, result.images
         if out is not None:
             write_results(out, result.results)
-    table = Table(title="keypoint AP" + (f" ({count} images)" if count is not None else ""))
-    for name in stats:
-        table.add_column(name)
-    table.add_row(*(f"{v:.4f}" for v in stats.values()))
-    Console().print(table)
+    title = "keypoint AP" + (f" ({count} images)" if count is not None else "")
+    print_table([stats], list(stats), title)
+    for warning in stats.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for path, reason in failures:
         typer.echo(f"skipped {path}: {reason}", err=True)
+    if json_out is not None:
+        write_json(json_out, {"stats": dict(stats), "images": count, "failures": failures, "warnings": stats.warnings})

@@ -1,4 +1,4 @@
-"""``hhrnet export``: ONNX (raw / aggregate / peaks) or a TensorRT engine, ending with a parity summary."""
+"""``hhrnet export``: an ONNX file carrying its contract, or a TensorRT engine built from one; then parity."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hhrnet.cli.common import CheckpointOpt
-from hhrnet.cli.info import SetOpt
+from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt
 
 
 class Format(str, Enum):
@@ -17,10 +16,10 @@ class Format(str, Enum):
     engine = "engine"
 
 
-class GraphVariant(str, Enum):
-    raw = "raw"
+class GraphChoice(str, Enum):
     aggregate = "aggregate"
     peaks = "peaks"
+    raw = "raw"
 
 
 class Precision(str, Enum):
@@ -30,66 +29,86 @@ class Precision(str, Enum):
 
 
 def export(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Preset or YAML (ours embed it).")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     format: Annotated[Format, typer.Option(help="onnx, or a TensorRT engine built from --onnx.")] = Format.onnx,
-    variant: Annotated[
-        GraphVariant, typer.Option(help="What the graph computes after the network.")
-    ] = GraphVariant.raw,
+    graph: Annotated[
+        GraphChoice,
+        typer.Option(
+            help="aggregate: flip, resize, averaging and projection in the graph (runtimes only decode); "
+            "peaks: NMS + top-k too; raw: network outputs only."
+        ),
+    ] = GraphChoice.aggregate,  # fmt: skip
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    dynamic: Annotated[bool, typer.Option("--dynamic/--static", help="Dynamic batch, height and width.")] = True,
+    dynamic: Annotated[
+        bool, typer.Option("--dynamic/--static", help="Dynamic batch/height/width, or a fixed letterboxed square.")
+    ] = True,
     dynamo: Annotated[bool, typer.Option(help="Use the torch.export-based exporter.")] = False,
+    flip: FlipOpt = None,
+    letterbox: LetterboxOpt = None,
     onnx: Annotated[Path | None, typer.Option(help="ONNX input for --format engine.")] = None,
-    precision: Annotated[Precision, typer.Option(help="Engine precision.")] = Precision.fp16,
+    precision: Annotated[Precision, typer.Option(help="Precision of the exported graph / engine.")] = Precision.fp32,
     calib_images: Annotated[Path | None, typer.Option(help="Images for int8 calibration.")] = None,
     profile: Annotated[list[str] | None, typer.Option(help="MIN:OPT:MAX shapes, each BxCxHxW (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output file.")] = None,
-    samples: Annotated[Path | None, typer.Option(help="Images for the decoded-pose parity check.")] = None,
+    samples: Annotated[
+        Path | None, typer.Option(help="Images for the parity check (default: the COCO samples).")
+    ] = None,
 ) -> None:
-    """Export the model; prints ONNX Runtime vs PyTorch errors and whether decoded poses are identical."""
+    """Export the model; prints ONNX Runtime vs PyTorch errors and whether decoded poses agree."""
     import warnings
 
     from rich.console import Console
 
-    from hhrnet.config import resolve
     from hhrnet.errors import ConfigError
 
     warnings.filterwarnings("ignore", module=r"torch\.onnx.*|torch\.jit.*")
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tracer|dynamic_axes).*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     console = Console()
     if format is Format.engine:
         from hhrnet.export.tensorrt import Profile, build_engine
 
         if onnx is None:
             raise ConfigError("--format engine builds from an ONNX file: give --onnx MODEL.onnx")
-        cfg = resolve(config, set_ or []) if config else None
         profiles = [Profile.parse(p) for p in (profile or ["1x3x256x256:1x3x512x512:1x3x1024x1024"])]
-        path = build_engine(onnx, precision=precision.value, profiles=profiles, calib_images=calib_images,
-                            input_size=cfg.data.input_size if cfg else 512, out=out)  # fmt: skip
+        path = build_engine(onnx, precision=precision.value, profiles=profiles, calib_images=calib_images, out=out)
         console.print(f"engine: {path}")
         return
+    from hhrnet.codec import Codec
+    from hhrnet.deps import require_torch
+
+    require_torch("hhrnet export")
     from hhrnet.checkpoint import load_model
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
+    from hhrnet.load import test_flags
+    from hhrnet.runtime.ort import OrtSession
 
     if checkpoint is None:
         raise ConfigError("give --checkpoint (official or hhrnet)")
-    cfg0 = resolve(config, set_ or []) if config is not None or set_ else None
-    model, cfg = load_model(checkpoint, cfg0)
-    path = out or Path(f"{Path(checkpoint).stem}_{variant.value}.onnx")
-    size = min(cfg.data.input_size, 256)
-    shapes = [(1, size, size), (2, size, size + 64)]
-    report = export_onnx(model, cfg, path, variant=variant.value, opset=opset, dynamic=dynamic, dynamo=dynamo,
-                         sample_size=(size, size), check_shapes=shapes if dynamic else shapes[:1])  # fmt: skip
-    console.print(f"wrote {report.path} ({report.nodes} nodes, opset {opset}, variant {variant.value})")
+    if precision is not Precision.fp32:
+        raise ConfigError(f"--precision {precision.value} ONNX export is not available yet; export fp32")
+    model, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
+    codec = test_flags(Codec.from_config(cfg), flip, None, letterbox)
+    path = out or Path(f"{Path(checkpoint).stem}_{graph.value}.onnx")
+    size = min(codec.input_size, 256)
+    console.print(f"exporting the {graph.value} graph of {checkpoint} ...", highlight=False)
+    report = export_onnx(model, cfg, path, graph=graph.value, codec=codec, opset=opset, static=not dynamic,
+                         dynamo=dynamo, sample_size=(size, size),
+                         check_shapes=[(1, size, size), (2, size, size + 64)])  # fmt: skip
+    art = report.artifact
+    shape = f"fixed {art.static_hw[0]}x{art.static_hw[1]} (letterboxed)" if art.static_hw else "dynamic B/H/W"
+    console.print(f"wrote {report.path} ({report.nodes} nodes, opset {opset}, {graph.value} graph, {shape})")
     console.print(f"ops (all accepted by TensorRT's ONNX parser): {', '.join(report.op_types)}")
     for key, err in report.max_abs_error.items():
         console.print(f"  ONNX Runtime vs PyTorch {key}: max abs error {err:.2e}")
-    if variant is GraphVariant.raw:
-        summary = decoded_parity(model, cfg, report.path, samples)
-        console.print(
-            f"parity on {summary.images} images: max output error {summary.max_output_error:.2e}; decoded poses "
-            + ("identical positions" if summary.identical else f"differ on {summary.differing} images "
-               f"(max {summary.max_pose_px:.3f} px)") + f", max joint-value difference {summary.max_value_diff:.1e}"
-        )  # fmt: skip
+    console.print("checking decoded poses on the sample photos (ONNX Runtime vs the exact PyTorch pipeline) ...")
+    summary = decoded_parity(model, OrtSession(report.path), samples)
+    console.print(
+        f"parity on {summary.images} images: max map error {summary.max_map_error:.2e}; decoded poses "
+        + ("identical" if summary.identical else f"differ on {summary.differing} images "
+           f"(max {summary.max_pose_px:.3f} px where the person counts agree)")
+        + f"; max joint-value difference {summary.max_value_diff:.1e}"
+    )  # fmt: skip

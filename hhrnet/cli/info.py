@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
+from hhrnet.cli.common import SetOpt
+
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name or official/our YAML file.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.field=value (repeatable).")]
+
+__all__ = ["ConfigOpt", "SetOpt", "backends_report", "info"]
 
 
 def backends_report() -> list[tuple[str, str]]:
@@ -44,37 +47,72 @@ def backends_report() -> list[tuple[str, str]]:
 
 
 def info(
-    config: ConfigOpt = "coco_w32_512",
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Preset or YAML (default: the artifact's own, else coco_w32_512)."),
+    ] = None,
     set_: SetOpt = None,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Check that this checkpoint loads into the model.")
+        Path | None, typer.Option("--checkpoint", help="Check that this checkpoint loads; its config is the base.")
+    ] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="Show the contract an exported ONNX file carries.")
     ] = None,
 ) -> None:
     """Print the resolved config, parameter count, multiply-adds and the backends this machine has."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
-    from hhrnet.complexity import count_macs, count_parameters
-    from hhrnet.config import dump_yaml, resolve
-    from hhrnet.model import build_model
+    from hhrnet.config import dump_yaml, layered
 
-    cfg = resolve(config, set_ or [])
     console = Console()
+    status = Console(stderr=True)
+    rows: list[tuple[str, str]] = []
+    if onnx is not None:
+        from hhrnet.load import artifact_codec
+        from hhrnet.runtime.ort import OrtSession
+
+        session = OrtSession(onnx)
+        codec, cfg = artifact_codec(session.artifact, config, set_ or [])
+        art = session.artifact
+        rows += [("artifact", f"{onnx}: {art.graph} graph, {art.precision}"
+                  + (f", fixed {art.static_hw[0]}x{art.static_hw[1]}" if art.static_hw else ", dynamic shapes")),
+                 ("codec", codec.to_json())]  # fmt: skip
+    elif checkpoint is not None:
+        from hhrnet.deps import require_torch
+
+        require_torch("info --checkpoint")
+        from hhrnet.checkpoint import load_model
+
+        status.print(f"loading {checkpoint} ...", highlight=False)
+        _, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
+        rows.append(("checkpoint", f"{checkpoint}: loads (strict)"))
+    else:
+        cfg = layered(None, config, set_ or [])
     console.print(f"[bold]config[/] {cfg.preset}")
-    console.print(dump_yaml(cfg).rstrip(), highlight=False)
-    model = build_model(cfg)
-    size = cfg.data.input_size
+    console.print(dump_yaml(cfg).rstrip(), highlight=False, markup=False)
     table = Table(title="model", show_header=False)
     table.add_row("joints", str(cfg.model.num_joints))
-    table.add_row("parameters", f"{count_parameters(model):,}")
-    table.add_row(f"multiply-adds at {size}x{size}", f"{count_macs(model, size, size) / 1e9:.2f} G")
-    if checkpoint is not None:
-        from hhrnet.checkpoint import load_weights
+    from hhrnet.deps import torch_available
 
-        load_weights(model, checkpoint, strict=True)
-        table.add_row("checkpoint", f"{checkpoint}: loads (strict)")
+    if torch_available():
+        from hhrnet.complexity import count_macs, count_parameters
+        from hhrnet.model import build_model
+
+        size = cfg.data.input_size
+        status.print(f"counting parameters and multiply-adds at {size}x{size} ...", highlight=False)
+        model = build_model(cfg)
+        table.add_row("parameters", f"{count_parameters(model):,}")
+        table.add_row(f"multiply-adds at {size}x{size}", f"{count_macs(model, size, size) / 1e9:.2f} G")
+    else:
+        table.add_row("parameters", "needs PyTorch (pip install 'hhrnet[train]')")
+    for name, value in rows:
+        table.add_row(name, value)
     console.print(table)
     env = Table(title="backends on this machine", show_header=False)
-    for name, status in backends_report():
-        env.add_row(name, status)
+    for name, value in backends_report():
+        env.add_row(name, value)
     console.print(env)
+    sys.stdout.flush()

@@ -51,7 +51,7 @@ from hhrnet.data.transforms import (
     sample_affine_params,
 )
 from hhrnet.errors import ConfigError, InputError
-from hhrnet.inference import read_image as read_rgb  # one image reader for training and inference
+from hhrnet.images import read_image as read_rgb  # one image reader for training and inference
 from hhrnet.targets import Overflow, TargetEncoder
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ def folder(dataset: str = "coco") -> Path:
     return ROOT / dataset
 
 
-def annotations(dataset: str = "coco") -> Path:
+def annotation_file(dataset: str = "coco") -> Path:
     """The COCO-format annotation file of ``dataset``'s samples."""
     return folder(dataset) / f"test_{dataset}.json"
 

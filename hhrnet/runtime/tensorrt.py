@@ -22,6 +22,13 @@ from typing import Any
 import numpy as np
 
 from hhrnet.errors import BackendError
+from hhrnet.runtime.artifact import Artifact
+
+
+def sidecar(engine_path: str | Path) -> Path:
+    """``<engine>.json``: what the engine was built for, and the artifact contract it carries."""
+    p = Path(engine_path)
+    return p.with_suffix(p.suffix + ".json")
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,6 @@ def device_info(device: int = 0) -> DeviceInfo:
 
 def check_engine(engine_path: str | Path, trt_version: str, device: DeviceInfo) -> dict[str, Any]:
     """Refuse an engine whose sidecar says it was built for another TensorRT version or GPU."""
-    from hhrnet.export.tensorrt import sidecar
-
     path = Path(engine_path)
     if not path.is_file():
         raise BackendError(f"engine not found: {path}")
@@ -121,8 +126,8 @@ class DeviceBuffer:
             self.rt.cudaFree(ptr)
 
 
-class TensorRTBackend:
-    """Runs a raw-variant engine: ``(B, 3, H, W) f32 -> [out0, out1]`` on the host (device outputs kept)."""
+class TensorRTSession:
+    """Runs an engine: ``(B, 3, H, W) f32 -> [outputs of its graph]`` on the host (device outputs kept)."""
 
     name = "tensorrt"
 
@@ -132,6 +137,7 @@ class TensorRTBackend:
         trt = require_tensorrt()
         info = device_info(device)
         self.meta = check_engine(engine_path, trt.__version__, info)  # before deserialising anything
+        self.artifact = Artifact.from_metadata(self.meta.get("contract") or {}, str(engine_path))
         self.precision = str(self.meta.get("precision", "fp32"))
         self.device = f"cuda:{device}"
         self.rt = _cudart()
@@ -146,10 +152,9 @@ class TensorRTBackend:
         self.output_names = [n for n in names if n != self.input_name]
         self.device_outputs: list[DeviceBuffer] = []
 
-    def config(self) -> Any:
-        from hhrnet.export.backends import config_from_onnx
-
-        return config_from_onnx(self.meta["onnx"])
+    @property
+    def graph(self) -> str:
+        return self.artifact.graph
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         profile = check_input_shape(batch.shape, self.meta.get("profiles", []))

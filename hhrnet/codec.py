@@ -1,0 +1,352 @@
+"""The codec: the one test-time contract between an image and its poses, apart from the network.
+
+Every choice the official test pipeline makes outside the network lives here, once (SPEC §7-8):
+
+* input: short side to ``input_size``, long side rounded up to a multiple of 64 (of 128 with multi-scale),
+  the official affine warp, ImageNet mean/std; or, opt-in, a ``letterbox`` square for fixed-shape batches;
+* network output layout: J heatmap channels, tag channels, which stages give heatmaps / tags;
+* aggregation: flip test and its ``flip_index``, scales, projection to the input size, a trailing centre
+  channel dropped (official ``WITH_CENTER`` + ``IGNORE_CENTER``);
+* decoding: :class:`~hhrnet.kernels.params.DecodeParams` (thresholds, NMS, joint order, opt-in fixes);
+* back to image pixels: the inverse of the input warp.
+
+A :class:`Codec` is built from a :class:`~hhrnet.config.Config` (:meth:`Codec.from_config`), written
+completely into every exported file (ONNX metadata, TensorRT engine sidecar) and rebuilt from there
+(:meth:`Codec.from_json`) with nothing else, so the deployed pipeline is the verified one. The predictor,
+export, calibration, the runtimes and the decoders take their settings only from it.
+
+Dimension letters: B batch, J joints, H x W map size, T tag dimension (2 with flip), P people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hhrnet.errors import ConfigError, InputError
+from hhrnet.kernels.params import DecodeParams
+
+if TYPE_CHECKING:
+    from hhrnet.config import Config
+
+SCHEMA = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------------------------
+# official geometry (utils/transforms.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _rotate(point: np.ndarray, rad: float) -> np.ndarray:
+    s, c = math.sin(rad), math.cos(rad)
+    return np.array([point[0] * c - point[1] * s, point[0] * s + point[1] * c], np.float32)
+
+
+def _third(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return b + np.array([-d[1], d[0]], np.float32)
+
+
+def affine_transform(
+    center: np.ndarray, scale: np.ndarray, rotation: float, output_size: Sequence[int], inverse: bool = False
+) -> np.ndarray:
+    """2x3 matrix mapping the box (center, scale * 200 wide) onto ``output_size`` (w, h), or back."""
+    import cv2
+
+    scale = np.asarray(scale, np.float64)
+    if scale.ndim == 0:
+        scale = np.array([scale, scale])
+    src_w = scale[0] * 200.0
+    dst_w, dst_h = float(output_size[0]), float(output_size[1])
+    src = np.zeros((3, 2), np.float32)
+    dst = np.zeros((3, 2), np.float32)
+    src[0] = center
+    src[1] = np.asarray(center, np.float32) + _rotate(np.array([0.0, src_w * -0.5]), math.pi * rotation / 180)
+    dst[0] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1] = np.array([dst_w * 0.5, dst_h * 0.5], np.float32) + np.array([0, dst_w * -0.5], np.float32)
+    src[2] = _third(src[0], src[1])
+    dst[2] = _third(dst[0], dst[1])
+    return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
+
+
+def image_center(width: int, height: int) -> np.ndarray:
+    """The official centre (int rounding half up), used by the official resize and by the letterbox."""
+    return np.array([int(width / 2.0 + 0.5), int(height / 2.0 + 0.5)])
+
+
+def multi_scale_size(
+    width: int, height: int, input_size: int, current_scale: float, min_scale: float
+) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """Official ``get_multi_scale_size``: ((w, h) resized, center, scale)."""
+    center = image_center(width, height)
+    min_input = int((min_scale * input_size + 63) // 64 * 64)
+    if width < height:
+        w_r = int(min_input * current_scale / min_scale)
+        h_r = int(int((min_input / width * height + 63) // 64 * 64) * current_scale / min_scale)
+        scale = np.array([width / 200.0, h_r / w_r * width / 200.0])
+    else:
+        h_r = int(min_input * current_scale / min_scale)
+        w_r = int(int((min_input / height * width + 63) // 64 * 64) * current_scale / min_scale)
+        scale = np.array([w_r / h_r * height / 200.0, height / 200.0])
+    return (w_r, h_r), center, scale
+
+
+def letterbox_box(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale) of the square box around the whole image, for the letterbox input."""
+    side = max(width, height) / 200.0
+    return image_center(width, height), np.array([side, side])
+
+
+def to_image_coords(poses: np.ndarray, center: np.ndarray, scale: np.ndarray, map_size: tuple[int, int]) -> np.ndarray:
+    """Official ``get_final_preds``: (P, J, C) map coordinates -> image pixels (x, y only); ``map_size`` (w, h)."""
+    out = poses.astype(np.float32, copy=True)
+    if len(out) == 0:
+        return out
+    trans = affine_transform(center, scale, 0, map_size, inverse=True)
+    xy = out[..., :2].reshape(-1, 2).astype(np.float64)
+    mapped = xy @ trans[:, :2].T + trans[:, 2]
+    out[..., :2] = mapped.reshape(out.shape[:-1] + (2,))
+    return out
+
+
+@dataclass
+class Prepared:
+    """Network inputs of one image, per scale (largest first), and the geometry to map back."""
+
+    inputs: list[tuple[float, np.ndarray]]  # (scale factor, (3, h, w) f32)
+    base_size: tuple[int, int]  # (w, h) the maps are projected to
+    center: np.ndarray
+    scale: np.ndarray
+
+
+# --------------------------------------------------------------------------------------------
+# the codec
+# --------------------------------------------------------------------------------------------
+
+
+def _stage_masks(cfg: Config) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Stages whose heatmaps / tags the test pipeline uses: trained (loss) and selected (test)."""
+    loss, test = cfg.loss, cfg.test
+    with_hm = tuple(a and b for a, b in zip(loss.with_heatmaps_loss, test.with_heatmaps, strict=True))
+    with_ae = tuple(a and b for a, b in zip(loss.with_ae_loss, test.with_ae, strict=True))
+    return with_hm, with_ae
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Everything between an image and its poses except the network. Frozen; compared field by field."""
+
+    dataset: str = "coco"  # coco | crowdpose: joint names, skeleton and OKS sigmas downstream
+    num_joints: int = 17  # J: heatmap channels of the network (a centre channel included)
+    tag_channels: int = 17  # J with tag_per_joint, else 1
+    stage_heatmaps: tuple[bool, ...] = (True, True)  # stages averaged into the heatmaps
+    stage_tags: tuple[bool, ...] = (True, False)  # stages whose tags are used
+    input_size: int = 512  # short side (official) or letterbox side
+    scales: tuple[float, ...] = (1.0,)  # test scales, largest first; tags come from scale 1
+    flip: bool = True  # flip test: T = 2
+    flip_index: tuple[int, ...] = ()  # channel permutation of the flipped pass (J entries)
+    project2image: bool = True  # maps resized to the input size before decoding
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB, after /255
+    std: tuple[float, float, float] = IMAGENET_STD
+    letterbox: int = 0  # 0: the official resize; > 0: pad every image into this square (fixed shapes)
+    drop_center: bool = False  # the last heatmap/tag channel is a centre joint and is not decoded
+    decode: DecodeParams = field(default_factory=DecodeParams)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in ("coco", "crowdpose"):
+            raise ConfigError(f"codec dataset must be coco or crowdpose, got {self.dataset!r}")
+        if self.num_joints < 1 or self.tag_channels not in (1, self.num_joints):
+            raise ConfigError(f"codec: {self.tag_channels} tag channels do not fit {self.num_joints} joints")
+        if len(self.flip_index) != self.num_joints or sorted(self.flip_index) != list(range(self.num_joints)):
+            raise ConfigError(f"codec flip_index {self.flip_index} is not a permutation of {self.num_joints} joints")
+        if len(self.stage_heatmaps) != len(self.stage_tags) or not any(self.stage_heatmaps):
+            raise ConfigError("codec: stage masks must have one entry per stage and select some heatmaps")
+        if not any(self.stage_tags):
+            raise ConfigError("codec: no stage provides tags")
+        if not self.scales or 1.0 not in self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"codec scales {self.scales} must be positive and include 1.0 (tags come from scale 1)")
+        object.__setattr__(self, "scales", tuple(sorted((float(s) for s in self.scales), reverse=True)))
+        if self.input_size < 32 or self.input_size % 32:
+            raise ConfigError(f"codec input_size must be a positive multiple of 32, got {self.input_size}")
+        if self.letterbox < 0 or self.letterbox % 64:
+            raise ConfigError(f"letterbox size must be a multiple of 64 (0 = official resize), got {self.letterbox}")
+        if self.letterbox and len(self.scales) != 1:
+            raise ConfigError("letterbox runs one scale; drop the extra test scales")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("codec mean/std need 3 values each, std > 0")
+        decoded = self.num_joints - (1 if self.drop_center else 0)
+        if self.decode.num_joints != decoded:
+            raise ConfigError(f"codec decodes {self.decode.num_joints} joints but the maps have {decoded}")
+
+    # construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, *, flip: bool | None = None, scales: Sequence[float] | None = None,
+        letterbox: int | None = None,
+    ) -> Codec:  # fmt: skip
+        """The codec a config defines; ``flip``, ``scales`` and ``letterbox`` override its test section."""
+        with_hm, with_ae = _stage_masks(cfg)
+        joints = cfg.model.num_joints
+        test = cfg.test
+        return cls(
+            dataset=cfg.data.dataset,
+            num_joints=joints,
+            tag_channels=joints if cfg.model.tag_per_joint else 1,
+            stage_heatmaps=with_hm,
+            stage_tags=with_ae,
+            input_size=cfg.data.input_size,
+            scales=tuple(scales if scales is not None else test.scale_factor),
+            flip=test.flip_test if flip is None else bool(flip),
+            flip_index=tuple(cfg.data.flip_index),
+            project2image=test.project2image,
+            letterbox=int(letterbox or 0),
+            drop_center=bool(cfg.data.with_center and test.ignore_center),
+            decode=DecodeParams.from_config(cfg),
+        )
+
+    def replace(self, **changes: Any) -> Codec:
+        return replace(self, **changes)
+
+    def relayered(self, was: Config, now: Config) -> Codec:
+        """This codec with what changed from config ``was`` to config ``now`` applied, and nothing else.
+
+        An artifact's codec may differ from its config's (e.g. exported with ``--no-flip``); a later
+        ``--set test.detection_threshold=0.2`` must change only that threshold, not re-derive the rest.
+        """
+        before, after = Codec.from_config(was), Codec.from_config(now)
+        decode = {
+            f.name: getattr(after.decode, f.name)
+            if getattr(after.decode, f.name) != getattr(before.decode, f.name)
+            else getattr(self.decode, f.name)
+            for f in fields(DecodeParams)
+        }
+        changed = {
+            f.name: getattr(after, f.name)
+            for f in fields(Codec)
+            if f.name != "decode" and getattr(after, f.name) != getattr(before, f.name)
+        }
+        return replace(self, **changed, decode=DecodeParams(**decode))
+
+    # serialisation --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["schema"] = SCHEMA
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "codec") -> Codec:
+        """Strict inverse of :meth:`to_dict`: unknown or missing keys are errors naming ``source``."""
+        data = dict(data)
+        schema = data.pop("schema", None)
+        if schema != SCHEMA:
+            raise ConfigError(f"{source}: codec schema {schema!r} is not {SCHEMA}; re-export with this hhrnet")
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        if unknown or missing:
+            raise ConfigError(f"{source}: codec keys unknown {unknown} / missing {missing}; re-export with this hhrnet")
+        decode = data.pop("decode")
+        dnames = {f.name for f in fields(DecodeParams)}
+        if not isinstance(decode, Mapping) or set(decode) != dnames:
+            raise ConfigError(f"{source}: codec decode parameters do not match this hhrnet's; re-export")
+        plain: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in decode.items()}
+        top: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(decode=DecodeParams(**plain), **top)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: malformed codec: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "codec") -> Codec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: codec is not valid JSON ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: codec is not a JSON object")
+        return cls.from_dict(data, source)
+
+    # derived ------------------------------------------------------------------------------
+
+    @property
+    def tag_dims(self) -> int:
+        """T of the aggregated tag maps: one per pass (2 with flip)."""
+        return 2 if self.flip else 1
+
+    @property
+    def decoded_joints(self) -> int:
+        return self.decode.num_joints
+
+    # stage 1: image -> network inputs ---------------------------------------------------------
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> (3, H, W) f32 with the codec's mean/std (as ToTensor + Normalize)."""
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        x = image.astype(np.float32) / np.float32(255.0)
+        return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+    def preprocess(self, image: np.ndarray) -> Prepared:
+        """Network inputs per scale and the geometry to map poses back (official resize or letterbox)."""
+        import cv2
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        if self.letterbox:
+            side = self.letterbox
+            center, scale = letterbox_box(w, h)
+            trans = affine_transform(center, scale, 0, (side, side))
+            warped = cv2.warpAffine(image, trans, (side, side), flags=cv2.INTER_LINEAR)
+            return Prepared([(1.0, self.normalize(warped))], (side, side), center, scale)
+        min_scale = min(self.scales)
+        base, center, scale = multi_scale_size(w, h, self.input_size, 1.0, min_scale)
+        inputs = []
+        for s in self.scales:
+            resized, c, sc = multi_scale_size(w, h, self.input_size, s, min_scale)
+            trans = affine_transform(c, sc, 0, resized)
+            warped = cv2.warpAffine(image, trans, resized, flags=cv2.INTER_LINEAR)
+            inputs.append((s, self.normalize(warped)))
+            center, scale = c, sc
+        return Prepared(inputs, base, center, scale)
+
+    # stage 3: network outputs -> maps ----------------------------------------------------------
+
+    def aggregate(
+        self, outputs: Sequence[np.ndarray], flipped: Sequence[np.ndarray] | None, project_to: tuple[int, int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One scale on the host (exactly torch's arithmetic): heatmaps (B, J, H, W), tags (B, J, H, W, T)."""
+        from hhrnet.kernels.aggregate import aggregate
+
+        return aggregate(
+            outputs, flipped, num_joints=self.num_joints, flip_index=self.flip_index,
+            with_heatmaps=self.stage_heatmaps, with_ae=self.stage_tags, project_to=project_to,
+        )  # fmt: skip
+
+    def project_size(self, prepared: Prepared) -> tuple[int, int] | None:
+        """(H, W) every scale's maps are resized to, or None without PROJECT2IMAGE."""
+        return (prepared.base_size[1], prepared.base_size[0]) if self.project2image else None
+
+    def for_decoding(self, heatmaps: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Drop a trailing centre channel when the codec says so (official IGNORE_CENTER)."""
+        if not self.drop_center:
+            return heatmaps, tags
+        return heatmaps[..., :-1, :, :], tags[..., :-1, :, :, :]
+
+    # stage 5: map coordinates -> image pixels -------------------------------------------------
+
+    def to_image(self, poses: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> np.ndarray:
+        """(P, J, 3+T) map coordinates -> (P, J, 3) image pixels + value."""
+        mapped = to_image_coords(poses, prepared.center, prepared.scale, (map_hw[1], map_hw[0]))
+        return np.ascontiguousarray(mapped[..., :3])
