@@ -28,6 +28,7 @@ import numpy as np
 
 from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, InputError
+from hhrnet.runtime.artifact import Artifact
 
 Shape = tuple[int, int, int, int]
 DEFAULT_KEEP_FP32 = (r"final_layers\.0",)
@@ -106,6 +107,18 @@ def calibration_batches(
         yield np.stack(batch)
 
 
+def sidecar_payload(
+    contract: Artifact, *, key: str, trt_version: str, gpu: str, compute_capability: str, precision: str,
+    profiles: list[dict[str, Any]], onnx_sha256: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``<engine>.json`` sidecar: what the engine was built for (checked before deserialising) and the
+    artifact contract of the ONNX file it came from, so the engine runs with nothing beside it."""
+    return {
+        "key": key, "tensorrt": trt_version, "compute_capability": compute_capability, "gpu": gpu,
+        "precision": precision, "profiles": profiles, "onnx_sha256": onnx_sha256, "contract": contract.metadata(),
+    }  # fmt: skip
+
+
 def build_engine(
     onnx_path: str | Path,
     *,
@@ -176,14 +189,10 @@ def build_engine(
     cache.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
     atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
-    atomic_write_text(
-        side,
-        json.dumps({
-            "key": key, "tensorrt": trt.__version__, "compute_capability": dev.compute_capability,
-            "gpu": dev.name, "precision": precision, "profiles": [asdict(p) for p in profiles],
-            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "contract": contract.metadata(),
-        }, indent=2),
-    )  # fmt: skip
+    atomic_write_text(side, json.dumps(sidecar_payload(
+        contract, key=key, trt_version=trt.__version__, gpu=dev.name, compute_capability=dev.compute_capability,
+        precision=precision, profiles=[asdict(p) for p in profiles], onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+    ), indent=2))  # fmt: skip
     return engine_path
 
 

@@ -117,7 +117,8 @@ def decode_from_peaks(
         tag_k = tag_k[..., None]
     if vals.shape != (j_count, m) or inds.shape != (j_count, m) or tag_k.shape != (j_count, m, tags.shape[-1]):
         raise InputError(
-            f"peaks {vals.shape}/{inds.shape}/{tag_k.shape} do not match maps {det.shape} with M={m}, T={tags.shape[-1]}"
+            f"peaks {vals.shape}/{inds.shape}/{tag_k.shape} do not match maps {det.shape} "
+            f"with M={m}, T={tags.shape[-1]}"
         )
     if inds.size and (inds.min() < 0 or inds.max() >= h * w):
         raise InputError("peak indices fall outside the heatmap")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,8 +105,13 @@ def test_corrupt_missing_and_non_checkpoint_files(tmp_path: Path, tiny_state: di
         ck.read_checkpoint(torn)
     text = tmp_path / "text.pth"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="corrupt or not a PyTorch file"):
+    with pytest.raises(CheckpointError, match="text.pth is not a PyTorch checkpoint"):
         ck.read_checkpoint(text)
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as info:
+        ck.read_checkpoint(noise)
+    assert "weights_only" not in str(info.value)  # never repeat torch's advice to turn the guard off
     torch.save({"epoch": 1, "lr": torch.tensor(0.1)}, tmp_path / "noweights.pth")
     with pytest.raises(CheckpointError, match="no model weights"):
         ck.read_checkpoint(tmp_path / "noweights.pth")
@@ -119,8 +125,9 @@ class _Evil:
 def test_pickled_code_is_never_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     torch.save({"state_dict": {}, "payload": _Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="refused to unpickle"):
+    with pytest.raises(CheckpointError, match=r"refused: loading it would run code.*GLOBAL posix.system") as info:
         ck.read_checkpoint(tmp_path / "evil.pth")
+    assert "weights_only" not in str(info.value)
     assert not (tmp_path / "pwned").exists()
 
 

@@ -53,8 +53,9 @@ def test_errors_are_one_line_without_traceback(args: list[str], message: str) ->
     proc = _cli(*args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    lines = proc.stderr.strip().splitlines()  # progress lines may precede it; the error is one line, last
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]] and message in lines[-1], proc.stderr
 
 
 def test_debug_flag_shows_traceback() -> None:

@@ -1,8 +1,8 @@
-"""ONNX export (three variants, dynamic shapes, metadata, TensorRT op allowlist), backends, TensorRT guards."""
+"""ONNX export: graphs, the contract carried in the file, precedence, static inputs, parity with PyTorch."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,185 +11,174 @@ import torch
 from golden_weights import fill_formula_weights
 
 from hhrnet import samples
+from hhrnet.codec import Codec
 from hhrnet.config import apply_overrides, preset
-from hhrnet.errors import BackendError, InputError
+from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.model import build_model
+
+TINY_128 = ["data.input_size=128", "data.output_size=[32,64]"]
+CROWD = ["data.dataset=crowdpose", "model.num_joints=14", "data.num_joints=14"]
+
+
+def tiny_model(overrides: list[str], seed: int = 5) -> tuple[torch.nn.Module, object]:
+    cfg = apply_overrides(preset("tiny"), overrides)
+    model = build_model(cfg).eval()
+    fill_formula_weights(model, seed)  # non-trivial outputs, so output errors mean something
+    return model, cfg
 
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[torch.nn.Module, object]:
-    cfg = apply_overrides(preset("tiny"), ["data.input_size=128", "data.output_size=[32,64]"])
-    model = build_model(cfg).eval()
-    fill_formula_weights(model, 5)  # non-trivial outputs, so output errors mean something
-    return model, cfg
+    return tiny_model(TINY_128)
 
 
-@pytest.mark.parametrize("variant", ["raw", "aggregate", "peaks"])
-def test_variants_export_check_and_match_torch(tiny: tuple, tmp_path: Path, variant: str) -> None:
-    from hhrnet.export.onnx import export_onnx, read_metadata
+@pytest.mark.parametrize("graph", ["raw", "aggregate", "peaks"])
+def test_graphs_export_check_and_match_torch(tiny: tuple, tmp_path: Path, graph: str) -> None:
+    from hhrnet.export.onnx import export_onnx, read_contract
     from hhrnet.export.opsets import TENSORRT_ONNX_OPS
 
     model, cfg = tiny
-    rep = export_onnx(model, cfg, tmp_path / f"{variant}.onnx", variant=variant, sample_size=(128, 128),  # type: ignore[arg-type]
+    rep = export_onnx(model, cfg, tmp_path / f"{graph}.onnx", graph=graph, sample_size=(128, 128),  # type: ignore[arg-type]
                       check_shapes=[(1, 128, 128), (2, 96, 160)])  # fmt: skip
     assert set(rep.op_types) <= TENSORRT_ONNX_OPS
     assert rep.max_abs_error and max(rep.max_abs_error.values()) < 1e-4
-    meta = read_metadata(rep.path)
-    assert meta["variant"] == variant and meta["num_joints"] == "17"
-    assert json.loads(meta["flip_index"]) == list(cfg.data.flip_index)
-    assert json.loads(meta["config"])["data"]["input_size"] == 128
+    art = read_contract(rep.path)
+    assert art == rep.artifact and art.graph == graph and art.precision == "fp32" and art.static_hw is None
+    assert art.codec == Codec.from_config(cfg) and art.build_config() == cfg
 
 
-def test_allowlist_rejects_unsupported_ops() -> None:
-    from hhrnet.export.opsets import unsupported_ops
+@pytest.mark.parametrize(
+    ("overrides", "flip", "static"),
+    [([], None, False), ([], False, False), (["data.input_size=192"], None, True), (CROWD, None, False)],
+    ids=["default", "no-flip", "static-192", "crowdpose"],
+)
+def test_contract_round_trip_config_onnx_engine_sidecar(
+    tmp_path: Path, overrides: list[str], flip: bool | None, static: bool
+) -> None:
+    """config -> ONNX -> contract equal; the engine sidecar alone -> the same contract (no ONNX file needed)."""
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.export.tensorrt import sidecar_payload
+    from hhrnet.runtime.ort import OrtSession
+    from hhrnet.runtime.tensorrt import engine_contract, sidecar
 
-    assert unsupported_ops(["Conv", "Relu", "Resize", "TopK"]) == []
-    assert unsupported_ops(["Conv", "MyCustomNMS", "NonMaxSuppressionXYZ"]) == ["MyCustomNMS", "NonMaxSuppressionXYZ"]
+    model, cfg = tiny_model([*TINY_128, *overrides] if not static else overrides)
+    codec = Codec.from_config(cfg, flip=flip)
+    rep = export_onnx(model, cfg, tmp_path / "m.onnx", codec=codec, static=static)
+    session = OrtSession(rep.path)
+    expected = codec.replace(letterbox=cfg.data.input_size) if static else codec
+    assert session.artifact.codec == expected
+    assert session.artifact.static_hw == ((192, 192) if static else None)
+    assert session.artifact.codec.flip is (flip is not False)
+    assert session.artifact.codec.dataset == cfg.data.dataset
+    (tmp_path / "m.onnx").unlink()  # the engine must not need it
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\x00")
+    import json
+
+    sidecar(engine).write_text(json.dumps(sidecar_payload(rep.artifact, key="k", trt_version="10.3",
+                                                          gpu="H100", compute_capability="9.0", precision="fp32",
+                                                          profiles=[], onnx_sha256="0")))  # fmt: skip
+    assert engine_contract(engine) == rep.artifact
 
 
-def test_aggregate_graph_equals_pipeline_aggregation(tiny: tuple, tmp_path: Path) -> None:
-    import onnxruntime as ort
-
+def test_aggregate_graph_equals_exact_host_pipeline(tiny: tuple, tmp_path: Path) -> None:
     from hhrnet.export.onnx import export_onnx
     from hhrnet.inference import Predictor, torch_network
+    from hhrnet.runtime.ort import OrtSession
 
     model, cfg = tiny
-    export_onnx(model, cfg, tmp_path / "agg.onnx", variant="aggregate", sample_size=(128, 128))
-    sess = ort.InferenceSession(str(tmp_path / "agg.onnx"), providers=["CPUExecutionProvider"])
+    export_onnx(model, cfg, tmp_path / "agg.onnx", sample_size=(128, 128))
+    session = OrtSession(tmp_path / "agg.onnx")
     x = np.random.default_rng(0).standard_normal((1, 3, 128, 160)).astype(np.float32)
-    hm, tags = sess.run(None, {"image": x})
-    pred = Predictor(torch_network(model), cfg, aggregator="torch")
-    outs, flipped = pred.run_network(x)
-    ref_hm, ref_tags = pred.aggregate(outs, flipped, (128, 160))
-    np.testing.assert_allclose(hm, ref_hm, atol=1e-5)
-    np.testing.assert_allclose(tags, ref_tags, atol=1e-5)
+    got = Predictor(session, session.artifact.codec).batch_maps(x, (128, 160))[0]
+    ref = Predictor(torch_network(model), Codec.from_config(cfg)).batch_maps(x, (128, 160))[0]
+    np.testing.assert_allclose(got.heatmaps, ref.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(got.tags, ref.tags, atol=1e-5)
 
 
-def test_peaks_variant_decodes_like_raw(tiny: tuple, tmp_path: Path) -> None:
-    import onnxruntime as ort
-
+def test_peaks_graph_feeds_the_decoder(tiny: tuple, tmp_path: Path) -> None:
     from hhrnet.export.onnx import export_onnx
+    from hhrnet.kernels.decode import decode, decode_from_peaks
     from hhrnet.kernels.peaks import peaks_jhw
+    from hhrnet.runtime.ort import OrtSession
 
     model, cfg = tiny
-    export_onnx(model, cfg, tmp_path / "peaks.onnx", variant="peaks", sample_size=(128, 128))
-    sess = ort.InferenceSession(str(tmp_path / "peaks.onnx"), providers=["CPUExecutionProvider"])
+    export_onnx(model, cfg, tmp_path / "peaks.onnx", graph="peaks", sample_size=(128, 128))
+    session = OrtSession(tmp_path / "peaks.onnx")
     x = np.random.default_rng(1).standard_normal((1, 3, 128, 128)).astype(np.float32)
-    hm, tags, vals, index, ptags = sess.run(None, {"image": x})
+    hm, tags, vals, index, ptags = session(x)
     ref_vals, ref_index, ref_tags = peaks_jhw(hm[0], tags[0], 30, 2)
     np.testing.assert_allclose(vals[0], ref_vals, atol=1e-6)  # same peak values in the same order
     distinct = np.array([len(np.unique(v)) == len(v) for v in ref_vals])  # ties may be ordered differently
     np.testing.assert_array_equal(index[0][distinct], ref_index[distinct])
     np.testing.assert_allclose(ptags[0][distinct], ref_tags[distinct], atol=1e-6)
+    params = dataclasses.replace(session.artifact.codec.decode, detection_threshold=0.0)  # many candidates
+    a = decode_from_peaks(hm[0], tags[0], ref_vals, ref_index, ref_tags, params)
+    b = decode(hm[0], tags[0], params)
+    np.testing.assert_array_equal(a[0], b[0])  # the kernel's own peaks give exactly decode()'s answer
+    with pytest.raises(InputError, match="do not match"):
+        decode_from_peaks(hm[0], tags[0], ref_vals[:, :5], ref_index, ref_tags, params)
 
 
-def test_onnxruntime_backend_and_parity(tiny: tuple, tmp_path: Path) -> None:
-    from hhrnet.export.backends import OnnxRuntimeBackend, config_from_onnx, create_backend
+def test_ort_session_errors_and_parity(tiny: tuple, tmp_path: Path) -> None:
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
+    from hhrnet.runtime.ort import OrtSession
 
     model, cfg = tiny
-    export_onnx(model, cfg, tmp_path / "raw.onnx", sample_size=(128, 128))
-    backend = OnnxRuntimeBackend(tmp_path / "raw.onnx")
-    out = backend(np.zeros((2, 3, 128, 96), np.float32))
+    export_onnx(model, cfg, tmp_path / "raw.onnx", graph="raw", sample_size=(128, 128))
+    session = OrtSession(tmp_path / "raw.onnx")
+    out = session(np.zeros((2, 3, 128, 96), np.float32))
     assert out[0].shape == (2, 34, 32, 24) and out[1].shape == (2, 17, 64, 48)
-    assert config_from_onnx(tmp_path / "raw.onnx") == cfg
-    summary = decoded_parity(model, cfg, tmp_path / "raw.onnx", samples.folder("coco"))
-    assert summary.images == 4 and summary.identical and summary.max_output_error < 1e-4
-    net, cfg2 = create_backend("auto", onnx=tmp_path / "raw.onnx")
-    assert net.name == "onnxruntime" and cfg2 == cfg
-    export_onnx(model, cfg, tmp_path / "agg.onnx", variant="aggregate", sample_size=(128, 128))
-    with pytest.raises(BackendError, match="aggregate"):
-        OnnxRuntimeBackend(tmp_path / "agg.onnx")
+    summary = decoded_parity(model, session, samples.folder("coco"))
+    assert summary.images == 4 and summary.identical and summary.max_map_error < 1e-4
     with pytest.raises(BackendError, match="not found"):
-        OnnxRuntimeBackend(tmp_path / "missing.onnx")
+        OrtSession(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"this is not a protobuf")
+    with pytest.raises(BackendError, match="not an ONNX model"):
+        OrtSession(tmp_path / "junk.onnx")
+    import onnx
+
+    bare = onnx.load(str(tmp_path / "raw.onnx"))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ConfigError, match="carries no hhrnet contract"):
+        OrtSession(tmp_path / "bare.onnx")
 
 
-def test_profiles_and_cache_keys() -> None:
-    from hhrnet.export.tensorrt import BuildSpec, Profile, cache_key
-
-    p = Profile.parse("1x3x256x256:1x3x512x512:4x3x1024x1024")
-    assert p.contains((2, 3, 512, 704)) and not p.contains((8, 3, 512, 512))
-    for bad in (
-        "1x3x256x256:1x3x512x512",
-        "1x3x250x256:1x3x512x512:1x3x512x512",
-        "1x3x512x512:1x3x256x256:1x3x1024x1024",
-    ):
-        with pytest.raises(InputError):
-            Profile.parse(bad)
-    spec = BuildSpec("fp16", (p,))
-    k = cache_key(b"onnx", spec, "10.3", "9.0")
-    assert k == cache_key(b"onnx", spec, "10.3", "9.0")
-    assert (
-        len(
-            {
-                k,
-                cache_key(b"onnx2", spec, "10.3", "9.0"),
-                cache_key(b"onnx", spec, "10.4", "9.0"),
-                cache_key(b"onnx", spec, "10.3", "8.9"),
-                cache_key(b"onnx", BuildSpec("int8", (p,)), "10.3", "9.0"),
-            }
-        )
-        == 5
-    )
-
-
-def test_engine_guard_refuses_foreign_engines(tmp_path: Path) -> None:
-    from hhrnet.export.tensorrt import sidecar
-    from hhrnet.export.trt_runtime import DeviceInfo, check_engine, check_input_shape
-
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"\x00" * 16)  # never deserialised: the guard decides first
-    with pytest.raises(BackendError, match="no m.engine.json"):
-        check_engine(engine, "10.3", DeviceInfo("H100", "9.0"))
-    side = {"tensorrt": "10.3", "compute_capability": "8.6", "gpu": "RTX 3090",
-            "profiles": [{"min": [1, 3, 256, 256], "max": [1, 3, 512, 512]}]}  # fmt: skip
-    sidecar(engine).write_text(json.dumps(side))
-    with pytest.raises(BackendError, match="TensorRT 10.3 but this is TensorRT 10.5"):
-        check_engine(engine, "10.5", DeviceInfo("H100", "9.0"))
-    with pytest.raises(BackendError, match=r"built for RTX 3090 \(sm 8.6\) but this GPU is H100 \(sm 9.0\)"):
-        check_engine(engine, "10.3", DeviceInfo("H100", "9.0"))
-    meta = check_engine(engine, "10.3", DeviceInfo("RTX 3090", "8.6"))
-    assert check_input_shape((1, 3, 384, 512), meta["profiles"]) == 0
-    with pytest.raises(BackendError, match="outside the engine's profiles"):
-        check_input_shape((1, 3, 1024, 1024), meta["profiles"])
-
-
-def test_tensorrt_missing_is_one_clear_error(tmp_path: Path) -> None:
-    from hhrnet.deps import tensorrt_or_none
-    from hhrnet.export.tensorrt import build_engine
-
-    if tensorrt_or_none() is not None:
-        pytest.skip("TensorRT is installed here")
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    with pytest.raises(BackendError, match="TensorRT is not installed"):
-        build_engine(tmp_path / "m.onnx", precision="fp16")
-
-
-@pytest.mark.tensorrt
-def test_tensorrt_engine_matches_onnxruntime(tiny: tuple, tmp_path: Path) -> None:
-    from hhrnet.deps import tensorrt_or_none
-
-    if tensorrt_or_none() is None or not torch.cuda.is_available():
-        pytest.skip("needs TensorRT and a CUDA GPU")
-    from hhrnet.export.backends import OnnxRuntimeBackend
+def test_static_export_letterboxes_every_image(tmp_path: Path) -> None:
+    """A fixed-shape export runs photos of any size (the codec letterboxes), and says so when fed a wrong shape."""
     from hhrnet.export.onnx import export_onnx
-    from hhrnet.export.tensorrt import Profile, build_engine
-    from hhrnet.export.trt_runtime import TensorRTBackend
+    from hhrnet.images import read_image
+    from hhrnet.load import open_model
 
-    model, cfg = tiny
-    export_onnx(model, cfg, tmp_path / "m.onnx", sample_size=(128, 128))
-    engine = build_engine(tmp_path / "m.onnx", precision="fp32", cache_dir=tmp_path,
-                          profiles=[Profile.parse("1x3x64x64:1x3x128x128:2x3x256x256")])  # fmt: skip
-    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
-    for a, b in zip(TensorRTBackend(engine)(x), OnnxRuntimeBackend(tmp_path / "m.onnx")(x), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-3)
-    assert (
-        build_engine(
-            tmp_path / "m.onnx",
-            precision="fp32",
-            cache_dir=tmp_path,
-            profiles=[Profile.parse("1x3x64x64:1x3x128x128:2x3x256x256")],
-        )
-        == engine
-    )  # cached
+    model, cfg = tiny_model(["data.input_size=128", "data.output_size=[32,64]"])
+    export_onnx(model, cfg, tmp_path / "s.onnx", static=True)
+    loaded = open_model(onnx=tmp_path / "s.onnx")
+    assert loaded.codec.letterbox == 128 and loaded.artifact is not None and loaded.artifact.static_hw == (128, 128)
+    predictor = loaded.predictor()
+    for path in samples.images("coco"):  # 640x425, 500x333, ...: all go through the same 128x128 input
+        predictor.predict(read_image(path))
+    with pytest.raises(InputError, match="takes 128x128 inputs only"):
+        loaded.network(np.zeros((1, 3, 128, 192), np.float32))
+    with pytest.raises(ConfigError, match="fixed 128x128 input"):
+        open_model(onnx=tmp_path / "s.onnx", letterbox=256)
+
+
+def test_precedence_artifact_then_config_then_set(tmp_path: Path) -> None:
+    """The artifact's own codec is the base; --set changes only what it names; what the graph bakes in is kept."""
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.load import open_model
+
+    model, cfg = tiny_model(TINY_128)
+    export_onnx(model, cfg, tmp_path / "nf.onnx", codec=Codec.from_config(cfg, flip=False))
+    plain = open_model(onnx=tmp_path / "nf.onnx")
+    assert plain.codec.flip is False and plain.config == cfg
+    tuned = open_model(onnx=tmp_path / "nf.onnx", overrides=["test.detection_threshold=0.3"])
+    assert tuned.codec.decode.detection_threshold == 0.3
+    assert tuned.codec.flip is False  # the export's choice survives an unrelated --set
+    assert tuned.codec.replace(decode=plain.codec.decode) == plain.codec
+    with pytest.raises(ConfigError, match="flip=False"):
+        open_model(onnx=tmp_path / "nf.onnx", flip=True)
+    other = open_model(onnx=tmp_path / "nf.onnx", config="tiny", overrides=[*TINY_128, "test.tag_threshold=2.0"])
+    assert other.codec.decode.tag_threshold == 2.0 and other.config.test.tag_threshold == 2.0

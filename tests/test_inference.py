@@ -11,9 +11,9 @@ import torch
 
 from hhrnet import samples
 from hhrnet.aggregate import aggregate as agg_torch
+from hhrnet.codec import Codec, affine_transform, multi_scale_size, to_image_coords
 from hhrnet.config import COCO_FLIP_INDEX, apply_overrides, preset
 from hhrnet.errors import InputError
-from hhrnet.codec import Codec, affine_transform, multi_scale_size, to_image_coords
 from hhrnet.images import read_image
 from hhrnet.inference import Predictor
 from hhrnet.kernels.aggregate import aggregate as agg_np
@@ -45,7 +45,10 @@ def test_numpy_aggregation_equals_torch_bit_for_bit(flip: bool, h: int, w: int) 
     """Input sizes (h, w) of the pipeline: maps at 1/4 and 1/2, projected back to the input size."""
     rng = np.random.default_rng(h + w)
     b = 2
-    outs = [rng.random((b, 34, h // 4, w // 4), dtype=np.float32), rng.random((b, 17, h // 2, w // 2), dtype=np.float32)]
+    outs = [
+        rng.random((b, 34, h // 4, w // 4), dtype=np.float32),
+        rng.random((b, 17, h // 2, w // 2), dtype=np.float32),
+    ]
     flips = [rng.random(o.shape, dtype=np.float32) for o in outs]
     kw = {"num_joints": 17, "flip_index": COCO_FLIP_INDEX, "project_to": (h, w)}
     a = agg_np(outs, flips if flip else None, **kw)
@@ -136,8 +139,9 @@ def official_pipeline(network, codec: Codec, image: np.ndarray) -> np.ndarray:  
     prepared = codec.preprocess(image)
     x = prepared.inputs[0][1][None]
     outs = [torch.from_numpy(o) for o in network(np.concatenate([x, x[:, :, :, ::-1]], 0))]
+    size = (prepared.base_size[1], prepared.base_size[0])
     hm, tags = agg_torch([o[:1] for o in outs], [o[1:] for o in outs], num_joints=codec.num_joints,
-                         flip_index=codec.flip_index, project_to=(prepared.base_size[1], prepared.base_size[0]))  # fmt: skip
+                         flip_index=codec.flip_index, project_to=size)  # fmt: skip
     poses, _ = decode_reference(hm[0].numpy(), tags[0].numpy(), codec.decode)
     return to_image_coords(poses, prepared.center, prepared.scale, prepared.base_size)[..., :3]
 

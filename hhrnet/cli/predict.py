@@ -58,8 +58,10 @@ def predict(
     check_output_dir(out)  # before any model is loaded: a bad --out must not cost a whole run
     if batch_size > 1 and letterbox is None:
         raise ConfigError("--batch-size needs --letterbox SIZE (the official resize gives every image its own shape)")
-    loaded = open_model(config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend,
-                        flip=flip, scales=scales, letterbox=letterbox, device=device, random_weights=random_weights)  # fmt: skip
+    loaded = open_model(
+        config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend, flip=flip,
+        scales=scales, letterbox=letterbox, device=device, random_weights=random_weights,
+    )  # fmt: skip
     predictor = loaded.predictor(decoder.value)
     quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
     with Progress(console=console, disable=quiet) as bar:

@@ -52,6 +52,7 @@ class Artifact:
             raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.static_hw is not None:
             object.__setattr__(self, "static_hw", tuple(int(v) for v in self.static_hw))
+        object.__setattr__(self, "config", json.loads(json.dumps(self.config)))  # as read back: lists, not tuples
         self.check(self.codec)
 
     @property

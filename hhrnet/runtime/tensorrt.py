@@ -90,6 +90,18 @@ def check_engine(engine_path: str | Path, trt_version: str, device: DeviceInfo) 
     return dict(meta)
 
 
+def engine_contract(engine_path: str | Path) -> Artifact:
+    """The artifact contract an engine's sidecar carries (no TensorRT, no GPU, no ONNX file needed)."""
+    side = sidecar(engine_path)
+    try:
+        meta = json.loads(side.read_text())
+    except FileNotFoundError:
+        raise BackendError(f"{engine_path} has no {side.name}: rebuild it with hhrnet export --format engine") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BackendError(f"cannot read {side}: {exc}") from None
+    return Artifact.from_metadata(meta.get("contract") or {}, str(engine_path))
+
+
 def check_input_shape(shape: Sequence[int], profiles: Sequence[dict[str, Sequence[int]]]) -> int:
     """Index of the first profile containing ``shape``; BackendError naming the profiles otherwise."""
     for i, p in enumerate(profiles):
@@ -137,7 +149,7 @@ class TensorRTSession:
         trt = require_tensorrt()
         info = device_info(device)
         self.meta = check_engine(engine_path, trt.__version__, info)  # before deserialising anything
-        self.artifact = Artifact.from_metadata(self.meta.get("contract") or {}, str(engine_path))
+        self.artifact = engine_contract(engine_path)
         self.precision = str(self.meta.get("precision", "fp32"))
         self.device = f"cuda:{device}"
         self.rt = _cudart()
