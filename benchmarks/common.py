@@ -8,12 +8,8 @@ absolute times on shared CI machines vary by 2-15x.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,85 +19,10 @@ from typing import Any
 Row = dict[str, Any]
 
 
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
+from hhrnet.environment import cpu_flags, cpu_name, environment, git_commit  # noqa: E402 - re-exported
 
-        return version(module)
-    except Exception:  # noqa: BLE001 - a missing/odd distribution is simply "not installed"
-        return None
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    """Short commit of the working tree (with ``+dirty``), or ``unknown`` outside a checkout."""
-    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd",
-              "asimddp", "sve")  # fmt: skip
-
-
-def cpu_flags() -> str:
-    """The SIMD features that decide int8 / bf16 / fp32 speed on this CPU (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    present: set[str] = set()
-    for line in text.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            present |= set(line.split(":", 1)[1].split())
-    return " ".join(f for f in SIMD_FLAGS if f in present)
-
-
-def environment(device: str = "cpu") -> Row:
-    """Machine, library versions, commit and date for a benchmark row."""
-    env: Row = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "machine": f"{cpu_name()} x{os.cpu_count()}",
-        "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "numba": _version("numba"),
-        "torch": _version("torch"),
-        "onnxruntime": _version("onnxruntime"),
-        "tensorrt": _version("tensorrt"),
-        "cpu_flags": cpu_flags(),
-        "device": device,
-    }
-    if device.startswith("cuda"):
-        try:
-            import torch
-
-            env["gpu"] = torch.cuda.get_device_name(0)
-        except Exception:  # noqa: BLE001 - informational only
-            env["gpu"] = "unknown"
-    return env
+__all__ = ["Row", "Timing", "compare", "cpu_flags", "cpu_name", "environment", "git_commit", "measure",
+           "parse_percent", "percentile", "read_rows", "summarize", "write_rows"]  # fmt: skip
 
 
 @dataclass(frozen=True)

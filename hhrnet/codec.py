@@ -132,10 +132,13 @@ class Prepared:
 
 
 def _stage_masks(cfg: Config) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
-    """Stages whose heatmaps / tags the test pipeline uses: trained (loss) and selected (test)."""
+    """Stages whose heatmaps / tags the test pipeline uses: trained and selected (official: the loss and
+    test masks; tags also need the stage to have tag channels, which the model section says)."""
     loss, test = cfg.loss, cfg.test
     with_hm = tuple(a and b for a, b in zip(loss.with_heatmaps_loss, test.with_heatmaps, strict=True))
-    with_ae = tuple(a and b for a, b in zip(loss.with_ae_loss, test.with_ae, strict=True))
+    with_ae = tuple(
+        a and b and c for a, b, c in zip(cfg.model.tag_stages, loss.with_ae_loss, test.with_ae, strict=True)
+    )
     return with_hm, with_ae
 
 

@@ -62,6 +62,7 @@ class ModelConfig:
     name: str = "pose_higher_hrnet"
     num_joints: int = 17  # J
     tag_per_joint: bool = True  # tags have J channels (else 1)
+    tag_stages: tuple[bool, ...] = (True, False)  # output stages that carry tag channels (official: LOSS.WITH_AE_LOSS)
     stem_channels: int = 64  # hard-coded 64 in the official code; smaller only for the tiny preset
     layer1_blocks: int = 4  # Bottlenecks in layer1 (official: 4)
     stage2: StageConfig = StageConfig(1, 2, (4, 4), (32, 64))
@@ -516,6 +517,8 @@ def from_official_dict(tree: Mapping[str, Any], name: str = "yaml") -> Config:
     # official dist_train resumes when AUTO_RESUME or TRAIN.RESUME is set
     t["auto_resume"] = bool(values["AUTO_RESUME"]) or bool(values.get("TRAIN.RESUME", False))
     base = ModelConfig()
+    # the official network's width follows LOSS.WITH_AE_LOSS; here the model section says it
+    m["tag_stages"] = sections["loss"].get("with_ae_loss", LossConfig().with_ae_loss)
     m["stage2"] = _stage(flat, 2, base.stage2)
     m["stage3"] = _stage(flat, 3, base.stage3)
     m["stage4"] = _stage(flat, 4, base.stage4)
@@ -703,6 +706,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.input_size={data.input_size} must be a multiple of 32")
     if model.deconv.num_deconvs + 1 != loss.num_stages:
         raise ConfigError("loss.num_stages must equal model.deconv.num_deconvs + 1")
+    if len(model.tag_stages) != loss.num_stages:
+        raise ConfigError(f"model.tag_stages must have loss.num_stages={loss.num_stages} entries")
+    for i, (ae, has_tags) in enumerate(zip(loss.with_ae_loss, model.tag_stages, strict=True)):
+        if ae and not has_tags:
+            raise ConfigError(f"loss.with_ae_loss[{i}] needs tag channels: set model.tag_stages[{i}]=true")
     if 1.0 not in test.scale_factor:
         raise ConfigError("test.scale_factor must contain 1.0: tags are taken at scale 1 (SPEC B14)")
     for st in (model.stage2, model.stage3, model.stage4):

@@ -287,7 +287,7 @@ class HigherHRNet(nn.Module):
             stage4=m.stage4,
             deconv=m.deconv,
             tag_per_joint=m.tag_per_joint,
-            with_ae=cfg.loss.with_ae_loss,
+            with_ae=m.tag_stages,
             stem_channels=m.stem_channels,
             layer1_blocks=m.layer1_blocks,
             final_conv_kernel=m.final_conv_kernel,

@@ -49,7 +49,7 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
 
 def write_json(path: Path, payload: Mapping[str, Any], device: str = "cpu") -> Path:
     """``payload`` plus the environment stamp (machine, CPU flags, versions, commit, date), atomically."""
-    from hhrnet.benchmarks.common import environment
+    from hhrnet.environment import environment
     from hhrnet.io import atomic_write_text
 
     return atomic_write_text(path, json.dumps({"environment": environment(device), **payload}, indent=2, default=str))

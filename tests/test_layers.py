@@ -1,0 +1,147 @@
+"""Layers point one way, and the deployment side runs without torch.
+
+config/codec <- kernels <- runtime <- pipeline <- export / train / evaluate <- cli: checked statically on
+every import statement (inside functions too), and dynamically by importing every torch-free module, and
+running ``predict --onnx`` and ``eval --onnx`` end to end, in fresh interpreters where torch cannot load.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hhrnet import samples
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"hhrnet": ROOT / "hhrnet", "hhrnet.kernels": ROOT / "kernels", "hhrnet.export": ROOT / "export",
+            "hhrnet.benchmarks": ROOT / "benchmarks"}  # fmt: skip
+
+# modules a deployment machine imports: they must load with torch (and onnx) absent
+TORCH_FREE = [
+    "hhrnet", "hhrnet.codec", "hhrnet.config", "hhrnet.errors", "hhrnet.io", "hhrnet.images", "hhrnet.deps",
+    "hhrnet.environment", "hhrnet.evaluate", "hhrnet.inference", "hhrnet.load", "hhrnet.predict",
+    "hhrnet.visualize", "hhrnet.samples", "hhrnet.data.synth", "hhrnet.runtime", "hhrnet.runtime.artifact",
+    "hhrnet.runtime.ort", "hhrnet.runtime.tensorrt", "hhrnet.kernels.params", "hhrnet.kernels.peaks",
+    "hhrnet.kernels.munkres", "hhrnet.kernels.group", "hhrnet.kernels.refine", "hhrnet.kernels.decode",
+    "hhrnet.kernels.reference", "hhrnet.kernels.aggregate", "hhrnet.cli.app", "hhrnet.cli.common",
+    "hhrnet.cli.output", "hhrnet.cli.predict", "hhrnet.cli.eval", "hhrnet.cli.info", "hhrnet.cli.export",
+    "hhrnet.cli.bench",
+]  # fmt: skip
+
+BLOCK = "import sys\nfor _m in ('torch', 'onnx', 'onnxscript', 'tensorboard'):\n    sys.modules[_m] = None\n"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg, root in PACKAGES.items():
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            out[".".join([pkg, *parts])] = path
+    return out
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every module an import statement in ``path`` names (absolute; relative ones resolved)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
+            names.add(base)
+            names |= {f"{base}.{a.name}" for a in node.names}
+    return names
+
+
+def _violations(prefix: str, forbidden: tuple[str, ...], allow: tuple[str, ...] = ()) -> list[str]:
+    bad = []
+    for module, path in _modules().items():
+        if not module.startswith(prefix) or module.startswith(allow):
+            continue
+        for name in _imports(path, module):
+            if name.startswith(forbidden):
+                bad.append(f"{module} imports {name}")
+    return sorted(bad)
+
+
+def test_layers_point_one_way() -> None:
+    assert _violations("hhrnet.kernels", ("torch", "hhrnet.config", "hhrnet.codec", "hhrnet.inference",
+                                          "hhrnet.runtime", "hhrnet.export", "hhrnet.benchmarks")) == []  # fmt: skip
+    assert _violations("hhrnet.runtime", ("torch", "onnx.", "hhrnet.export", "hhrnet.inference", "hhrnet.load",
+                                          "hhrnet.benchmarks", "hhrnet.cli")) == []  # fmt: skip
+    assert [v for v in _violations("hhrnet.runtime", ("onnx",)) if not v.endswith("onnxruntime")] == []
+    assert _violations("hhrnet.codec", ("torch", "hhrnet.inference", "hhrnet.runtime", "hhrnet.export")) == []
+    library = ("hhrnet.cli", "hhrnet.benchmarks", "hhrnet.export", "hhrnet.kernels")
+    assert [v for v in _violations("hhrnet", ("hhrnet.benchmarks",), allow=library)] == []
+    assert _violations("hhrnet", ("hhrnet.cli",), allow=("hhrnet.cli",)) == []
+    assert _violations("hhrnet", ("hhrnet.export",), allow=("hhrnet.export", "hhrnet.cli", "hhrnet.demo",
+                                                             "hhrnet.benchmarks")) == []  # fmt: skip
+
+
+def test_the_layer_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from hhrnet.config import preset\n    import torch.nn\n")
+    assert _imports(bad, "hhrnet.kernels.bad") >= {"hhrnet.config.preset", "torch.nn"}
+
+
+def _run_blocked(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CI="true", NUMBA_DISABLE_CUDA="1")
+    return subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_every_torch_free_module_imports_without_torch() -> None:
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in TORCH_FREE)
+    code += "print(sorted(m for m in ('torch', 'onnx') if sys.modules.get(m) is not None))"
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_blocking_is_real() -> None:
+    proc = _run_blocked("import torch")
+    assert proc.returncode != 0 and "import of torch halted" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_export import TINY_128, tiny_model
+
+    from hhrnet.export.onnx import export_onnx
+
+    model, cfg = tiny_model(TINY_128)
+    return export_onnx(model, cfg, tmp_path_factory.mktemp("onnx") / "m.onnx").path
+
+
+def _cli_blocked(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _run_blocked(f"from hhrnet.cli.app import main\nsys.exit(main({args!r}))", cwd=cwd)
+
+
+def test_predict_and_eval_run_without_torch(exported: Path, tmp_path: Path) -> None:
+    coco = samples.folder("coco")
+    proc = _cli_blocked(["predict", str(coco), "--onnx", str(exported), "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4/4 files predicted" in proc.stdout
+    doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(doc["predictions"]) == 4 and doc["failures"] == []
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4
+    proc = _cli_blocked(["eval", "--onnx", str(exported), "--images", str(coco), "--annotations",
+                         str(samples.annotation_file("coco")), "--json", str(tmp_path / "m.json")], tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics["stats"]) >= {"AP", "AR"} and "cpu_flags" in metrics["environment"]
+    assert metrics["images"] == 4
+
+
+def test_torch_commands_say_they_need_torch(tmp_path: Path) -> None:
+    proc = _cli_blocked(["predict", str(samples.folder("coco")), "--checkpoint", "x.pth", "--out", "o"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: the torch backend (--checkpoint) needs PyTorch")
