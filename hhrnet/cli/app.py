@@ -12,6 +12,7 @@ import sys
 import typer
 
 from hhrnet.cli import bench, demo, export, info, predict, synth, train
+from hhrnet.cli import config as config_cmd
 from hhrnet.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ def _root() -> None:
 
 
 app.command("info")(info.info)
+app.command("config")(config_cmd.config)
 app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
