@@ -40,7 +40,7 @@ def latency(
     if checkpoint is None and onnx is None:
         raise ConfigError("give --checkpoint and/or --onnx to time")
     img = read_image(image) if image is not None else sample_images(None, 1)[0]
-    status = Console(stderr=True)
+    status = Console(stderr=True, soft_wrap=True)
     loaded = []
     if checkpoint is not None:
         loaded.append(open_model(config=config, set_=set_, checkpoint=checkpoint))
@@ -98,7 +98,7 @@ def parity(
         variants.append(Variant(f"onnxruntime {art.precision} {art.graph} + fast", art.network, "fast", art.precision))
     if cuda.is_available() and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         variants.append(Variant("torch fp32 + cuda", base.network, "cuda", "exact"))
-    Console(stderr=True).print(f"scoring {len(variants)} variants on {images} ...")
+    Console(stderr=True, soft_wrap=True).print(f"scoring {len(variants)} variants on {images} ...")
     rows = run(variants, base.codec, images, annotations, max_images=max_images)
     print_table(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"], "AP parity")
     passed = all(r["passed"] for r in rows)

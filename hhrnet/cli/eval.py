@@ -71,7 +71,7 @@ def evaluate(
             from hhrnet.data.coco import find_split_files
 
             annotations, images = find_split_files(Path(loaded.config.data.root), loaded.config.data.test_split)
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
         with Progress(console=console, disable=quiet) as bar:
             task = bar.add_task("eval", total=None)

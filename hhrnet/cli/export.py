@@ -66,7 +66,7 @@ def export(
     warnings.filterwarnings("ignore", module=r"torch\.onnx.*|torch\.jit.*")
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tracer|dynamic_axes).*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    console = Console()
+    console = Console(soft_wrap=True)
     if format is Format.engine:
         from hhrnet.export.tensorrt import Profile, build_engine
 

@@ -67,8 +67,8 @@ def info(
 
     from hhrnet.config import dump_yaml, layered
 
-    console = Console()
-    status = Console(stderr=True)
+    console = Console(soft_wrap=True)
+    status = Console(stderr=True, soft_wrap=True)
     rows: list[tuple[str, str]] = []
     if onnx is not None:
         from hhrnet.load import artifact_codec

@@ -53,7 +53,7 @@ def predict(
     from hhrnet.errors import ConfigError
     from hhrnet.predict import check_output_dir, collect_sources, run_predict
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     files = collect_sources(source)
     check_output_dir(out)  # before any model is loaded: a bad --out must not cost a whole run
     if batch_size > 1 and letterbox is None:

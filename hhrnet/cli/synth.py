@@ -33,7 +33,7 @@ def synth(
         out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset.value, seed=seed,
         max_people=max_people, force=force,
     )  # fmt: skip
-    console = Console()
+    console = Console(soft_wrap=True)
     for split in ("train", "val"):
         console.print(
             f"{split}: {summary.images[split]} images, {summary.people[split]} labelled people -> "
