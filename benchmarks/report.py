@@ -15,7 +15,19 @@ from hhrnet.benchmarks.common import Row, read_rows
 COLUMNS: dict[str, list[str]] = {
     "decode": ["shape", "T", "people", "persons", "port_ms", "fast_ms", "speedup", "identical"],
     "targets": ["size", "people", "joints_drawn", "naive_ms", "fast_ms", "speedup", "identical"],
-    "latency": ["backend", "precision", "stage", "input", "flip", "p50_ms", "p90_ms", "p99_ms", "warmup_ms"],
+    "latency": [
+        "backend",
+        "graph",
+        "precision",
+        "stage",
+        "input",
+        "flip",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "share_of_total",
+        "warmup_ms",
+    ],
     "latency_people": ["maps", "T", "people", "p50_ms", "p90_ms", "p99_ms"],
     "latency_batch": ["backend", "precision", "input", "p50_ms", "p99_ms", "images_per_s", "warmup_ms"],
     "parity": ["variant", "decoder", "images", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"],
@@ -29,7 +41,8 @@ def render(rows: Sequence[Row]) -> str:
         if not sel:
             continue
         r0 = sel[0]
-        env = ", ".join(f"{k} {r0.get(k)}" for k in ("machine", "device", "python", "torch", "numba", "onnxruntime")
+        env = ", ".join(f"{k} {r0.get(k)}" for k in ("machine", "cpu_flags", "device", "python", "torch", "numba",
+                                                        "onnxruntime")
                         if r0.get(k))  # fmt: skip
         out.append(f"#### {kind} — {r0.get('date', '?')}, commit {r0.get('commit', '?')}\n\n{env}\n")
         out.append("| " + " | ".join(cols) + " |")
