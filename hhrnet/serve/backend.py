@@ -43,7 +43,9 @@ def parameters(model_config: dict[str, Any]) -> dict[str, str]:
 
 def _param(params: dict[str, str], key: str, model: str) -> str:
     if key not in params:
-        raise ConfigError(f"{model}: config.pbtxt lacks parameter {key!r}; regenerate with hhrnet export --format triton")
+        raise ConfigError(
+            f"{model}: config.pbtxt lacks parameter {key!r}; regenerate with hhrnet export --format triton"
+        )
     return params[key]
 
 
@@ -125,7 +127,9 @@ class NetworkModel(_Model):
         self.outputs = [(o["name"], np.dtype(self.pb.triton_string_to_numpy(o["data_type"])))
                         for o in self.config["output"]]  # fmt: skip
         if tuple(n for n, _ in self.outputs) != tuple(self.session.artifact.outputs):
-            raise ConfigError(f"{self.name}: config outputs do not match {path.name}'s {self.session.artifact.graph} graph")
+            raise ConfigError(
+                f"{self.name}: config outputs do not match {path.name}'s {self.session.artifact.graph} graph"
+            )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self.pb

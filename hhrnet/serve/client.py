@@ -53,13 +53,19 @@ class PoseClient:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
-        self.headers = {ACCESS_HEADERS[protocol]: access_token} if access_token else None  # restricted endpoints (statistics)
+        self.headers = (
+            {ACCESS_HEADERS[protocol]: access_token} if access_token else None
+        )  # restricted endpoints (statistics)
         if protocol == "http":
-            self.client = self.module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self.client = self.module.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
         else:
             self.client = self.module.InferenceServerClient(url)
 
-    def infer_raw(self, inputs: Sequence[tuple[str, np.ndarray, str]], model: str | None = None) -> dict[str, np.ndarray]:
+    def infer_raw(
+        self, inputs: Sequence[tuple[str, np.ndarray, str]], model: str | None = None
+    ) -> dict[str, np.ndarray]:
         """Send named arrays as they are (name, array, Triton dtype): for requests of any shape or dtype."""
         tensors = []
         for name, array, dtype in inputs:
@@ -142,7 +148,9 @@ def batch_histogram(stats: dict[str, Any], model: str) -> dict[int, int]:
                 count = int(b.get("compute_infer", {}).get("count", 0))
                 out[size] = out.get(size, 0) + count
             return out
-    raise BackendError(f"no statistics for model {model!r} (models: {[e.get('name') for e in stats.get('model_stats', [])]})")
+    raise BackendError(
+        f"no statistics for model {model!r} (models: {[e.get('name') for e in stats.get('model_stats', [])]})"
+    )
 
 
 def metrics_text(url: str, timeout_s: float = 5.0) -> str:

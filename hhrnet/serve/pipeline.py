@@ -160,7 +160,8 @@ class ServedPipeline:
         if not (np.isfinite(maps.heatmaps).all() and np.isfinite(maps.tags).all()):
             raise InputError("the network produced NaN or infinite maps (check the weights / engine / input)")
         poses, scores = self.predictor.decode(maps)
-        return self.predictor.postprocess(poses, scores, self.geometry(width, height), maps.heatmaps.shape[1:])
+        map_hw = (int(maps.heatmaps.shape[1]), int(maps.heatmaps.shape[2]))
+        return self.predictor.postprocess(poses, scores, self.geometry(width, height), map_hw)
 
 
 def pad_poses(results: Sequence[Poses], num_joints: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

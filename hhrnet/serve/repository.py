@@ -347,7 +347,7 @@ def write_repository(
 
     dest = Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
-        raise ConfigError(f"{dest} exists and is not empty; choose another folder or allow overwriting")
+        raise ConfigError(f"{dest} exists and is not empty: remove it or choose another folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:

@@ -99,7 +99,9 @@ class TritonServer:
             if not (self.repository / name / "config.pbtxt").is_file():
                 raise ConfigError(f"{self.repository} is not an hhrnet Triton repository ({name}/config.pbtxt missing)")
         self.endpoints = endpoints or Endpoints()
-        self.log_file = Path(log_file) if log_file is not None else Path(tempfile.mkdtemp(prefix="hhrnet-triton-")) / "triton.log"
+        self.log_file = (
+            Path(log_file) if log_file is not None else Path(tempfile.mkdtemp(prefix="hhrnet-triton-")) / "triton.log"
+        )
         self.log_verbose = log_verbose
         self.wait_s = wait_s
         self.exit_timeout_s = exit_timeout_s
