@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit gate test-slow clean
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit gate test-serve test-slow clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +18,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# A real Triton server (PyTriton's bundled binary) needs NumPy < 2 in its Python backend, so the serving
+# tests run in a second environment of their own.
+$(SERVE_STAMP): pyproject.toml requirements/constraints.txt requirements/serve.txt
+	test -x $(SERVE_VENV)/bin/python || $(PY) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q torch==2.13.0 -c requirements/constraints.txt
+	$(SERVE_VENV)/bin/python -m pip install -q -c requirements/constraints.txt -c requirements/serve.txt \
+		-e '.[train,serve,dev]'
+	touch $(SERVE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hhrnet demo --out demo_out
@@ -38,10 +51,13 @@ unit: $(STAMP)
 gate: $(STAMP)
 	$(BIN)/hhrnet bench gate
 
-test: lint typecheck unit gate
+test-serve: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/python -m pytest -q -m "not gpu and not tensorrt" tests/test_serve_server.py
+
+test: lint typecheck unit gate test-serve
 
 test-slow: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "slow"
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from hhrnet.cli import bench, demo, export, info, predict, synth, train
+from hhrnet.cli import bench, demo, export, info, predict, serve, synth, train
 from hhrnet.cli import config as config_cmd
 from hhrnet.cli import eval as eval_cmd
 
@@ -40,6 +40,7 @@ app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.command("eval")(eval_cmd.evaluate)
 app.command("export")(export.export)
+app.command("serve")(serve.serve)
 app.add_typer(bench.bench_app, name="bench")
 app.command("demo")(demo.demo)
 

@@ -1,4 +1,4 @@
-"""``hhrnet bench latency | parity | gate``: measured numbers, never typed by hand."""
+"""``hhrnet bench latency | parity | serve | gate``: measured numbers, never typed by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from hhrnet.cli.common import CheckpointOpt, ConfigOpt, JsonOpt, OnnxOpt, SetOpt
 from hhrnet.cli.output import print_table
 
-bench_app = typer.Typer(help="Latency, AP-parity and the CI regression gate.", no_args_is_help=True)
+bench_app = typer.Typer(help="Latency, AP-parity, serving and the CI regression gate.", no_args_is_help=True)
 
 CompareOpt = Annotated[Path | None, typer.Option("--compare", help="Baseline rows (JSON) to compare ratios against.")]
 RegressionOpt = Annotated[str, typer.Option("--max-regression", help="Allowed ratio regression, e.g. 10%.")]
@@ -127,3 +127,32 @@ def gate(
     typer.echo(f"gate: {'PASS' if code == 0 else 'FAIL'}")
     if code:
         raise typer.Exit(code)
+
+
+@bench_app.command("serve")
+def serve(
+    onnx: Annotated[Path, typer.Option(help="Exported ONNX model (aggregate or peaks graph) to serve.")],
+    images: Annotated[Path | None, typer.Option(help="Image folder (default: the COCO sample photos).")] = None,
+    concurrency: Annotated[str, typer.Option(help="Client concurrencies to measure.")] = "1,4,16",
+    requests: Annotated[int, typer.Option(help="Images per measurement.")] = 64,
+    protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+    instances: Annotated[int, typer.Option(help="Instances of each served model.")] = 2,
+    max_batch: Annotated[int, typer.Option(help="Largest network batch.")] = 8,
+    batch_window_us: Annotated[int, typer.Option(help="Dynamic batching window (µs).")] = 2000,
+    letterbox: Annotated[int | None, typer.Option(help="Input square (default: the export's input size).")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Images/s and p50/p99 latency through a real Triton server vs in-process predict, same images, same run."""
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.serve import run
+    from hhrnet.predict import collect_sources
+
+    files = collect_sources(images) if images is not None else None
+    Console(stderr=True).print(f"timing in-process predict and Triton ({protocol}) on {onnx} ...")
+    rows = run(onnx, files, concurrency=tuple(int(c) for c in concurrency.split(",")), requests=requests,
+               protocol=protocol, instances=instances, max_batch=max_batch, window_us=batch_window_us,
+               letterbox=letterbox)  # fmt: skip
+    print_table(rows, ["path", "concurrency", "images", "images_per_s", "p50_ms", "p99_ms", "mean_network_batch",
+                       "speedup_vs_in_process"], f"serving ({rows[0]['input']} letterbox)")  # fmt: skip
+    if json_out is not None:
+        write_rows(json_out, rows)

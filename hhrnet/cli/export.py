@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 class Format(str, Enum):
     onnx = "onnx"
     engine = "engine"
+    triton = "triton"
+
+
+class NetworkBackend(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+    python = "python"
 
 
 class GraphChoice(str, Enum):
@@ -32,7 +42,10 @@ def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
-    format: Annotated[Format, typer.Option(help="onnx, or a TensorRT engine built from --onnx.")] = Format.onnx,
+    format: Annotated[
+        Format,
+        typer.Option(help="onnx; a TensorRT engine built from --onnx; or a Triton model repository (folder --out)."),
+    ] = Format.onnx,
     graph: Annotated[
         GraphChoice,
         typer.Option(
@@ -55,6 +68,20 @@ def export(
     samples: Annotated[
         Path | None, typer.Option(help="Images for the parity check (default: the COCO samples).")
     ] = None,
+    engine: Annotated[Path | None, typer.Option(help="--format triton: serve this TensorRT engine.")] = None,
+    network_backend: Annotated[
+        NetworkBackend | None,
+        typer.Option(
+            help="--format triton: Triton backend of the network (default: tensorrt for --engine, "
+            "else onnxruntime; python runs it in the Python backend, e.g. under hhrnet serve)."
+        ),
+    ] = None,  # fmt: skip
+    max_batch: Annotated[int, typer.Option(help="--format triton: largest network batch.")] = 8,
+    batch_window_us: Annotated[int, typer.Option(help="--format triton: dynamic batching window (µs).")] = 2000,
+    instances: Annotated[int, typer.Option(help="--format triton: instances of each model.")] = 1,
+    triton_device: Annotated[
+        str, typer.Option(help="--format triton: gpu or cpu instances for the network model.")
+    ] = "gpu",
 ) -> None:
     """Export the model; prints ONNX Runtime vs PyTorch errors and whether decoded poses agree."""
     import warnings
@@ -67,6 +94,12 @@ def export(
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tracer|dynamic_axes).*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     console = Console(soft_wrap=True)
+    if format is Format.triton and out is None:
+        raise ConfigError("--format triton writes a model repository: give --out FOLDER")
+    if format is Format.triton and (onnx is not None or engine is not None):
+        _triton(console, out, onnx, engine, network_backend, letterbox, max_batch, batch_window_us, instances,
+                triton_device)  # fmt: skip
+        return
     if format is Format.engine:
         from hhrnet.export.tensorrt import Profile, build_engine
 
@@ -92,7 +125,14 @@ def export(
         raise ConfigError(f"--precision {precision.value} ONNX export is not available yet; export fp32")
     model, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
     codec = test_flags(Codec.from_config(cfg), flip, None, letterbox)
-    path = out or Path(f"{Path(checkpoint).stem}_{graph.value}.onnx")
+    staging = None
+    if format is Format.triton:  # export the ONNX file first, then write the repository from it
+        import tempfile
+
+        staging = Path(tempfile.mkdtemp(prefix="hhrnet-export-"))
+        path = staging / "model.onnx"
+    else:
+        path = out or Path(f"{Path(checkpoint).stem}_{graph.value}.onnx")
     size = min(codec.input_size, 256)
     console.print(f"exporting the {graph.value} graph of {checkpoint} ...", highlight=False)
     report = export_onnx(model, cfg, path, graph=graph.value, codec=codec, opset=opset, static=not dynamic,
@@ -112,3 +152,31 @@ def export(
            f"(max {summary.max_pose_px:.3f} px where the person counts agree)")
         + f"; max joint-value difference {summary.max_value_diff:.1e}"
     )  # fmt: skip
+    if staging is not None:
+        import shutil
+
+        try:
+            _triton(console, out, path, None, network_backend, letterbox, max_batch, batch_window_us, instances,
+                    triton_device)  # fmt: skip
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _triton(
+    console: Console, out: Path | None, onnx: Path | None, engine: Path | None, backend: NetworkBackend | None,
+    letterbox: int | None, max_batch: int, window_us: int, instances: int, device: str,
+) -> None:  # fmt: skip
+    """Write the Triton model repository for an ONNX file or a TensorRT engine."""
+    from hhrnet.errors import ConfigError
+    from hhrnet.serve.repository import ENSEMBLE, ServeOptions, write_repository
+
+    if out is None:
+        raise ConfigError("--format triton writes a model repository: give --out FOLDER")
+    options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device=device)
+    repo = write_repository(out, onnx=onnx if engine is None else None, engine=engine,
+                            network_backend=backend.value if backend else None, letterbox=letterbox,
+                            options=options)  # fmt: skip
+    side = repo.codec.letterbox
+    console.print(f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "
+                  f"the {repo.network_backend} backend, {side}x{side} letterbox, batches up to {max_batch}, "
+                  f"{instances} instance(s) per model", highlight=False)  # fmt: skip

@@ -1,0 +1,102 @@
+"""``hhrnet serve``: the served pipeline in a real Triton Inference Server on this machine (through PyTriton)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hhrnet.cli.common import EngineOpt, OnnxOpt
+
+HostOpt = Annotated[str, typer.Option(help="Bind address of HTTP and gRPC (127.0.0.1: this machine only).")]
+PortOpt = Annotated[int, typer.Option(help="Port.")]
+InstancesOpt = Annotated[int, typer.Option(help="Instances of each model (preprocess, network, decode).")]
+MaxBatchOpt = Annotated[int, typer.Option(help="Largest batch the network runs (and images per request).")]
+WindowOpt = Annotated[int, typer.Option(help="Dynamic batching window: how long a request may wait for others (µs).")]
+LetterboxServeOpt = Annotated[
+    int | None, typer.Option(help="Input square (multiple of 64); default: the export's input size rounded up to 64.")
+]
+
+
+def serve(
+    onnx: OnnxOpt = None,
+    engine: EngineOpt = None,
+    repository: Annotated[
+        Path | None,
+        typer.Option(help="Serve a repository written by hhrnet export --format triton --network-backend python."),
+    ] = None,
+    host: HostOpt = "0.0.0.0",
+    http_port: PortOpt = 8000,
+    grpc_port: PortOpt = 8001,
+    metrics_port: PortOpt = 8002,
+    instances: InstancesOpt = 1,
+    max_batch: MaxBatchOpt = 8,
+    batch_window_us: WindowOpt = 2000,
+    letterbox: LetterboxServeOpt = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads per network instance (0: its default).")] = 0,
+    max_image_pixels: Annotated[int, typer.Option(help="Refuse larger images (width x height).")] = 40_000_000,
+    max_image_bytes: Annotated[int, typer.Option(help="Refuse larger encoded images.")] = 32 << 20,
+    keep_repository: Annotated[
+        Path | None, typer.Option(help="Write the generated model repository here (default: a temporary folder).")
+    ] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: a temporary file).")] = None,
+) -> None:
+    """Serve poses over HTTP and gRPC with Triton (dynamic batching, model instances, Prometheus metrics).
+
+    Clients send encoded images to the model ``hhrnet`` (input ``image``, BYTES) and get ``keypoints``,
+    ``scores`` and ``people``; see hhrnet.serve.client.PoseClient. Ctrl-C stops the server cleanly.
+    """
+    import shutil
+    import signal
+    import tempfile
+
+    from rich.console import Console
+
+    from hhrnet.errors import ConfigError
+    from hhrnet.serve.pipeline import ImageLimits
+    from hhrnet.serve.repository import ENSEMBLE, ServeOptions, read_contract, write_repository
+    from hhrnet.serve.server import Endpoints, TritonServer
+
+    console = Console(stderr=True)
+    given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
+    if len(given) != 1:
+        raise ConfigError("give one of --onnx, --engine or --repository to serve")
+    endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
+    temporary: Path | None = None
+    if repository is None:
+        options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=batch_window_us, instances=instances,
+                               device="gpu" if engine is not None else "cpu", threads=threads,
+                               limits=ImageLimits(max_image_bytes, max_image_pixels))  # fmt: skip
+        if keep_repository is None:
+            temporary = Path(tempfile.mkdtemp(prefix="hhrnet-serve-"))
+        target = keep_repository or (temporary / "repository")  # type: ignore[operator]
+        repo = write_repository(target, onnx=onnx, engine=engine, network_backend="python", letterbox=letterbox,
+                                options=options, overwrite=keep_repository is not None)  # fmt: skip
+        path, side = repo.path, repo.codec.letterbox
+    else:
+        contract = read_contract(repository)
+        if contract.get("network_backend") != "python":
+            raise ConfigError(
+                f"{repository} runs its network on Triton's {contract.get('network_backend')} backend, which the "
+                "bundled server lacks: run it in a Triton container, or export with --network-backend python"
+            )
+        path, side = repository, int(contract["served_codec"]["letterbox"])
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as cleanly as Ctrl-C
+    try:
+        console.print(f"starting Triton on {path} (input {side}x{side} letterbox) ...", highlight=False)
+        with TritonServer(path, endpoints, log_file=log_file) as server:
+            console.print(
+                f"serving model '{ENSEMBLE}': HTTP {endpoints.http_url}, gRPC {endpoints.grpc_url}, "
+                f"metrics {endpoints.metrics_url}; log {server.log_file}\n"
+                f"statistics need header triton-access-token: {server.access_token}\n"
+                "Ctrl-C to stop",
+                highlight=False,
+            )  # fmt: skip
+            server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)

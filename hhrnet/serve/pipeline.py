@@ -1,0 +1,196 @@
+"""The served pipeline's steps, free of Triton, torch and tritonclient: what the backend models run.
+
+* :func:`image_size` reads the pixel size from a JPEG or PNG header, so an image far too large is refused
+  before a single pixel is decoded; :func:`decode_request_image` applies :class:`ImageLimits` and the
+  truncation checks of :func:`hhrnet.images.decode_image`;
+* :class:`ServedPipeline` letterboxes images into the network's square (:meth:`~ServedPipeline.prepare`)
+  and turns one image's network outputs plus its original size back into poses in image pixels
+  (:meth:`~ServedPipeline.poses`), with the same :class:`~hhrnet.inference.Predictor` steps as ``predict``;
+* :func:`pad_poses` / :func:`unpad_poses`: the padded fixed-rank tensors a batched response carries.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hhrnet.codec import Codec, Prepared, letterbox_box
+from hhrnet.errors import ConfigError, InputError
+from hhrnet.images import decode_image
+from hhrnet.inference import Maps, Poses, Predictor
+
+SERVABLE_GRAPHS = ("aggregate", "peaks")
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC are not frames
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a request image may be. Far larger inputs are refused before decoding."""
+
+    max_bytes: int = 32 << 20  # encoded size
+    max_pixels: int = 40_000_000  # width * height (an 8K frame is 33 MP)
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise ConfigError(f"image limits must be positive, got {self.max_bytes} bytes / {self.max_pixels} pixels")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, None for other formats or when no header is found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return None  # not at a marker: a corrupt stream, left to the decoder to report
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        i += 2
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # end of image or start of scan before any frame header
+            return None
+        length = (data[i] << 8) | data[i + 1]
+        if marker in _SOF:
+            if i + 7 > n:
+                return None
+            h, w = struct.unpack(">HH", data[i + 3 : i + 7])
+            return int(w), int(h)
+        i += length
+    return None
+
+
+def decode_request_image(data: bytes, limits: ImageLimits, name: str = "image") -> np.ndarray:
+    """Encoded bytes -> RGB uint8 (H, W, 3); InputError naming ``name`` when empty, too large or corrupt."""
+    if len(data) == 0:
+        raise InputError(f"{name} is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"{name} is {len(data)} bytes; this server accepts at most {limits.max_bytes}")
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > limits.max_pixels:
+        raise InputError(
+            f"{name} is {size[0]}x{size[1]} pixels; this server accepts at most {limits.max_pixels} pixels"
+        )
+    if size is not None and min(size) == 0:
+        raise InputError(f"{name} has a zero-sized header ({size[0]}x{size[1]})")
+    image = decode_image(data, name)
+    h, w = image.shape[:2]
+    if w * h > limits.max_pixels:  # formats whose header is not read above
+        raise InputError(f"{name} is {w}x{h} pixels; this server accepts at most {limits.max_pixels} pixels")
+    return image
+
+
+def served_codec(codec: Codec, static_hw: tuple[int, int] | None = None, letterbox: int | None = None) -> Codec:
+    """The codec a server runs: the artifact's, letterboxed so images of any size batch together.
+
+    The square is ``letterbox`` when given, else the codec's own letterbox, else a static export's input,
+    else the input size rounded up to a multiple of 64.
+    """
+    if static_hw is not None:
+        side = static_hw[0]
+        if letterbox not in (None, side):
+            raise ConfigError(f"this export has a fixed {side}x{side} input; it cannot serve letterbox {letterbox}")
+    elif letterbox is not None:
+        side = int(letterbox)
+    elif codec.letterbox:
+        side = codec.letterbox
+    else:
+        side = -(-codec.input_size // 64) * 64
+    if len(codec.scales) != 1:
+        raise ConfigError("the served pipeline runs one scale; export without extra test scales")
+    return codec.replace(letterbox=side)
+
+
+def _no_network(batch: np.ndarray) -> list[np.ndarray]:
+    raise RuntimeError("the served pipeline runs its network in another model")  # pragma: no cover
+
+
+class ServedPipeline:
+    """Letterbox in, poses out, for one codec and graph: the steps ``predict --letterbox`` runs in-process."""
+
+    def __init__(self, codec: Codec, graph: str, decoder: str = "fast") -> None:
+        if graph not in SERVABLE_GRAPHS:
+            raise ConfigError(
+                f"the served pipeline runs the {' or '.join(SERVABLE_GRAPHS)} graph (flip and projection in the "
+                f"network), not {graph!r}: re-export with --graph aggregate"
+            )
+        if not codec.letterbox:
+            raise ConfigError("the served pipeline needs a letterboxed codec (see served_codec)")
+        self.codec = codec
+        self.graph = graph
+        self.side = codec.letterbox
+        self.predictor = Predictor(_no_network, codec, decoder=decoder, graph=graph)  # type: ignore[arg-type]
+
+    @property
+    def map_side(self) -> int:
+        """Side of the decoded maps: the input square when projected to it, else half of it."""
+        return self.side if self.codec.project2image else self.side // 2
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> (3, S, S) f32, the letterboxed and normalised network input."""
+        return self.codec.preprocess(image).inputs[0][1]
+
+    def geometry(self, width: int, height: int) -> Prepared:
+        """The letterbox box of an image of this size (what :meth:`prepare` warped it with)."""
+        if width < 1 or height < 1:
+            raise InputError(f"image size must be positive, got {width}x{height}")
+        center, scale = letterbox_box(int(width), int(height))
+        return Prepared([], (self.side, self.side), center, scale)
+
+    def poses(self, outputs: Sequence[np.ndarray], width: int, height: int) -> Poses:
+        """One image's network outputs (no batch axis, in the graph's output order) -> poses in image pixels."""
+        batched = [np.asarray(o)[None] for o in outputs]
+        maps: Maps = self.predictor.to_maps(batched, None, None)[0]
+        if maps.heatmaps.shape[1:] != (self.map_side, self.map_side):
+            raise InputError(
+                f"decoder expects {self.map_side}x{self.map_side} maps, got {maps.heatmaps.shape[1]}x"
+                f"{maps.heatmaps.shape[2]}"
+            )
+        if not (np.isfinite(maps.heatmaps).all() and np.isfinite(maps.tags).all()):
+            raise InputError("the network produced NaN or infinite maps (check the weights / engine / input)")
+        poses, scores = self.predictor.decode(maps)
+        map_hw = (int(maps.heatmaps.shape[1]), int(maps.heatmaps.shape[2]))
+        return self.predictor.postprocess(poses, scores, self.geometry(width, height), map_hw)
+
+
+def pad_poses(results: Sequence[Poses], num_joints: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """keypoints (B, P, J, 3) f32, scores (B, P) f32, people (B, 1) int32; P = the largest count, at least 1.
+
+    Rows past an image's own count are zeros. P is at least one so no response carries an empty axis.
+    """
+    p = max([1, *(len(r) for r in results)])
+    keypoints = np.zeros((len(results), p, num_joints, 3), np.float32)
+    scores = np.zeros((len(results), p), np.float32)
+    people = np.zeros((len(results), 1), np.int32)
+    for i, r in enumerate(results):
+        n = len(r)
+        keypoints[i, :n] = r.keypoints
+        scores[i, :n] = r.scores
+        people[i, 0] = n
+    return keypoints, scores, people
+
+
+def unpad_poses(keypoints: np.ndarray, scores: np.ndarray, people: np.ndarray) -> list[Poses]:
+    """Inverse of :func:`pad_poses`: one :class:`~hhrnet.inference.Poses` per image."""
+    counts = np.asarray(people).reshape(-1)
+    if keypoints.ndim != 4 or scores.shape != keypoints.shape[:2] or len(counts) != len(keypoints):
+        raise InputError(
+            f"malformed pose tensors: keypoints {keypoints.shape}, scores {scores.shape}, people {people.shape}"
+        )
+    if (counts < 0).any() or (counts > keypoints.shape[1]).any():
+        raise InputError(f"people counts {counts.tolist()} do not fit {keypoints.shape[1]} rows")
+    return [
+        Poses(np.ascontiguousarray(keypoints[i, :n], np.float32), np.ascontiguousarray(scores[i, :n], np.float32))
+        for i, n in enumerate(counts.tolist())
+    ]
