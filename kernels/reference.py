@@ -28,6 +28,7 @@ import itertools
 
 import numpy as np
 
+from hhrnet.errors import InputError
 from hhrnet.kernels.munkres import assign
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import topk_flat
@@ -145,6 +146,11 @@ def decode_reference(det: np.ndarray, tags: np.ndarray, params: DecodeParams) ->
     tags = np.ascontiguousarray(tags, dtype=np.float32)
     if tags.ndim == 3:
         tags = tags[..., None]
+    for name, a in (("det", det), ("tags", tags)):  # NaN would make munkres loop forever, as officially
+        if not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise InputError(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values (NaN or infinite); the "
+                             f"first is {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")  # fmt: skip
     params = params.with_joints(det.shape[0])
     persons = match_by_tag(*top_k(det, tags, params), params)
     if params.adjust:
