@@ -39,6 +39,7 @@ from hhrnet.kernels.decode import DecodedBatch
 from hhrnet.kernels.group import group_image, mul_rn, person_capacity
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import floor_log2, scratch_size, topk_nms_hw
+from hhrnet.kernels.posenms import suppress
 from hhrnet.kernels.refine import adjust_joint, person_score, person_tag, place_refined, refine_value
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -328,9 +329,17 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
         refine_kernel[min(MAX_BLOCKS, b_count * capacity * j_count), THREADS, stream](
             poses, counts, d_det, d_tags, ptag, params.ties_positive
         )
-    return DecodedBatch(
+    out = DecodedBatch(
         counts=counts.copy_to_host(stream=stream),
         poses=poses.copy_to_host(stream=stream),
         scores=scores.copy_to_host(stream=stream),
         overflow=overflow.copy_to_host(stream=stream),
     )
+    if params.pose_nms > 0:  # opt-in, on the host: the C persons per image are small
+        for b in range(b_count):
+            kept_poses, kept_scores = suppress(*out.image(b), params.pose_nms)
+            n = len(kept_poses)
+            out.poses[b, :n], out.scores[b, :n] = kept_poses, kept_scores
+            out.poses[b, n:], out.scores[b, n:] = 0, 0
+            out.counts[b] = n
+    return out

@@ -23,6 +23,7 @@ from hhrnet.errors import InputError
 from hhrnet.kernels.group import group_jm
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import peaks_jhw, peaks_jhw_parallel
+from hhrnet.kernels.posenms import suppress
 from hhrnet.kernels.refine import GRID_COST, adjust_pj, refine_pj, refine_pj_parallel, scores_pj
 
 
@@ -134,11 +135,12 @@ def decode(
     """One image: det (J, H, W), tags (J, H, W, T) or (J, H, W) -> poses (P, J, 3+T) f32, scores (P,) f32.
 
     poses rows are [x, y, val, tag_0..] in map pixels, persons in the official order. A J other than
-    ``params.num_joints`` uses that J's default joint order. ``parallel``: peaks and refine run over the
+    ``params.num_joints`` uses that J's default joint order. ``params.pose_nms`` > 0 drops duplicate persons
+    (:mod:`.posenms`; not official). ``parallel``: peaks and refine run over the
     joints on all of Numba's threads (``numba.set_num_threads``); the output is the same.
     """
     det, tags, params = prepare(det, tags, params, batched=False, parallel=parallel)
-    return _run(det, tags, params, parallel)
+    return suppress(*_run(det, tags, params, parallel), params.pose_nms)
 
 
 @dataclass
@@ -171,6 +173,7 @@ def decode_batch(
     """det (B, J, H, W), tags (B, J, H, W, T) -> :class:`DecodedBatch` with C = ``capacity`` slots per image.
 
     The first C persons of each image (official order) are kept; ``overflow`` flags images that had more.
+    Pose NMS (``params.pose_nms``) then runs on those C persons.
     """
     if capacity < 1:
         raise InputError(f"capacity must be >= 1, got {capacity}")
@@ -178,11 +181,13 @@ def decode_batch(
     out = empty_batch(det.shape[0], capacity, det.shape[1], tags.shape[-1])
     for b in range(det.shape[0]):
         poses, scores = _run(det[b], tags[b], params, parallel)
-        n = min(len(poses), capacity)
+        overflow = len(poses) > capacity
+        poses, scores = suppress(poses[:capacity], scores[:capacity], params.pose_nms)  # as the CUDA decoder
+        n = len(poses)
         out.poses[b, :n] = poses[:n]
         out.scores[b, :n] = scores[:n]
         out.counts[b] = n
-        out.overflow[b] = len(poses) > capacity
+        out.overflow[b] = overflow
     return out
 
 

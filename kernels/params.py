@@ -55,6 +55,7 @@ class DecodeParams:
     max_persons: int = 0  # B2: 0 = unbounded; >0 = a new person past this count is dropped
     unique_person_keys: bool = False  # B1: a new person never merges into one whose tag key is equal
     ties_positive: bool = False  # B3: equal neighbours give no quarter offset (official: -0.25)
+    pose_nms: float = 0.0  # OKS threshold of person-level NMS after refine (0 = off, official); e.g. 0.9
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_joints <= MAX_JOINTS:
@@ -66,6 +67,8 @@ class DecodeParams:
                 f"nms_kernel ({self.nms_kernel}) must equal 2 * nms_padding + 1 ({self.nms_padding}): "
                 "the official max-pool must keep the map size"
             )
+        if not 0.0 <= self.pose_nms <= 1.0:
+            raise ConfigError(f"pose_nms is an OKS threshold in [0, 1] (0 = off), got {self.pose_nms}")
         if self.max_persons < 0:
             raise ConfigError(f"max_persons must be >= 0 (0 = unbounded), got {self.max_persons}")
         if not self.joint_order:
@@ -107,6 +110,7 @@ class DecodeParams:
             max_persons=int(getattr(t, "max_persons", 0)),
             unique_person_keys=bool(getattr(t, "unique_person_keys", False)),
             ties_positive=bool(getattr(t, "ties_positive", False)),
+            pose_nms=float(getattr(t, "pose_nms", 0.0)),
         )
 
     def with_joints(self, num_joints: int) -> DecodeParams:

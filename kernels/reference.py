@@ -17,7 +17,8 @@ equal it bit for bit). Steps, as in the official lib/core/group.py (SPEC §8):
    written only where det > 0 (SPEC B4).
 
 Options (off = official): ``max_persons`` (B2: persons past the cap are not created), ``unique_person_keys``
-(B1: no key merging), ``ties_positive`` (B3: equal neighbours give no offset).
+(B1: no key merging), ``ties_positive`` (B3: equal neighbours give no offset), ``pose_nms`` (OKS NMS of the
+persons after refine, :mod:`hhrnet.kernels.posenms`).
 
 Shapes: det (J, H, W) f32, tags (J, H, W, T) f32 -> poses (P, J, 3+T) f32 [x, y, val, tags], scores (P,) f32.
 """
@@ -32,6 +33,7 @@ from hhrnet.errors import InputError
 from hhrnet.kernels.munkres import assign
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import topk_flat
+from hhrnet.kernels.posenms import suppress
 
 
 def nms(det: np.ndarray, pad: int) -> np.ndarray:
@@ -159,4 +161,4 @@ def decode_reference(det: np.ndarray, tags: np.ndarray, params: DecodeParams) ->
     if params.refine:
         for person in persons:
             refine(det, tags, person, params)
-    return persons, scores
+    return suppress(persons, scores, params.pose_nms)  # opt-in, after refine; 0 = official (no-op)
