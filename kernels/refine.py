@@ -9,13 +9,21 @@
   refined joints stay 0 (SPEC B4).
 
 The official code searches every joint of every person and throws the detected ones away, and converts
-the maps per person (SPEC S1); here only missing joints are searched, and a pixel is only evaluated when
-it can beat the best value so far: the joint's NMS peaks are tried first; when they give a value of at
-least the detection threshold, only the (listed) pixels above it can still win; otherwise 8x8 blocks (and
-64x64 super-blocks) are skipped whole when their max det, or the bound from their tag range, cannot win.
-Ties are broken by the flat index, so the answer is np.argmax's first occurrence, the official one.
+the maps per person (SPEC S1). Here person tags are taken once, then each joint is refined for all the
+persons missing it (joints in parallel with ``prange``), and a pixel is only evaluated when it can beat the
+best (value, index) so far. Since value = det - round(distance) and round(distance) >= 0, det bounds the
+value, and a box of tags bounds the distance:
 
-The per-joint helpers allocate nothing and are shared with the CUDA kernels.
+1. the joint's NMS peaks are tried first (they usually hold the answer);
+2. block search: 8x8 blocks (in 64x64 super-blocks) are skipped whole when their max det, or the bound from
+   their tag range, cannot win; cheap when tags are smooth, as network outputs are;
+3. when the block searches of a joint have read as much as a grid would cost and predict more (tags with
+   no spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
+   joint (cells of >= 0.5 tag units, det levels inside), searched ring by ring around each person's tag
+   until the distance alone rules out the rest. A joint then costs O(H W) however many persons miss it.
+
+Ties are broken by the flat index, so the answer is np.argmax's first occurrence, the official one.
+The per-pixel helpers allocate nothing and are shared with the CUDA kernels.
 """
 
 from __future__ import annotations
