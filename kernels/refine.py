@@ -219,13 +219,14 @@ def search_seeds(det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, seeds:
 @njit(cache=True)
 def search_blocks(
     det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_max: np.ndarray,
-    det_max2: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, have_range: np.ndarray,
+    det_max2: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, have_range: np.ndarray, limit: float = np.inf,
 ) -> tuple[np.float32, int, int]:  # fmt: skip
     """Continue the search over the whole map: super-blocks, blocks and pixels in nested row-major order,
     each skipped when its det maximum cannot win (the penalty round(distance) is never negative), a block
     also when the upper bound from its tag range cannot. Tag ranges (tag_lo/tag_hi (th, tw, T)) are
     computed on first use and cached (have_range). Also returns the work done: pixels read in blocks that
-    were not skipped, and in tag ranges computed."""
+    were not skipped, and in tag ranges computed. Past ``limit`` work it stops early (work > limit then
+    says the search is unfinished; the (best, index) so far is still a value of the map)."""
     h, w = det_j.shape
     span = TILE * TILE
     work = 0
@@ -248,6 +249,8 @@ def search_blocks(
                                    best_i):  # fmt: skip
                         continue
                     work += span
+                    if work > limit:
+                        return best, best_i, work
                     for y in range(y0, min(y0 + TILE, h)):
                         for x in range(x0, min(x0 + TILE, w)):
                             d = det_j[y, x]
@@ -517,9 +520,12 @@ def refine_joint(
         if not have_blocks:
             block_max(det_j, det_max, det_max2)
             have_blocks = True
+        limit = max(h * w / 16, budget / (n - q))  # one search this long: the grid is the better deal
         best[q], best_i[q], done = search_blocks(det_j, tags_j, ptags[todo[q]], best[q], best_i[q], det_max, det_max2,
-                                                 tag_lo, tag_hi, have_range)  # fmt: skip
+                                                 tag_lo, tag_hi, have_range, limit)  # fmt: skip
         work += done
+        if done > limit:
+            break  # unfinished: this person continues in the grid from its best so far
         q += 1
     if q < n:
         floor = best[q]

@@ -175,8 +175,13 @@ def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
         some = int(rng.integers(h * w))  # a search holding one pixel's value
         value = (det_j - np.round(dist).astype(np.float32)).reshape(-1)[some]
         starts = [search_seeds(det_j, tags_j, ptag, seeds), (np.float32(-np.inf), h * w), (value, some)]
+        values = (det_j - np.round(dist).astype(np.float32)).reshape(-1)
         for start in starts:
             assert search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t))[1] == want, trial
+            best, best_i, work = search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t), 64.0)
+            if work > 64:  # stopped early: what it holds is still a value of the map, no better than the answer
+                assert best_i == h * w or values[best_i] == best
+                assert best <= values[want]
             # the grid holds only pixels >= floor: valid whenever the search already holds a value >= floor
             floor = start[0] if trial % 2 else np.float32(-np.inf)
             floors += bool(np.isfinite(floor) and (det_j < floor).any())
