@@ -40,7 +40,7 @@ def _decode_rows() -> list[Row]:
     from hhrnet.benchmarks import decode
 
     out = []
-    for row in decode.run(quick=True, repeats=5, port_repeats=1):  # realistic scenes, named by type
+    for row in decode.run(quick=True, repeats=5, port_repeats=3):  # realistic scenes, named by type
         case = f"{row['scene']}/{row['shape']}/T{row['T']}"
         out.append({"benchmark": "decode", "case": case, "speedup": row["speedup_1t"], "identical": row["identical"]})
     return out
