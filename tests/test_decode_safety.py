@@ -1,5 +1,6 @@
-"""Bad maps never hang a decoder: NaN / +-inf are one clear InputError (fast, reference, CUDA), huge finite
-values decode (and the decoders still agree), and Munkres gives up instead of looping on a NaN cost."""
+"""Bad maps never hang a decoder: NaN / +-inf are one clear InputError (fast, reference, CUDA), finite values
+decode (the decoders agree; at +-3e38 Munkres may give up with an InputError, in both alike), and Munkres
+gives up instead of looping on a NaN cost."""
 
 from __future__ import annotations
 
@@ -62,8 +63,12 @@ def test_fast_and_reference_return_or_raise_input_error(seed: int, t: int, where
     if kind in ("nan", "+inf", "-inf"):
         assert isinstance(fast, InputError) and isinstance(ref, InputError)
         assert "non-finite" in str(fast) and ("det" if where != "tags" else "tags") in str(fast)
-    else:  # finite, however large: both decode, to the same output
-        assert not isinstance(fast, InputError) and not isinstance(ref, InputError)
+    elif isinstance(fast, InputError):
+        # +-3e38 costs beside small ones round away Munkres' zeros (munkres 1.1.4 loops forever there): both
+        # decoders give up in the step limit, with the same error
+        assert kind in ("huge", "-huge") and "did not converge" in str(fast) and str(ref) == str(fast)
+    else:  # finite: both decode, to the same output
+        assert not isinstance(ref, InputError)
         np.testing.assert_array_equal(fast[0], ref[0])  # type: ignore[index]
         np.testing.assert_array_equal(fast[1], ref[1])  # type: ignore[index]
 
@@ -125,8 +130,9 @@ def test_cuda_returns_or_raises_input_error(seed: int, where: str, kind: str) ->
     got = outcome(decode_cuda, det[None], tags[None], params, 8)
     if kind in ("nan", "+inf", "-inf"):
         assert isinstance(got, InputError) and where in str(got)
+    elif isinstance(got, InputError):  # Munkres gave up at +-3e38, as the CPU decoders do
+        assert kind in ("huge", "-huge") and isinstance(outcome(decode_reference, det, tags, params), InputError)
     else:
         poses, scores = decode_reference(det, tags, params)
-        assert not isinstance(got, InputError)
         np.testing.assert_array_equal(got.image(0)[0], poses)  # type: ignore[attr-defined]
         np.testing.assert_array_equal(got.image(0)[1], scores)  # type: ignore[attr-defined]
