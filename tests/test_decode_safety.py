@@ -64,7 +64,7 @@ def test_fast_and_reference_return_or_raise_input_error(seed: int, t: int, where
         assert isinstance(fast, InputError) and isinstance(ref, InputError)
         assert "non-finite" in str(fast) and ("det" if where != "tags" else "tags") in str(fast)
     elif isinstance(fast, InputError):
-        # +-3e38 costs beside small ones round away Munkres' zeros (munkres 1.1.4 loops forever there): both
+        # +-3e38 costs beside small ones round away Munkres' zeros (munkres 1.1.4 runs the same arithmetic): both
         # decoders give up in the step limit, with the same error
         assert kind in ("huge", "-huge") and "did not converge" in str(fast) and str(ref) == str(fast)
     else:  # finite: both decode, to the same output
