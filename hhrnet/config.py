@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from hhrnet.errors import ConfigError
+from hhrnet.kernels.params import OFFICIAL_COCO_ORDER
 
 COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 CROWDPOSE_FLIP_INDEX: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13)
-# Official grouping order (group.py:113-119); CrowdPose uses the first 14 entries (SPEC B5).
-COCO_JOINT_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+# Official grouping order (group.py:113-119), owned by the decoder's parameters; CrowdPose uses the first 14
+# entries (SPEC B5).
+COCO_JOINT_ORDER: tuple[int, ...] = OFFICIAL_COCO_ORDER
 
 DatasetName = Literal["coco", "crowdpose"]
 
@@ -170,6 +172,7 @@ class TestConfig:
     max_persons: int = 0  # B2: 0 = unbounded (official); >0 keeps at most this many persons
     unique_person_keys: bool = False  # B1: never merge a new person into one with an equal tag key
     ties_positive: bool = False  # B3: on equal neighbours, keep x (no -0.25 shift) instead of -0.25
+    pose_nms: float = 0.0  # not official: OKS threshold of person-level NMS after decoding (0 = off), e.g. 0.9
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,16 @@ def _check_finite(arrays: Sequence[np.ndarray]) -> None:
 class Predictor:
     """The official test pipeline around a network callable; every choice comes from ``codec``."""
 
-    def __init__(self, network: Network, codec: Codec, *, decoder: Decoder = "fast", graph: str | None = None) -> None:
+    def __init__(
+        self, network: Network, codec: Codec, *, decoder: Decoder = "fast", graph: str | None = None,
+        parallel_decode: bool = False,
+    ) -> None:  # fmt: skip
         if decoder not in DECODERS:
             raise InputError(f"unknown decoder {decoder!r}; expected {', '.join(DECODERS)}")
         self.network = network
         self.codec = codec
         self.decoder = decoder
+        self.parallel_decode = parallel_decode  # peaks and refine over all Numba threads; same output
         self.graph = graph or getattr(network, "graph", "raw")
         if self.graph != "raw" and len(codec.scales) != 1:
             raise InputError(f"the {self.graph} graph runs one scale; multi-scale needs a raw export")
@@ -163,7 +167,7 @@ class Predictor:
             return batch.image(0)
         from hhrnet.kernels.decode import decode
 
-        return decode(heatmaps, tags, params)
+        return decode(heatmaps, tags, params, parallel=self.parallel_decode)
 
     # stage 5
     def postprocess(self, poses: np.ndarray, scores: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> Poses:

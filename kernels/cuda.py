@@ -39,6 +39,7 @@ from hhrnet.kernels.decode import DecodedBatch
 from hhrnet.kernels.group import group_image, mul_rn, person_capacity
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import floor_log2, scratch_size, topk_nms_hw
+from hhrnet.kernels.posenms import suppress
 from hhrnet.kernels.refine import adjust_joint, person_score, person_tag, place_refined, refine_value
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -124,7 +125,7 @@ def group_kernel(
                         tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons, persons[b],
                         keys[b], tag_rows[b], tag_count[b], rows[b], ctags[b], means[b], raw[b], cost[b], marks[b],
                         row_cover[b], col_cover[b], path[b])  # fmt: skip
-        kept = n if n < capacity else capacity
+        kept = n if n < capacity else capacity  # n = -1: grouping gave up (non-finite input), reported
         for p in range(kept):
             for j in range(poses.shape[2]):
                 for c in range(poses.shape[3]):
@@ -219,6 +220,32 @@ def refine_kernel(poses: Any, counts: Any, det: Any, tags: Any, ptag: Any, ties_
         cuda.syncthreads()
 
 
+@cuda.jit
+def non_finite_kernel(a: Any, out: Any) -> None:
+    """out[0] += how many values of the flat array a are NaN or infinite (grid-stride)."""
+    a = _local(a)
+    n = 0
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        x = a[i]
+        if x - x != 0:
+            n += 1
+    if n > 0:
+        cuda.atomic.add(out, 0, n)
+
+
+def _check_finite(name: str, arr: Any, stream: Any) -> None:
+    """InputError when a device array holds NaN or infinite values (one reduction on the device)."""
+    flat = arr.reshape((int(np.prod(arr.shape)),))
+    count = cuda.to_device(np.zeros(1, np.int64), stream=stream)
+    non_finite_kernel[_grid(flat.shape[0]), THREADS, stream](flat, count)
+    bad = int(count.copy_to_host(stream=stream)[0])
+    if bad:
+        raise InputError(
+            f"{name} has {bad} non-finite value{'s' if bad > 1 else ''} (NaN or infinite) on the device. "
+            "Decoding needs finite maps: check the network output."
+        )
+
+
 def _grid(tasks: int) -> int:
     return max(1, min(MAX_BLOCKS, (tasks + THREADS - 1) // THREADS))
 
@@ -251,6 +278,8 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
         d_tags = d_tags.reshape((*d_tags.shape, 1))
     if tuple(d_tags.shape[:4]) != tuple(d_det.shape) or len(d_tags.shape) != 5:
         raise InputError(f"tags {tuple(d_tags.shape)} do not match det {tuple(d_det.shape)}")
+    _check_finite("det", d_det, stream)
+    _check_finite("tags", d_tags, stream)
     b_count, j_count, h, w = (int(s) for s in d_det.shape)
     t_count = int(d_tags.shape[4])
     params = params.with_joints(j_count)
@@ -288,6 +317,8 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
         dev((b_count, mw, mw), np.float64), dev((b_count, mw, mw), np.int8), dev((b_count, mw), np.bool_),
         dev((b_count, mw), np.bool_), dev((b_count, 2 * mw + 1, 2), np.int64), poses, scores, counts, overflow,
     )  # fmt: skip
+    if (counts.copy_to_host(stream=stream) < 0).any():  # only non-finite maps can make grouping give up
+        raise InputError("grouping did not converge on the device: the peak tags or values are not finite")
     if params.adjust:
         adjust_kernel[_grid(b_count * capacity * j_count), THREADS, stream](poses, counts, d_det, params.ties_positive)
     if params.refine:
@@ -298,9 +329,17 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
         refine_kernel[min(MAX_BLOCKS, b_count * capacity * j_count), THREADS, stream](
             poses, counts, d_det, d_tags, ptag, params.ties_positive
         )
-    return DecodedBatch(
+    out = DecodedBatch(
         counts=counts.copy_to_host(stream=stream),
         poses=poses.copy_to_host(stream=stream),
         scores=scores.copy_to_host(stream=stream),
         overflow=overflow.copy_to_host(stream=stream),
     )
+    if params.pose_nms > 0:  # opt-in, on the host: the C persons per image are small
+        for b in range(b_count):
+            kept_poses, kept_scores = suppress(*out.image(b), params.pose_nms)
+            n = len(kept_poses)
+            out.poses[b, :n], out.scores[b, :n] = kept_poses, kept_scores
+            out.poses[b, n:], out.scores[b, n:] = 0, 0
+            out.counts[b] = n
+    return out

@@ -6,10 +6,14 @@ Every step keeps the reference's arithmetic (float64 candidate rows, NumPy's flo
 matching distance, float32 refine distance, round half to even, first-occurrence argmax, munkres 1.1.4),
 so :func:`decode` equals :func:`hhrnet.kernels.reference.decode_reference` bit for bit. The speed comes
 from skipping thrown-away work: NMS is evaluated only where a pixel could enter the top-k, refine searches
-only missing joints and prunes pixels by their det value, and nothing is re-converted per person.
+only missing joints, joint by joint, with bounds shared by every person missing the joint, and nothing is
+re-converted per person. ``parallel=True`` runs peaks and refine over the joints on all Numba threads.
 
-A heatmap full of noise (SPEC B2: up to J*M = 510 persons) decodes in well under a second at 128x128;
-``DecodeParams.max_persons`` bounds it further.
+The official person count is unbounded (SPEC B2: up to J*M = 510 persons on a noise map). Refine keeps its
+cost bounded anyway: one joint costs O(H W) plus a small search per person (see :mod:`.refine`), so pure
+noise at the official 17x512x704 decodes in a few times a clean 20-person scene, with the official output.
+``DecodeParams.max_persons`` caps the count (not official). Inputs with NaN or infinite values are an
+InputError (the official code would loop forever in Munkres).
 """
 
 from __future__ import annotations
@@ -17,31 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from hhrnet.errors import InputError
 from hhrnet.kernels.group import group_jm
 from hhrnet.kernels.params import DecodeParams
-from hhrnet.kernels.peaks import peaks_jhw
-from hhrnet.kernels.refine import adjust_pj, refine_pj, scores_pj
-
-
-@njit(cache=True)
-def decode_jhw(
-    det: np.ndarray, tags: np.ndarray, joint_order: np.ndarray, max_num_people: int, pad: int,
-    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
-    do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """det (J, H, W) f32, tags (J, H, W, T) f32 -> poses (P, J, 3+T) f32, scores (P,) f32."""
-    vals, inds, tag_k = peaks_jhw(det, tags, max_num_people, pad)  # (J, M), (J, M), (J, M, T)
-    persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
-                       tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
-    if do_adjust:
-        adjust_pj(persons, det, ties_positive)
-    scores = scores_pj(persons)
-    if do_refine:
-        refine_pj(persons, det, tags, inds, max(detection_threshold, 0.0), ties_positive)
-    return persons, scores
+from hhrnet.kernels.peaks import peaks_jhw, peaks_jhw_parallel
+from hhrnet.kernels.posenms import suppress
+from hhrnet.kernels.refine import GRID_COST, adjust_pj, refine_pj, refine_pj_parallel, scores_pj
 
 
 @njit(cache=True)
@@ -49,22 +36,86 @@ def decode_peaks_jhw(
     det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, joint_order: np.ndarray,
     max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
     ignore_too_much: bool, do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool,
+    grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """:func:`decode_jhw` after the peak step, from peaks computed elsewhere (a peaks graph's top-k)."""
+    """Everything after the peak step: group -> adjust -> score -> refine, from vals (J, M), flat inds (J, M)
+    and tag_k (J, M, T) (the kernel's own peaks, or a peaks graph's top-k)."""
     persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
     if do_adjust:
         adjust_pj(persons, det, ties_positive)
     scores = scores_pj(persons)
     if do_refine:
-        refine_pj(persons, det, tags, inds, max(detection_threshold, 0.0), ties_positive)
+        refine_pj(persons, det, tags, inds, ties_positive, grid_cost)
     return persons, scores
 
 
+def _decode_one(
+    det: np.ndarray, tags: np.ndarray, joint_order: np.ndarray, max_num_people: int, pad: int,
+    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
+    do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """det (J, H, W) f32, tags (J, H, W, T) f32 -> poses (P, J, 3+T) f32, scores (P,) f32."""
+    vals, inds, tag_k = peaks_jhw(det, tags, max_num_people, pad)  # (J, M), (J, M), (J, M, T)
+    return decode_peaks_jhw(det, tags, vals, inds, tag_k, joint_order, max_num_people, detection_threshold,
+                            tag_threshold, use_detection_val, ignore_too_much, do_adjust, do_refine, unique_keys,
+                            max_persons, ties_positive, grid_cost)  # fmt: skip
+
+
+def _decode_one_parallel(
+    det: np.ndarray, tags: np.ndarray, joint_order: np.ndarray, max_num_people: int, pad: int,
+    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
+    do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`decode_jhw` with peaks and refine spread over the joints (all cores)."""
+    vals, inds, tag_k = peaks_jhw_parallel(det, tags, max_num_people, pad)
+    persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
+                       tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
+    if do_adjust:
+        adjust_pj(persons, det, ties_positive)
+    scores = scores_pj(persons)
+    if do_refine:
+        refine_pj_parallel(persons, det, tags, inds, ties_positive, grid_cost)
+    return persons, scores
+
+
+decode_jhw = njit(cache=True)(_decode_one)
+decode_jhw_parallel = njit(cache=False)(_decode_one_parallel)  # calls parallel kernels: never cached
+
+
+def _count_non_finite(a: np.ndarray) -> int:
+    flat = a.reshape(-1)
+    n = 0
+    for i in prange(flat.shape[0]):
+        x = flat[i]
+        if x - x != 0:  # NaN and +-inf (inf - inf is NaN)
+            n += 1
+    return n
+
+
+count_non_finite = njit(cache=True)(_count_non_finite)
+count_non_finite_parallel = njit(parallel=True, cache=False)(_count_non_finite)
+
+
+def check_finite(name: str, a: np.ndarray, axes: tuple[str, ...], parallel: bool = False) -> None:
+    """Raise InputError naming how many values of ``a`` are NaN or infinite, and where the first one is."""
+    bad = (count_non_finite_parallel if parallel else count_non_finite)(a)
+    if bad == 0:
+        return
+    where = np.argwhere(~np.isfinite(a))[0]
+    value = a[tuple(where)]
+    at = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, where, strict=False))
+    raise InputError(
+        f"{name} has {bad} non-finite value{'s' if bad > 1 else ''} (NaN or infinite); the first is {value} at "
+        f"{at}. Decoding needs finite maps: check the network output."
+    )
+
+
 def prepare(
-    det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool, parallel: bool = False
 ) -> tuple[np.ndarray, np.ndarray, DecodeParams]:
-    """Validate shapes, make C-contiguous float32 copies where needed, add T = 1 to (.., J, H, W) tags."""
+    """Validate shapes and values (NaN / infinite values are an InputError), make C-contiguous float32 copies
+    where needed, add T = 1 to (.., J, H, W) tags."""
     det = np.ascontiguousarray(det, dtype=np.float32)
     tags = np.ascontiguousarray(tags, dtype=np.float32)
     lead = 4 if batched else 3
@@ -76,27 +127,38 @@ def prepare(
         raise InputError(f"tags {tags.shape} do not match det {det.shape}: expected det's shape + (T,)")
     if det.shape[-1] < 1 or det.shape[-2] < 1:
         raise InputError(f"empty maps: det {det.shape}")
+    axes = ("image", "joint", "y", "x", "tag dim")[(0 if batched else 1) :]
+    check_finite("det", det, axes, parallel)
+    check_finite("tags", tags, axes, parallel)
     if det.shape[-3] != params.num_joints:
         params = params.with_joints(det.shape[-3])
     return det, tags, params
 
 
-def _run(det: np.ndarray, tags: np.ndarray, params: DecodeParams) -> tuple[np.ndarray, np.ndarray]:
-    return decode_jhw(
+def _run(
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    kernel = decode_jhw_parallel if parallel else decode_jhw
+    return kernel(
         det, tags, np.asarray(params.joint_order, np.int64), params.max_num_people, params.nms_padding,
         params.detection_threshold, params.tag_threshold, params.use_detection_val, params.ignore_too_much,
         params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive,
+        GRID_COST,
     )  # fmt: skip
 
 
-def decode(det: np.ndarray, tags: np.ndarray, params: DecodeParams) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """One image: det (J, H, W), tags (J, H, W, T) or (J, H, W) -> poses (P, J, 3+T) f32, scores (P,) f32.
 
     poses rows are [x, y, val, tag_0..] in map pixels, persons in the official order. A J other than
-    ``params.num_joints`` uses that J's default joint order.
+    ``params.num_joints`` uses that J's default joint order. ``params.pose_nms`` > 0 drops duplicate persons
+    (:mod:`.posenms`; not official). ``parallel``: peaks and refine run over the
+    joints on all of Numba's threads (``numba.set_num_threads``); the output is the same.
     """
-    det, tags, params = prepare(det, tags, params, batched=False)
-    return _run(det, tags, params)
+    det, tags, params = prepare(det, tags, params, batched=False, parallel=parallel)
+    return suppress(*_run(det, tags, params, parallel), params.pose_nms)
 
 
 def decode_from_peaks(
@@ -122,13 +184,14 @@ def decode_from_peaks(
         )
     if inds.size and (inds.min() < 0 or inds.max() >= h * w):
         raise InputError("peak indices fall outside the heatmap")
-    if not (np.isfinite(vals).all() and np.isfinite(tag_k).all()):
-        raise InputError("peak values or tags are NaN or infinite")
-    return decode_peaks_jhw(
+    check_finite("peak values", vals, ("joint", "k"))
+    check_finite("peak tags", tag_k, ("joint", "k", "tag dim"))
+    poses, scores = decode_peaks_jhw(
         det, tags, vals, inds, tag_k, np.asarray(params.joint_order, np.int64), params.max_num_people,
         params.detection_threshold, params.tag_threshold, params.use_detection_val, params.ignore_too_much,
-        params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive,
+        params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive, GRID_COST,
     )  # fmt: skip
+    return suppress(poses, scores, params.pose_nms)
 
 
 @dataclass
@@ -155,29 +218,37 @@ def empty_batch(b_count: int, capacity: int, j_count: int, t_count: int) -> Deco
     )
 
 
-def decode_batch(det: np.ndarray, tags: np.ndarray, params: DecodeParams, capacity: int = 512) -> DecodedBatch:
+def decode_batch(
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, capacity: int = 512, parallel: bool = False
+) -> DecodedBatch:
     """det (B, J, H, W), tags (B, J, H, W, T) -> :class:`DecodedBatch` with C = ``capacity`` slots per image.
 
     The first C persons of each image (official order) are kept; ``overflow`` flags images that had more.
+    Pose NMS (``params.pose_nms``) then runs on those C persons.
     """
     if capacity < 1:
         raise InputError(f"capacity must be >= 1, got {capacity}")
-    det, tags, params = prepare(det, tags, params, batched=True)
+    det, tags, params = prepare(det, tags, params, batched=True, parallel=parallel)
     out = empty_batch(det.shape[0], capacity, det.shape[1], tags.shape[-1])
     for b in range(det.shape[0]):
-        poses, scores = _run(det[b], tags[b], params)
-        n = min(len(poses), capacity)
+        poses, scores = _run(det[b], tags[b], params, parallel)
+        overflow = len(poses) > capacity
+        poses, scores = suppress(poses[:capacity], scores[:capacity], params.pose_nms)  # as the CUDA decoder
+        n = len(poses)
         out.poses[b, :n] = poses[:n]
         out.scores[b, :n] = scores[:n]
         out.counts[b] = n
-        out.overflow[b] = len(poses) > capacity
+        out.overflow[b] = overflow
     return out
 
 
-def warmup() -> None:
-    """Compile (or load from cache) every CPU entry point for T = 1 and 2, both top-k paths."""
+def warmup(parallel: bool = False) -> None:
+    """Compile (or load from cache) every CPU entry point for T = 1 and 2, both top-k paths, both refine
+    searches; ``parallel`` also compiles the all-core kernels (never cached: seconds in every process)."""
     rng = np.random.default_rng(0)
     for h, w in ((8, 8), (48, 48)):  # nth_element path, partial_sort path
         det = rng.random((3, h, w)).astype(np.float32)
         for t in (1, 2):
-            decode(det, rng.random((3, h, w, t)).astype(np.float32), DecodeParams(num_joints=3))
+            tags = (rng.random((3, h, w, t)) * 20).astype(np.float32)  # many persons: the grid search runs
+            for par in (False, True) if parallel else (False,):
+                decode(det, tags, DecodeParams(num_joints=3), parallel=par)

@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
+from hhrnet.errors import InputError
 from hhrnet.kernels.munkres import STAR, solve_square
 from hhrnet.kernels.peaks import imax, imin
 
@@ -152,7 +153,8 @@ def group_image(
     rows: np.ndarray, ctags: np.ndarray, means: np.ndarray, raw: np.ndarray, cost: np.ndarray,
     marks: np.ndarray, row_cover: np.ndarray, col_cover: np.ndarray, path: np.ndarray,
 ) -> int:  # fmt: skip
-    """Official match_by_tag of one image; returns the person count P (persons[:P] in official order).
+    """Official match_by_tag of one image; returns the person count P (persons[:P] in official order), or
+    -1 when an assignment did not converge (only non-finite values can cause it).
 
     Inputs: vals (J, M) f32, inds (J, M) int64 flat peak indices, tag_k (J, M, T) f32, joint_order (J,).
     Outputs: persons (cap, J, 3+T) f64 rows [x, y, val, tag...], keys (cap,) f32, tag_rows (cap, J, T) f32,
@@ -207,7 +209,8 @@ def group_image(
         for r in range(r_count, size):  # munkres 1.1.4 pads missing rows with zeros
             for g in range(size):
                 cost[r, g] = 0.0
-        solve_square(cost, size, marks, row_cover, col_cover, path)
+        if not solve_square(cost, size, marks, row_cover, col_cover, path):
+            return -1  # cannot happen with finite maps (the decoders check them); never loop forever
         for r in range(r_count):
             for g in range(size):
                 if marks[r, g] != STAR:
@@ -259,4 +262,6 @@ def group_jm(
     n = group_image(vals, inds, tag_k, width, joint_order, max_num_people, detection_threshold, tag_threshold,
                     use_detection_val, ignore_too_much, unique_keys, max_persons, persons, keys, tag_rows,
                     tag_count, rows, ctags, means, raw, cost, marks, row_cover, col_cover, path)  # fmt: skip
+    if n < 0:
+        raise InputError("grouping did not converge: the peak tags or values are not finite")
     return persons[:n].astype(np.float32)

@@ -14,6 +14,10 @@ algorithm with munkres 1.1.4's conventions, in float64:
   columns, element by element (two roundings where both apply, as in the package);
 * the answer is the starred cells of the original rows and columns, in row-major order.
 
+The solver can never loop without bound: a NaN cost (which the decoders reject up front) would make the
+package loop forever, so :func:`solve_square` counts its steps and gives up past :func:`step_limit`, far
+above what a finite matrix needs (at most n augmentations, each after at most n primes and n + 1 shifts).
+
 The kernels take preallocated work arrays and allocate nothing, so the CUDA grouping kernel calls the very
 same functions (Numba compiles them for the device).
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from hhrnet.errors import InputError
 
 _NO_VALUE = 9.223372036854775807e18  # munkres 1.1.4 starts its minimum search at sys.maxsize
 STAR = 1
@@ -66,13 +72,20 @@ def _first_in_col(marks: np.ndarray, n: int, col: int, kind: int) -> int:
 
 
 @njit(cache=True)
+def step_limit(n: int) -> int:
+    """Prime/shift steps allowed for an n x n problem: 4x the n (2n + 2) a finite matrix can need."""
+    return 4 * n * (2 * n + 2) + 64
+
+
+@njit(cache=True)
 def solve_square(
     c: np.ndarray, n: int, marks: np.ndarray, row_cover: np.ndarray, col_cover: np.ndarray, path: np.ndarray
-) -> None:
+) -> bool:
     """Solve the zero-padded square problem held in ``c[:n, :n]`` (modified in place).
 
     Work arrays: marks (>= n, >= n) int8, row_cover/col_cover (>= n,) bool, path (>= 2n + 1, 2) int64.
-    On return ``marks[r, col] == STAR`` marks the assignment.
+    Returns True when solved (``marks[r, col] == STAR`` marks the assignment); False when the step limit was
+    reached, which only a non-finite cost can cause (the callers raise).
     """
     for r in range(n):
         lowest = c[r, 0]
@@ -96,6 +109,8 @@ def solve_square(
         row_cover[r] = False
         col_cover[r] = False
 
+    steps = 0
+    limit = step_limit(n)
     while True:
         # cover every column holding a star; n covered columns = a complete assignment
         covered = 0
@@ -105,11 +120,14 @@ def solve_square(
                     col_cover[col] = True
                     covered += 1
         if covered >= n:
-            return
+            return True
         # prime uncovered zeros until a primed zero has no star in its row (then augment)
         zr = 0
         zc = 0
         while True:
+            steps += 1
+            if steps > limit:
+                return False
             flat = _uncovered_zero(c, n, row_cover, col_cover, zr, zc)
             if flat < 0:
                 # no uncovered zero: shift by the smallest uncovered value and search again
@@ -164,7 +182,8 @@ def solve_square(
 
 @njit(cache=True)
 def assign(cost: np.ndarray) -> np.ndarray:
-    """``Munkres().compute(cost)`` of munkres 1.1.4 for a (R, C) float64 matrix -> (K, 2) int64 (row, col)."""
+    """``Munkres().compute(cost)`` of munkres 1.1.4 for a (R, C) float64 matrix -> (K, 2) int64 (row, col).
+    Raises InputError when the solver cannot converge (a NaN cost)."""
     rows, cols = cost.shape
     n = max(rows, cols)
     c = np.zeros((n, n), np.float64)
@@ -173,7 +192,8 @@ def assign(cost: np.ndarray) -> np.ndarray:
     row_cover = np.zeros(n, np.bool_)
     col_cover = np.zeros(n, np.bool_)
     path = np.zeros((2 * n + 1, 2), np.int64)
-    solve_square(c, n, marks, row_cover, col_cover, path)
+    if not solve_square(c, n, marks, row_cover, col_cover, path):
+        raise InputError("the assignment problem did not converge: the cost matrix holds NaN or infinite values")
     out = np.empty((min(rows, cols), 2), np.int64)
     k = 0
     for r in range(rows):

@@ -1,7 +1,9 @@
 """Decoding parameters: the official grouping ``Params`` (lib/core/group.py) plus our opt-in fixes.
 
 No torch and no Numba here: the object is read by the reference decoder, the Numba CPU decoder and the
-CUDA decoder alike. Every default is the official behaviour; the three ``SPEC §11`` fixes are off.
+CUDA decoder alike. Every default is the official behaviour; the ``SPEC §11`` fixes and the pose NMS are off.
+The kernels take the joint order as data: the official order is defined here (:data:`OFFICIAL_COCO_ORDER`),
+never imported from the configuration layer above.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hhrnet.config import COCO_JOINT_ORDER
 from hhrnet.errors import ConfigError
 
 MAX_JOINTS = 128  # numpy's float32 pairwise sum is reproduced for up to this many joints per person
+# The official grouping order (HigherHRNet lib/core/group.py, Params.joint_order): head, shoulders, hips,
+# then the limbs outwards. CrowdPose uses its first 14 entries (SPEC B5).
+OFFICIAL_COCO_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
 
 def default_joint_order(num_joints: int, center_first: bool = False) -> tuple[int, ...]:
-    """Official grouping order.
+    """Official grouping order (from :data:`OFFICIAL_COCO_ORDER`).
 
     COCO's order truncated to the first J entries when J <= 17 (CrowdPose's 14 joints, SPEC B5); a plain
     0..J-1 otherwise, or when the truncated COCO order is not a permutation of 0..J-1 (the official code
@@ -25,8 +29,8 @@ def default_joint_order(num_joints: int, center_first: bool = False) -> tuple[in
     """
     if center_first:
         return (num_joints - 1, *default_joint_order(num_joints - 1))
-    if num_joints <= len(COCO_JOINT_ORDER):
-        order = tuple(COCO_JOINT_ORDER[:num_joints])
+    if num_joints <= len(OFFICIAL_COCO_ORDER):
+        order = tuple(OFFICIAL_COCO_ORDER[:num_joints])
         if sorted(order) == list(range(num_joints)):
             return order
     return tuple(range(num_joints))
@@ -51,6 +55,7 @@ class DecodeParams:
     max_persons: int = 0  # B2: 0 = unbounded; >0 = a new person past this count is dropped
     unique_person_keys: bool = False  # B1: a new person never merges into one whose tag key is equal
     ties_positive: bool = False  # B3: equal neighbours give no quarter offset (official: -0.25)
+    pose_nms: float = 0.0  # OKS threshold of person-level NMS after refine (0 = off, official); e.g. 0.9
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_joints <= MAX_JOINTS:
@@ -62,6 +67,8 @@ class DecodeParams:
                 f"nms_kernel ({self.nms_kernel}) must equal 2 * nms_padding + 1 ({self.nms_padding}): "
                 "the official max-pool must keep the map size"
             )
+        if not 0.0 <= self.pose_nms <= 1.0:
+            raise ConfigError(f"pose_nms is an OKS threshold in [0, 1] (0 = off), got {self.pose_nms}")
         if self.max_persons < 0:
             raise ConfigError(f"max_persons must be >= 0 (0 = unbounded), got {self.max_persons}")
         if not self.joint_order:
@@ -70,6 +77,13 @@ class DecodeParams:
             object.__setattr__(self, "joint_order", tuple(int(j) for j in self.joint_order))
         if sorted(self.joint_order) != list(range(self.num_joints)):
             raise ConfigError(f"joint_order {self.joint_order} is not a permutation of 0..{self.num_joints - 1}")
+
+    @classmethod
+    def official(cls, num_joints: int = 17, center_first: bool = False, **options: Any) -> DecodeParams:
+        """The official parameters for ``num_joints`` with the official grouping order spelled out
+        (``center_first``: a kept centre joint, the last channel, is grouped first); ``options`` override
+        any other field."""
+        return cls(num_joints=num_joints, joint_order=default_joint_order(num_joints, center_first), **options)
 
     @classmethod
     def from_config(cls, cfg: Any) -> DecodeParams:
@@ -96,6 +110,7 @@ class DecodeParams:
             max_persons=int(getattr(t, "max_persons", 0)),
             unique_person_keys=bool(getattr(t, "unique_person_keys", False)),
             ties_positive=bool(getattr(t, "ties_positive", False)),
+            pose_nms=float(getattr(t, "pose_nms", 0.0)),
         )
 
     def with_joints(self, num_joints: int) -> DecodeParams:

@@ -19,7 +19,7 @@ nothing, so the CUDA peak kernel calls them too. NumPy + Numba only; NaN maps ar
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 PARTIAL_SORT_FACTOR = 64  # torch uses partial_sort when k * 64 <= n
 SORT_THRESHOLD = 16  # libstdc++ _S_threshold
@@ -355,9 +355,9 @@ def scratch_size(h: int, w: int, k: int) -> int:
     return h * w if k * PARTIAL_SORT_FACTOR > h * w else k
 
 
-@njit(cache=True)
-def peaks_jhw(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """det (J, H, W) f32, tags (J, H, W, T) f32 -> vals (J, M) f32, flat indices (J, M) int64, tags (J, M, T)."""
+def _peaks_all(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """det (J, H, W) f32, tags (J, H, W, T) f32 -> vals (J, M) f32, flat indices (J, M) int64, tags (J, M, T).
+    Joints are independent (``prange``); each has its own scratch."""
     j_count, h, w = det.shape
     t_count = tags.shape[3]
     m = min(k, h * w)
@@ -365,10 +365,11 @@ def peaks_jhw(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.n
     inds = np.empty((j_count, m), np.int64)
     tag_k = np.empty((j_count, m, t_count), np.float32)
     size = scratch_size(h, w, m)
-    v = np.empty(size, np.float32)
-    ix = np.empty(size, np.int64)
-    stack = np.empty((2 * floor_log2(max(size, 2)) + 2, 3), np.int64)
-    for j in range(j_count):
+    rows = 2 * floor_log2(max(size, 2)) + 2
+    for j in prange(j_count):
+        v = np.empty(size, np.float32)
+        ix = np.empty(size, np.int64)
+        stack = np.empty((rows, 3), np.int64)
         topk_nms_hw(det[j], m, pad, v, ix, stack)
         for i in range(m):
             vals[j, i] = v[i]
@@ -378,3 +379,7 @@ def peaks_jhw(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.n
             for t in range(t_count):
                 tag_k[j, i, t] = tags[j, y, x, t]
     return vals, inds, tag_k
+
+
+peaks_jhw = njit(cache=True)(_peaks_all)
+peaks_jhw_parallel = njit(parallel=True, cache=False)(_peaks_all)  # never cache parallel kernels

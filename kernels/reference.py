@@ -17,7 +17,8 @@ equal it bit for bit). Steps, as in the official lib/core/group.py (SPEC §8):
    written only where det > 0 (SPEC B4).
 
 Options (off = official): ``max_persons`` (B2: persons past the cap are not created), ``unique_person_keys``
-(B1: no key merging), ``ties_positive`` (B3: equal neighbours give no offset).
+(B1: no key merging), ``ties_positive`` (B3: equal neighbours give no offset), ``pose_nms`` (OKS NMS of the
+persons after refine, :mod:`hhrnet.kernels.posenms`).
 
 Shapes: det (J, H, W) f32, tags (J, H, W, T) f32 -> poses (P, J, 3+T) f32 [x, y, val, tags], scores (P,) f32.
 """
@@ -28,9 +29,11 @@ import itertools
 
 import numpy as np
 
+from hhrnet.errors import InputError
 from hhrnet.kernels.munkres import assign
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import topk_flat
+from hhrnet.kernels.posenms import suppress
 
 
 def nms(det: np.ndarray, pad: int) -> np.ndarray:
@@ -145,6 +148,11 @@ def decode_reference(det: np.ndarray, tags: np.ndarray, params: DecodeParams) ->
     tags = np.ascontiguousarray(tags, dtype=np.float32)
     if tags.ndim == 3:
         tags = tags[..., None]
+    for name, a in (("det", det), ("tags", tags)):  # NaN would make munkres loop forever, as officially
+        if not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise InputError(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values (NaN or infinite); the "
+                             f"first is {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")  # fmt: skip
     params = params.with_joints(det.shape[0])
     persons = match_by_tag(*top_k(det, tags, params), params)
     if params.adjust:
@@ -153,4 +161,4 @@ def decode_reference(det: np.ndarray, tags: np.ndarray, params: DecodeParams) ->
     if params.refine:
         for person in persons:
             refine(det, tags, person, params)
-    return persons, scores
+    return suppress(persons, scores, params.pose_nms)  # opt-in, after refine; 0 = official (no-op)

@@ -9,13 +9,21 @@
   refined joints stay 0 (SPEC B4).
 
 The official code searches every joint of every person and throws the detected ones away, and converts
-the maps per person (SPEC S1); here only missing joints are searched, and a pixel is only evaluated when
-it can beat the best value so far: the joint's NMS peaks are tried first; when they give a value of at
-least the detection threshold, only the (listed) pixels above it can still win; otherwise 8x8 blocks (and
-64x64 super-blocks) are skipped whole when their max det, or the bound from their tag range, cannot win.
-Ties are broken by the flat index, so the answer is np.argmax's first occurrence, the official one.
+the maps per person (SPEC S1). Here person tags are taken once, then each joint is refined for all the
+persons missing it (joints in parallel with ``prange``), and a pixel is only evaluated when it can beat the
+best (value, index) so far. Since value = det - round(distance) and round(distance) >= 0, det bounds the
+value, and a box of tags bounds the distance:
 
-The per-joint helpers allocate nothing and are shared with the CUDA kernels.
+1. the joint's NMS peaks are tried first (they usually hold the answer);
+2. block search: 8x8 blocks (in 64x64 super-blocks) are skipped whole when their max det, or the bound from
+   their tag range, cannot win; cheap when tags are smooth, as network outputs are;
+3. when the block searches of a joint have read as much as a grid would cost and predict more (tags with
+   no spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
+   joint (cells of >= 0.5 tag units, det levels inside), searched ring by ring around each person's tag
+   until the distance alone rules out the rest. A joint then costs O(H W) however many persons miss it.
+
+Ties are broken by the flat index, so the answer is np.argmax's first occurrence, the official one.
+The per-pixel helpers allocate nothing and are shared with the CUDA kernels.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from hhrnet.kernels.group import mean_tags, mul_rn, pairwise_sum32, round_half_even32
 from hhrnet.kernels.peaks import imax, imin
@@ -126,7 +134,6 @@ def scores_pj(persons: np.ndarray) -> np.ndarray:
     return out
 
 
-LIST_MIN_SEARCHES = 8  # a joint missing from this many persons gets its sorted pixel list
 TILE = 8  # refine bounds: blocks of TILE x TILE pixels, grouped again into TILE x TILE super-blocks
 
 
@@ -193,23 +200,6 @@ def _cannot_win(bound: np.float32, first_index: int, best: np.float32, best_i: i
 
 
 @njit(cache=True)
-def strong_pixels(det_j: np.ndarray, cut: float, out: np.ndarray) -> int:
-    """Flat indices of the pixels with det >= cut into out, by det descending (equal det: index ascending);
-    returns how many."""
-    h, w = det_j.shape
-    flat = det_j.reshape(h * w)
-    n = 0
-    for i in range(h * w):
-        if flat[i] >= cut:
-            out[n] = i
-            n += 1
-    order = np.argsort(-flat[out[:n]], kind="mergesort")  # stable: equal det keep index order
-    picked = out[:n][order]
-    out[:n] = picked
-    return n
-
-
-@njit(cache=True)
 def search_seeds(det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, seeds: np.ndarray) -> tuple[np.float32, int]:
     """Best (value, flat index) over the seed pixels; (-inf, H*W) when there are none."""
     h, w = det_j.shape
@@ -227,39 +217,19 @@ def search_seeds(det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, seeds:
 
 
 @njit(cache=True)
-def search_list(
-    det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, pixels: np.ndarray, n: int, best: np.float32, best_i: int
-) -> tuple[np.float32, int]:
-    """Continue the search over listed pixels sorted by det descending (valid when every unlisted pixel
-    has det < best): it stops at the first det below the best value."""
-    w = det_j.shape[1]
-    for k in range(n):
-        i = pixels[k]
-        y = i // w
-        x = i - y * w
-        d = det_j[y, x]
-        if d < best:
-            break
-        if d == best and i > best_i:
-            continue
-        v = refine_value(d, tags_j, y, x, ptag)
-        if v > best or (v == best and i < best_i):
-            best = v
-            best_i = i
-    return best, best_i
-
-
-@njit(cache=True)
 def search_blocks(
     det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_max: np.ndarray,
-    det_max2: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, have_range: np.ndarray,
-) -> tuple[np.float32, int]:  # fmt: skip
+    det_max2: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, have_range: np.ndarray, limit: float = np.inf,
+) -> tuple[np.float32, int, int]:  # fmt: skip
     """Continue the search over the whole map: super-blocks, blocks and pixels in nested row-major order,
     each skipped when its det maximum cannot win (the penalty round(distance) is never negative), a block
     also when the upper bound from its tag range cannot. Tag ranges (tag_lo/tag_hi (th, tw, T)) are
-    computed on first use and cached (have_range)."""
+    computed on first use and cached (have_range). Also returns the work done: pixels read in blocks that
+    were not skipped, and in tag ranges computed. Past ``limit`` work it stops early (work > limit then
+    says the search is unfinished; the (best, index) so far is still a value of the map)."""
     h, w = det_j.shape
     span = TILE * TILE
+    work = 0
     for sy in range(det_max2.shape[0]):
         for sx in range(det_max2.shape[1]):
             if _cannot_win(det_max2[sy, sx], sy * span * w + sx * span, best, best_i):
@@ -274,9 +244,13 @@ def search_blocks(
                     if not have_range[ty, tx]:
                         block_tag_range(tags_j, ty, tx, tag_lo[ty, tx], tag_hi[ty, tx])
                         have_range[ty, tx] = True
+                        work += span
                     if _cannot_win(upper_bound(det_max[ty, tx], tag_lo[ty, tx], tag_hi[ty, tx], ptag), first, best,
                                    best_i):  # fmt: skip
                         continue
+                    work += span
+                    if work > limit:
+                        return best, best_i, work
                     for y in range(y0, min(y0 + TILE, h)):
                         for x in range(x0, min(x0 + TILE, w)):
                             d = det_j[y, x]
@@ -287,67 +261,302 @@ def search_blocks(
                             if v > best or (v == best and i < best_i):
                                 best = v
                                 best_i = i
+    return best, best_i, work
+
+
+# ---- tag-space grid: one index per joint, shared by every person missing that joint ----------------------
+
+GRID_COST = 24.0  # a tag grid costs about this many maps of block-search work (pixels read in blocks not skipped)
+CELL = 0.5  # smallest grid cell side in tag units: the k = 0 disk (radius 0.5) touches at most 3 x 3 cells
+GRID_MAX = 64  # cells per gridded tag dimension (wider tag ranges get wider cells)
+LEVELS = 16  # det levels inside each tag cell: a search reads only the levels that can still win
+
+
+@njit(cache=True)
+def tag_grid(
+    det_j: np.ndarray, tags_j: np.ndarray, floor: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+           np.ndarray]:  # fmt: skip
+    """Bucket the pixels of one joint map with det >= ``floor`` by tag cell (the first two tag dimensions)
+    and, inside a cell, by det level (``LEVELS`` equal steps). A counting sort: pixels keep index order
+    inside a bucket. A pixel below ``floor`` cannot beat a search that already holds a value >= floor.
+
+    Returns origin (2,) f64 and size (2,) f64 of the tag cells, shape (2,) int64 (cells per dimension; 1
+    when T = 1); cell_lo/cell_hi (C, T) f32, a box holding every tag of a cell (widened outwards past any
+    rounding; +-inf in the dimensions past the second); per bucket (cell * LEVELS + level): start
+    (C L + 1,) int64 offsets, bucket_max (C L,) f32 max det; per sorted pixel: order (N,) int32 flat
+    index, ds (N,) f32 det.
+    """
+    h, w = det_j.shape
+    n = h * w
+    t_count = tags_j.shape[2]
+    flat_d = det_j.reshape(n)
+    flat_t = tags_j.reshape(n, t_count)
+    two = t_count >= 2
+    lo0 = np.inf
+    hi0 = -np.inf
+    lo1 = 0.0
+    hi1 = 0.0
+    d_lo = np.inf
+    d_hi = -np.inf
+    kept = 0
+    if two:
+        lo1 = np.inf
+        hi1 = -np.inf
+    for i in range(n):
+        d = flat_d[i]
+        if not d >= floor:
+            continue
+        kept += 1
+        d_lo = min(d_lo, np.float64(d))
+        d_hi = max(d_hi, np.float64(d))
+        v = np.float64(flat_t[i, 0])
+        lo0 = min(lo0, v)
+        hi0 = max(hi0, v)
+        if two:
+            v = np.float64(flat_t[i, 1])
+            lo1 = min(lo1, v)
+            hi1 = max(hi1, v)
+    if kept == 0:
+        lo0 = hi0 = lo1 = hi1 = d_lo = d_hi = 0.0
+    origin = np.array([lo0, lo1])
+    size = np.array([max(CELL, (hi0 - lo0) / GRID_MAX), max(CELL, (hi1 - lo1) / GRID_MAX)])
+    shape = np.array([imin(GRID_MAX, int((hi0 - lo0) / size[0]) + 1), imin(GRID_MAX, int((hi1 - lo1) / size[1]) + 1)])
+    inv0 = 1.0 / size[0]
+    inv1 = 1.0 / size[1]
+    d_inv = LEVELS / (d_hi - d_lo) if d_hi > d_lo else 0.0
+    cells = shape[0] * shape[1]
+    buckets = cells * LEVELS
+    bucket_of = np.empty(n, np.int32)
+    start = np.zeros(buckets + 1, np.int64)
+    bucket_max = np.full(buckets, -np.inf, np.float32)
+    for i in range(n):
+        d = flat_d[i]
+        if not d >= floor:
+            bucket_of[i] = -1
+            continue
+        c = imin(int((np.float64(flat_t[i, 0]) - lo0) * inv0), shape[0] - 1) * shape[1]
+        if two:
+            c += imin(int((np.float64(flat_t[i, 1]) - lo1) * inv1), shape[1] - 1)
+        c = c * LEVELS + imin(int((np.float64(d) - d_lo) * d_inv), LEVELS - 1)
+        bucket_of[i] = c
+        start[c + 1] += 1
+        bucket_max[c] = max(bucket_max[c], d)
+    for c in range(buckets):
+        start[c + 1] += start[c]
+    fill = start[:buckets].copy()
+    order = np.empty(kept, np.int32)
+    ds = np.empty(kept, np.float32)
+    for i in range(n):
+        c = bucket_of[i]
+        if c >= 0:
+            pos = fill[c]
+            fill[c] = pos + 1
+            order[pos] = i
+            ds[pos] = flat_d[i]
+    cell_lo = np.full((cells, t_count), -np.inf, np.float32)
+    cell_hi = np.full((cells, t_count), np.inf, np.float32)
+    for a in range(shape[0]):
+        for b in range(shape[1]):
+            c = a * shape[1] + b
+            for dim in range(2 if two else 1):
+                q = a if dim == 0 else b
+                edge = 1e-9 * (abs(origin[dim]) + size[dim] * (shape[dim] + 1))
+                lo = origin[dim] + q * size[dim] - edge
+                hi = origin[dim] + (q + 1) * size[dim] + edge
+                if q > 0:  # the first and last cells also hold the extremes (clamped): leave them open
+                    cell_lo[c, dim] = np.float32(lo - (abs(lo) * 1e-6 + 1e-6))
+                if q < shape[dim] - 1:
+                    cell_hi[c, dim] = np.float32(hi + (abs(hi) * 1e-6 + 1e-6))
+    return origin, size, shape, cell_lo, cell_hi, start, bucket_max, order, ds
+
+
+@njit(cache=True)
+def _search_cell(
+    cell: int, det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int,
+    cell_lo: np.ndarray, cell_hi: np.ndarray, start: np.ndarray, bucket_max: np.ndarray, order: np.ndarray,
+    ds: np.ndarray,
+) -> tuple[np.float32, int]:  # fmt: skip
+    """Every det level of one tag cell, highest first; a bucket is read only if its bound can win."""
+    w = det_j.shape[1]
+    for level in range(LEVELS - 1, -1, -1):
+        c = cell * LEVELS + level
+        s0 = start[c]
+        s1 = start[c + 1]
+        if s0 == s1 or _cannot_win(bucket_max[c], order[s0], best, best_i):
+            continue
+        if _cannot_win(upper_bound(bucket_max[c], cell_lo[cell], cell_hi[cell], ptag), order[s0], best, best_i):
+            continue
+        for pos in range(s0, s1):
+            d = ds[pos]
+            if d < best:
+                continue
+            i = np.int64(order[pos])
+            if d == best and i > best_i:
+                continue
+            y = i // w
+            v = refine_value(d, tags_j, y, i - y * w, ptag)
+            if v > best or (v == best and i < best_i):
+                best = v
+                best_i = int(i)
     return best, best_i
 
 
 @njit(cache=True)
-def refine_pj(
-    persons: np.ndarray, det: np.ndarray, tags: np.ndarray, seeds: np.ndarray, cut: float, ties_positive: bool
-) -> None:
-    """persons (P, J, 3+T) f32 in place; det (J, H, W) f32; tags (J, H, W, T) f32. Missing joints only.
+def search_grid(
+    det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_top: np.float32,
+    origin: np.ndarray, size: np.ndarray, shape: np.ndarray, cell_lo: np.ndarray, cell_hi: np.ndarray,
+    start: np.ndarray, bucket_max: np.ndarray, order: np.ndarray, ds: np.ndarray,
+) -> tuple[np.float32, int]:  # fmt: skip
+    """Continue the search over the grid of :func:`tag_grid`, ring by ring (Chebyshev distance in cells)
+    around the person tag's cell. A bucket is skipped when its det max, or the bound from its cell's tag
+    box, cannot win. Ring r lies at least (r - 1) cells away in tag space, so its values are at most
+    ``det_top - (r - 1) * cell + 0.5`` (round half to even, plus a float margin); the rings stop once that
+    is below the best value. A NaN person tag compares with nothing (np.argmax then answers 0)."""
+    for t in range(ptag.shape[0]):
+        if ptag[t] != ptag[t]:
+            return best, best_i
+    big = np.float64(1 << 40)
+    pc = np.zeros(2, np.int64)
+    reach = 0
+    slack = 1e-3 + 1e-5 * abs(np.float64(det_top))
+    step = np.inf
+    for a in range(2):
+        if a == 1 and ptag.shape[0] == 1:
+            break
+        q = (np.float64(ptag[a]) - origin[a]) / size[a]
+        pc[a] = int(math.floor(min(max(q, -big), big)))
+        reach = max(reach, int(max(pc[a], shape[a] - 1 - pc[a])))
+        slack += 1e-5 * (abs(np.float64(ptag[a])) + abs(origin[a]) + size[a] * shape[a])
+        step = min(step, size[a])
+    first = 0
+    for a in range(2):  # the first ring that touches the grid
+        if pc[a] < 0:
+            first = max(first, -pc[a])
+        elif pc[a] >= shape[a]:
+            first = max(first, pc[a] - shape[a] + 1)
+    for r in range(first, reach + 1):
+        if (r - 1) * step * (1.0 - 1e-5) - 0.5 - slack > np.float64(det_top) - np.float64(best):
+            break
+        for a in (pc[0] - r, pc[0] + r):  # top and bottom rows of the ring
+            if 0 <= a < shape[0]:
+                for b in range(max(pc[1] - r, 0), min(pc[1] + r + 1, shape[1])):
+                    best, best_i = _search_cell(a * shape[1] + b, det_j, tags_j, ptag, best, best_i, cell_lo,
+                                                cell_hi, start, bucket_max, order, ds)  # fmt: skip
+            if r == 0:
+                break
+        if r == 0:
+            continue
+        for b in (pc[1] - r, pc[1] + r):  # left and right columns, without the corners
+            if 0 <= b < shape[1]:
+                for a in range(max(pc[0] - r + 1, 0), min(pc[0] + r, shape[0])):
+                    best, best_i = _search_cell(a * shape[1] + b, det_j, tags_j, ptag, best, best_i, cell_lo,
+                                                cell_hi, start, bucket_max, order, ds)  # fmt: skip
+    return best, best_i
 
-    The search for a missing joint compares (value, flat index) pairs: a larger value wins, an equal value
-    wins with a smaller index, so the visiting order is free and the answer is np.argmax's first occurrence.
-    It starts at ``seeds`` (J, S) (flat indices; the NMS peaks, which usually hold the answer). Then the
-    whole map is searched block by block (:func:`search_blocks`), except for joints missing from many
-    persons: when the seed value is >= ``cut``, only pixels with det >= cut can still win, and those are
-    listed once per joint by det descending, so the search stops at the first det below the best value.
-    """
+
+# ---- refine of one image ----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def person_tags(persons: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """(P, T) f32: every person's tag from its detected joints, before any joint is refined."""
     p_count, j_count = persons.shape[0], persons.shape[1]
-    h, w = det.shape[1], det.shape[2]
     t_count = tags.shape[3]
+    out = np.empty((p_count, t_count), np.float32)
+    found = np.empty((j_count, t_count), np.float32)
+    for p in range(p_count):
+        person_tag(persons, p, tags, found, out[p])
+    return out
+
+
+@njit(cache=True)
+def refine_joint(
+    persons: np.ndarray, j: int, det_j: np.ndarray, tags_j: np.ndarray, seeds_j: np.ndarray, ptags: np.ndarray,
+    ties_positive: bool, grid_cost: float,
+) -> None:  # fmt: skip
+    """Refine joint j of every person missing it.
+
+    Each search compares (value, flat index) pairs: a larger value wins, an equal value wins with a smaller
+    index, so the visiting order is free and the answer is np.argmax's first occurrence. A search starts at
+    the joint's NMS peaks ``seeds_j`` (usually the answer), then covers the whole map block by block
+    (:func:`search_blocks`: cheap when tags are smooth). When the block searches so far predict that the
+    remaining persons would read more than ``grid_cost`` maps' worth of pixels (unstructured tags defeat the
+    block bounds), the remaining persons share one tag-space grid instead (:func:`tag_grid`, about
+    ``grid_cost`` maps' worth to build, then a small search per person): a joint costs O(H W) however many
+    persons miss it. ``grid_cost`` < 0: the grid from the start.
+    """
+    p_count = persons.shape[0]
+    h, w = det_j.shape
+    t_count = tags_j.shape[2]
+    todo = np.empty(p_count, np.int64)
+    n = 0
+    for p in range(p_count):
+        if persons[p, j, 2] == 0:
+            todo[n] = p
+            n += 1
+    if n == 0:
+        return
+    best = np.empty(n, np.float32)
+    best_i = np.empty(n, np.int64)
+    for q in range(n):
+        best[q], best_i[q] = search_seeds(det_j, tags_j, ptags[todo[q]], seeds_j)
     th = (h + TILE - 1) // TILE
     tw = (w + TILE - 1) // TILE
-    sh = (th + TILE - 1) // TILE
-    sw = (tw + TILE - 1) // TILE
-    ptag = np.empty(t_count, np.float32)
-    found = np.empty((j_count, t_count), np.float32)
-    strong = np.empty((j_count, h * w), np.int32)  # untouched pages cost nothing
-    strong_n = np.full(j_count, -1, np.int64)
-    det_max = np.empty((j_count, th, tw), np.float32)
-    det_max2 = np.empty((j_count, sh, sw), np.float32)
-    tag_lo = np.empty((j_count, th, tw, t_count), np.float32)
-    tag_hi = np.empty((j_count, th, tw, t_count), np.float32)
-    have_range = np.zeros((j_count, th, tw), np.bool_)
-    have_blocks = np.zeros(j_count, np.bool_)
-    searches = np.zeros(j_count, np.int64)
-    for p in range(p_count):
-        for j in range(j_count):
-            if persons[p, j, 2] == 0:
-                searches[j] += 1
-    for p in range(p_count):
-        missing = 0
-        for j in range(j_count):
-            if persons[p, j, 2] == 0:
-                missing += 1
-        if missing == 0:
-            continue
-        person_tag(persons, p, tags, found, ptag)
-        for j in range(j_count):
-            if persons[p, j, 2] != 0:
-                continue
-            best, best_i = search_seeds(det[j], tags[j], ptag, seeds[j])
-            if best >= cut and searches[j] >= LIST_MIN_SEARCHES:
-                if strong_n[j] < 0:
-                    strong_n[j] = strong_pixels(det[j], cut, strong[j])
-                best, best_i = search_list(det[j], tags[j], ptag, strong[j], strong_n[j], best, best_i)
-            else:
-                if not have_blocks[j]:
-                    block_max(det[j], det_max[j], det_max2[j])
-                    have_blocks[j] = True
-                best, best_i = search_blocks(det[j], tags[j], ptag, best, best_i, det_max[j], det_max2[j], tag_lo[j],
-                                             tag_hi[j], have_range[j])  # fmt: skip
-            if best_i == h * w:  # nothing comparable (all -inf / NaN): np.argmax answers index 0
-                best_i = 0
-            by = best_i // w
-            place_refined(persons, p, j, det[j], by, best_i - by * w, ties_positive)
+    det_max = np.empty((th, tw), np.float32)
+    det_max2 = np.empty(((th + TILE - 1) // TILE, (tw + TILE - 1) // TILE), np.float32)
+    tag_lo = np.empty((th, tw, t_count), np.float32)
+    tag_hi = np.empty((th, tw, t_count), np.float32)
+    have_range = np.zeros((th, tw), np.bool_)
+    have_blocks = False
+    budget = grid_cost * h * w
+    work = 0.0  # pixels read by this joint's block searches (block_max excluded)
+    q = 0
+    while q < n and grid_cost >= 0:
+        # ski rental: switch once block search has cost as much as the grid would, or earlier when it has read
+        # a quarter map and its average predicts more than the grid for the persons left
+        if work > budget or (work * 4 > h * w and work / q * (n - q) > budget):
+            break
+        if not have_blocks:
+            block_max(det_j, det_max, det_max2)
+            have_blocks = True
+        limit = max(h * w / 16, budget / (n - q))  # one search this long: the grid is the better deal
+        best[q], best_i[q], done = search_blocks(det_j, tags_j, ptags[todo[q]], best[q], best_i[q], det_max, det_max2,
+                                                 tag_lo, tag_hi, have_range, limit)  # fmt: skip
+        work += done
+        if done > limit:
+            break  # unfinished: this person continues in the grid from its best so far
+        q += 1
+    if q < n:
+        floor = best[q]
+        for r in range(q + 1, n):
+            floor = min(floor, best[r])
+        origin, size, shape, cell_lo, cell_hi, start, bucket_max, order, ds = tag_grid(det_j, tags_j, floor)
+        det_top = np.float32(-np.inf)
+        for c in range(bucket_max.shape[0]):
+            det_top = max(det_top, bucket_max[c])
+        for r in range(q, n):
+            best[r], best_i[r] = search_grid(det_j, tags_j, ptags[todo[r]], best[r], best_i[r], det_top, origin, size,
+                                             shape, cell_lo, cell_hi, start, bucket_max, order, ds)  # fmt: skip
+    for q in range(n):
+        found = best_i[q] if best_i[q] < h * w else 0  # nothing comparable (NaN): np.argmax answers index 0
+        by = found // w
+        place_refined(persons, todo[q], j, det_j, by, found - by * w, ties_positive)
+
+
+def _refine_all(
+    persons: np.ndarray, det: np.ndarray, tags: np.ndarray, seeds: np.ndarray, ties_positive: bool,
+    grid_cost: float,
+) -> None:  # fmt: skip
+    """persons (P, J, 3+T) f32 in place; det (J, H, W) f32; tags (J, H, W, T) f32; seeds (J, S) flat indices.
+
+    Person tags are taken first (as the official code does, from the detected joints only), then the joints
+    are independent: joint j writes only persons[:, j], so the joints run in parallel under ``prange``.
+    """
+    ptags = person_tags(persons, tags)
+    for j in prange(persons.shape[1]):
+        refine_joint(persons, j, det[j], tags[j], seeds[j], ptags, ties_positive, grid_cost)
+
+
+refine_pj = njit(cache=True)(_refine_all)
+refine_pj_parallel = njit(parallel=True, cache=False)(_refine_all)  # never cache parallel kernels

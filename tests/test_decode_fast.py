@@ -155,31 +155,78 @@ def _blocks(det_j: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
     )
 
 
-@pytest.mark.parametrize("t", [1, 2])
+@pytest.mark.parametrize("t", [1, 2, 3])
 def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
-    from hhrnet.kernels.refine import search_blocks, search_list, search_seeds, strong_pixels
+    from hhrnet.kernels.refine import search_blocks, search_grid, search_seeds, tag_grid
 
     rng = np.random.default_rng(t)
-    checked_list = 0
-    for trial in range(60):
+    floors = 0
+    for trial in range(80):
         h, w = int(rng.integers(5, 90)), int(rng.integers(5, 90))
         det_j = (np.round(rng.random((h, w)) ** 3 * 8) / 8).astype(np.float32)  # plateaus: many equal values
-        tags_j = np.round(rng.normal(0, 2, (h, w, t)) * 2).astype(np.float32) / 2
-        ptag = np.round(rng.normal(0, 2, t) * 2).astype(np.float32) / 2
+        spread = [0.5, 2.0, 40.0][trial % 3]  # tags within one cell, a few cells, wide cells
+        tags_j = (np.round(rng.normal(0, spread, (h, w, t)) * 2) / 2).astype(np.float32)
+        if trial % 4 == 0:
+            tags_j = tags_j[:, :, :1].repeat(t, axis=2)  # the flip copy equal: tags on the diagonal
+        ptag = (np.round(rng.normal(0, spread * 1.5, t) * 2) / 2).astype(np.float32)  # sometimes off the grid
         dist = (((tags_j - ptag[None, None, :]) ** 2).sum(axis=2)) ** 0.5
         want = int(np.argmax(det_j - np.round(dist)))
         seeds = rng.choice(h * w, int(rng.integers(0, 30)), replace=False).astype(np.int64)
-        for start in (search_seeds(det_j, tags_j, ptag, seeds), (np.float32(-np.inf), h * w)):
-            best, best_i = search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t))
-            assert best_i == want, trial
-        best, best_i = search_seeds(det_j, tags_j, ptag, seeds)
-        pixels = np.empty(h * w, np.int32)
-        if best >= 0.25:
-            n = strong_pixels(det_j, 0.25, pixels)
-            assert np.all(np.diff(det_j.reshape(-1)[pixels[:n]]) <= 0)
-            assert search_list(det_j, tags_j, ptag, pixels, n, best, best_i)[1] == want, trial
-            checked_list += 1
-    assert checked_list > 5
+        some = int(rng.integers(h * w))  # a search holding one pixel's value
+        value = (det_j - np.round(dist).astype(np.float32)).reshape(-1)[some]
+        starts = [search_seeds(det_j, tags_j, ptag, seeds), (np.float32(-np.inf), h * w), (value, some)]
+        values = (det_j - np.round(dist).astype(np.float32)).reshape(-1)
+        for start in starts:
+            assert search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t))[1] == want, trial
+            best, best_i, work = search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t), 64.0)
+            if work > 64:  # stopped early: what it holds is still a value of the map, no better than the answer
+                assert best_i == h * w or values[best_i] == best
+                assert best <= values[want]
+            # the grid holds only pixels >= floor: valid whenever the search already holds a value >= floor
+            floor = start[0] if trial % 2 else np.float32(-np.inf)
+            floors += bool(np.isfinite(floor) and (det_j < floor).any())
+            origin, size, shape, lo, hi, first, bucket_max, order, ds = tag_grid(det_j, tags_j, floor)
+            assert len(order) == int((det_j >= floor).sum())
+            top = bucket_max.max() if len(order) else np.float32(-np.inf)
+            got = search_grid(det_j, tags_j, ptag, start[0], start[1], top, origin, size, shape, lo, hi, first,
+                              bucket_max, order, ds)  # fmt: skip
+            assert got[1] == want, trial
+    assert floors > 5
+
+
+def test_grid_search_with_far_and_nan_person_tags() -> None:
+    from hhrnet.kernels.refine import search_grid, tag_grid
+
+    rng = np.random.default_rng(5)
+    det_j = rng.random((40, 50)).astype(np.float32)
+    tags_j = (rng.random((40, 50, 2)) * 100).astype(np.float32)  # 64 x 64 cells wider than CELL
+    grid = tag_grid(det_j, tags_j, np.float32(-np.inf))
+    assert tuple(grid[2]) == (64, 64)
+    for ptag in ([1e6, -3.0], [-1e30, 1e30], [50.0, 50.0], [0.0, 100.0]):
+        p = np.asarray(ptag, np.float32)
+        want = int(np.argmax(det_j - np.round((((tags_j - p) ** 2).sum(axis=2)) ** 0.5)))
+        got = search_grid(det_j, tags_j, p, np.float32(-np.inf), 2000, det_j.max(), *grid)
+        assert got[1] == want, ptag
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert search_grid(det_j, tags_j, nan, np.float32(-np.inf), 2000, det_j.max(), *grid) == (-np.inf, 2000)
+
+
+@pytest.mark.parametrize("grid_cost", [-1.0, 0.0, 24.0, np.inf])
+def test_refine_paths_equal_reference(grid_cost: float) -> None:
+    # grid from the start / after one block search / by cost / never: the same answers
+    from hhrnet.kernels.decode import decode_jhw
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        det, tags = scene(rng, 8, 17, 40, 52, 2, 2.0)
+        det += rng.random(det.shape).astype(np.float32) * np.float32(0.05)
+        if seed % 2:
+            tags = (rng.random(tags.shape) * 30).astype(np.float32)  # unstructured tags: the grid's case
+        p = DecodeParams()
+        got = decode_jhw(det, tags, np.asarray(p.joint_order, np.int64), p.max_num_people, p.nms_padding,
+                         p.detection_threshold, p.tag_threshold, p.use_detection_val, p.ignore_too_much, True, True,
+                         False, 0, False, grid_cost)  # fmt: skip
+        assert_same(got, decode_reference(det, tags, p))
 
 
 def test_joint_missing_from_many_persons() -> None:

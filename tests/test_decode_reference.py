@@ -133,3 +133,23 @@ def test_params_from_config() -> None:
                           with_center=True))  # fmt: skip
     p = DecodeParams.from_config(cfg)
     assert (p.num_joints, p.max_num_people, p.max_persons, p.ties_positive) == (17, 20, 40, True)
+
+
+def test_official_order_lives_in_the_kernels_and_matches_the_config() -> None:
+    import subprocess
+    import sys
+
+    from hhrnet.config import COCO_JOINT_ORDER
+    from hhrnet.kernels.params import OFFICIAL_COCO_ORDER
+
+    assert OFFICIAL_COCO_ORDER is COCO_JOINT_ORDER  # one definition, owned by the decoder's parameters
+    assert DecodeParams.official() == DecodeParams() and DecodeParams.official().joint_order == OFFICIAL_COCO_ORDER
+    assert DecodeParams.official(14).joint_order == OFFICIAL_COCO_ORDER[:14]
+    assert DecodeParams.official(18, center_first=True).joint_order == (17, *OFFICIAL_COCO_ORDER)
+    assert DecodeParams.official(refine=False).refine is False
+    code = (
+        "import sys; import hhrnet.kernels.decode, hhrnet.kernels.reference, hhrnet.kernels.params;"
+        "bad = [m for m in ('hhrnet.config', 'torch') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr  # kernels never import the config layer or torch
