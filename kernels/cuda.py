@@ -37,6 +37,7 @@ from numba.extending import overload
 from hhrnet.errors import InputError
 from hhrnet.kernels.decode import DecodedBatch
 from hhrnet.kernels.group import group_image, mul_rn, person_capacity
+from hhrnet.kernels.munkres import NOT_CONVERGED
 from hhrnet.kernels.params import DecodeParams
 from hhrnet.kernels.peaks import floor_log2, scratch_size, topk_nms_hw
 from hhrnet.kernels.posenms import suppress
@@ -318,7 +319,7 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
         dev((b_count, mw), np.bool_), dev((b_count, 2 * mw + 1, 2), np.int64), poses, scores, counts, overflow,
     )  # fmt: skip
     if (counts.copy_to_host(stream=stream) < 0).any():  # only non-finite maps can make grouping give up
-        raise InputError("grouping did not converge on the device: the peak tags or values are not finite")
+        raise InputError(f"on the device: {NOT_CONVERGED}")
     if params.adjust:
         adjust_kernel[_grid(b_count * capacity * j_count), THREADS, stream](poses, counts, d_det, params.ties_positive)
     if params.refine:

@@ -27,7 +27,7 @@ from numba import njit
 from numba.extending import overload
 
 from hhrnet.errors import InputError
-from hhrnet.kernels.munkres import STAR, solve_square
+from hhrnet.kernels.munkres import NOT_CONVERGED, STAR, solve_square
 from hhrnet.kernels.peaks import imax, imin
 
 PAD_COST = 1e10  # the official padding value for surplus candidates
@@ -263,5 +263,5 @@ def group_jm(
                     use_detection_val, ignore_too_much, unique_keys, max_persons, persons, keys, tag_rows,
                     tag_count, rows, ctags, means, raw, cost, marks, row_cover, col_cover, path)  # fmt: skip
     if n < 0:
-        raise InputError("grouping did not converge: the peak tags or values are not finite")
+        raise InputError(NOT_CONVERGED)
     return persons[:n].astype(np.float32)

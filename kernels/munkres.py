@@ -29,6 +29,11 @@ from numba import njit
 
 from hhrnet.errors import InputError
 
+NOT_CONVERGED = (
+    "grouping did not converge: the assignment costs are not finite or too large to compare "
+    "(NaN, infinite or huge peak values or tags)"
+)
+
 _NO_VALUE = 9.223372036854775807e18  # munkres 1.1.4 starts its minimum search at sys.maxsize
 STAR = 1
 PRIME = 2
@@ -193,7 +198,7 @@ def assign(cost: np.ndarray) -> np.ndarray:
     col_cover = np.zeros(n, np.bool_)
     path = np.zeros((2 * n + 1, 2), np.int64)
     if not solve_square(c, n, marks, row_cover, col_cover, path):
-        raise InputError("the assignment problem did not converge: the cost matrix holds NaN or infinite values")
+        raise InputError(NOT_CONVERGED)
     out = np.empty((min(rows, cols), 2), np.int64)
     k = 0
     for r in range(rows):
