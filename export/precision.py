@@ -248,6 +248,20 @@ def sort_topologically(graph: Any) -> None:
     graph.node.extend(nodes[i] for i in order)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger at WARNING; keep it for errors meanwhile."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over prepared inputs."""
 
@@ -305,7 +319,7 @@ def to_int8(
     with tempfile.TemporaryDirectory(prefix="hhrnet-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # progress prints, advice logs
             quantize_static(
                 str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -379,8 +393,10 @@ def convert(
     model = onnx.load(str(onnx_path))
     keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else keep)
     calibration: dict[str, Any] | None = None
+    kept: list[str] = []
+    extra: dict[str, Any] = {}
     if precision == "fp32":
-        kept, extra, converted = [], {}, 0
+        converted = 0
     elif precision == "fp16":
         model, kept, extra = to_fp16(model, keep)
         converted = sum(1 for n in model.graph.node if n.name not in set(kept) and n.op_type != "Cast")
