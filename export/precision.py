@@ -376,7 +376,8 @@ def convert(
 ) -> PrecisionReport:
     """Write ``out``: the fp32 export ``onnx_path`` at ``precision``, its contract updated to say so.
 
-    ``keep`` defaults to :data:`DEFAULT_KEEP` for the precision. int8 needs ``calib_images``.
+    ``keep`` defaults to :data:`DEFAULT_KEEP` for the precision (``["none"]``: keep nothing). int8 needs
+    ``calib_images``.
     """
     import onnx
 
@@ -391,7 +392,7 @@ def convert(
     if precision == "int8" and calib_images is None:
         raise InputError("int8 needs --calib-images: a folder of representative images")
     model = onnx.load(str(onnx_path))
-    keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else keep)
+    keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else (k for k in keep if k != "none"))
     calibration: dict[str, Any] | None = None
     kept: list[str] = []
     extra: dict[str, Any] = {}

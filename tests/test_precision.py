@@ -81,7 +81,7 @@ def test_fp16_keeps_io_fp32_and_the_kept_groups(fp32: dict[str, Path], tmp_path:
         err = float(np.abs(r - g).max())
         assert 0 < err < 2e-2 * float(np.abs(r).max())  # rounded like fp16, but close
     # keeping nothing converts the aggregation too: more nodes converted, a different file
-    rep_all = convert(fp32["aggregate"], tmp_path / "fp16all.onnx", "fp16", keep=[])
+    rep_all = convert(fp32["aggregate"], tmp_path / "fp16all.onnx", "fp16", keep=["none"])
     assert rep_all.kept == [] and rep_all.converted > rep.converted
 
 
