@@ -212,3 +212,36 @@ def test_cli_export_converts_and_engine_takes_the_files_precision(fp32: dict[str
     assert "is int8: an engine takes its ONNX file's precision" in str(res.exception)
     res = runner.invoke(app, ["export", "--onnx", str(fp32["aggregate"])])
     assert isinstance(res.exception, ConfigError) and "give --precision fp16 or int8" in str(res.exception)
+
+
+def test_precision_rows_interleave_and_report_sizes(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from hhrnet.benchmarks.latency import precision_rows
+
+    calls: list[str] = []
+
+    def net(label: str):  # noqa: ANN202 - a network callable recording its calls
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+            calls.append(label)
+            return [x]
+
+        return run
+
+    rows = precision_rows([("a", "fp32", net("a"), str(fp32["raw"])), ("b", "int8", net("b"), None)], 64, repeats=3)
+    assert calls == ["a", "b"] * 4  # warm-up, then alternating repetitions
+    assert [r["variant"] for r in rows] == ["a", "b"] and rows[0]["speedup_vs_first"] == 1.0
+    assert rows[0]["onnx_MB"] == round(fp32["raw"].stat().st_size / 2**20, 2) and rows[1]["onnx_MB"] is None
+    assert rows[1]["precision"] == "int8" and rows[1]["n"] == 3 and "cpu_flags" in rows[1]
+
+
+def test_parity_rows_say_how_a_precision_was_made(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from hhrnet.benchmarks.parity import precision_info
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.precision import convert
+
+    assert precision_info(read_contract(fp32["raw"])) == {}
+    half = convert(fp32["raw"], tmp_path / "h.onnx", "fp16", keep=["heads", "deconv"]).artifact
+    assert precision_info(half) == {"kept_fp32": "heads,deconv"}
+    q = convert(fp32["raw"], tmp_path / "q.onnx", "int8", calib_images=COCO, calib_count=2).artifact
+    assert precision_info(q) == {"kept_fp32": "heads", "calibration": "percentile 99.999, 2 images",
+                                 "activations": "int8 symmetric"}  # fmt: skip
