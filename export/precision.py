@@ -48,6 +48,7 @@ GROUPS = ("stem", "heads", "deconv", "aggregate")
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
 CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8_OPS = ("Conv", "ConvTranspose", "Add")  # weighted layers and the residual additions that follow them
 
 # Measured defaults (benchmarks/RESULTS.md, "precision"): what stays in higher precision and how int8 calibrates.
@@ -382,6 +383,7 @@ def convert(
     import onnx
 
     from hhrnet.export.onnx import read_contract, write_contract
+    from hhrnet.export.opsets import unsupported_ops
     from hhrnet.io import atomic_write_bytes
 
     if precision not in ("fp32", "fp16", "int8"):
@@ -410,7 +412,10 @@ def convert(
     new = dataclasses.replace(artifact, precision=precision, calibration=calibration, extra=extra)
     write_contract(model, new)
     onnx.checker.check_model(model, full_check=True)
+    ops = sorted({n.op_type for n in model.graph.node})
+    bad = unsupported_ops(set(ops) - QDQ_OPS)  # Q/DQ: TensorRT's explicit quantization, parsed since 8.0
+    if bad:
+        raise BackendError(f"the {precision} graph uses ops TensorRT's ONNX parser does not support: {', '.join(bad)}")
     path = Path(out)
     atomic_write_bytes(path, model.SerializeToString())
-    ops = sorted({n.op_type for n in model.graph.node})
     return PrecisionReport(path, new, kept, converted, ops)

@@ -60,6 +60,7 @@ def test_fp16_keeps_io_fp32_and_the_kept_groups(fp32: dict[str, Path], tmp_path:
     from hhrnet.runtime.ort import OrtSession
 
     rep = convert(fp32["aggregate"], tmp_path / "fp16.onnx", "fp16", keep=["aggregate"])
+    assert "Cast" in rep.op_types
     model = _load(rep.path)
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
     inits = {t.name: t.data_type for t in model.graph.initializer}
@@ -116,12 +117,14 @@ def _qdq(model):  # noqa: ANN001, ANN202 - onnx ModelProto -> {node name: node},
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:
     from hhrnet.export.onnx import read_contract
+    from hhrnet.export.opsets import TENSORRT_ONNX_OPS
     from hhrnet.export.precision import convert, tensorrt_problems
     from hhrnet.runtime.ort import OrtSession
 
     rep = convert(fp32["aggregate"], tmp_path / "int8.onnx", "int8", calib_images=COCO, calib_count=3,
                   method="minmax", target=target)  # fmt: skip
     model = _load(rep.path)
+    assert set(rep.op_types) <= TENSORRT_ONNX_OPS | {"QuantizeLinear", "DequantizeLinear"}
     nodes, inits = _qdq(model)
     producers = {o: n for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
