@@ -191,6 +191,7 @@ def test_conversion_refusals(fp32: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="precision must be"):
         convert(fp32["aggregate"], tmp_path / "x.onnx", "bf16")
     half = convert(fp32["aggregate"], tmp_path / "h.onnx", "fp16")
+    assert half.kept == [] and half.artifact.extra["kept_fp32"] == []  # the measured default keeps nothing
     with pytest.raises(ConfigError, match="already fp16"):
         convert(half.path, tmp_path / "x.onnx", "int8", calib_images=COCO)
 

@@ -77,7 +77,7 @@ def export(
         list[str] | None,
         typer.Option(
             help="Node groups (stem, heads, deconv, aggregate) or node-name regexes left in fp32 (repeatable); "
-            "default: aggregate for fp16, heads for int8; none keeps nothing."
+            "default: none for fp16, heads for int8; none keeps nothing."
         ),
     ] = None,
     int8_target: Annotated[
