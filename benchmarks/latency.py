@@ -95,3 +95,37 @@ def batch_rows(
                      "input": f"{b}x3x{size}x{size}", "images_per_s": round(b / (t.p50 / 1e3), 1),
                      "warmup_ms": round(warm * 1e3, 1), **t.as_row(), **env})  # fmt: skip
     return rows
+
+
+def precision_rows(
+    networks: Sequence[tuple[str, str, Any, str | None]], size: int = 512, repeats: int = 5, batch: int = 1
+) -> list[Row]:
+    """Network latency of the same model at several precisions, interleaved in one run at (batch, 3, S, S).
+
+    ``networks``: (label, precision, network, ONNX path or None); the first is the baseline the speedups
+    are ratios to. Calls alternate between the networks so drifting machine load hits them alike.
+    """
+    import os
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    warm = {}
+    for label, _, net, _ in networks:
+        t0 = time.perf_counter()
+        net(x)
+        warm[label] = (time.perf_counter() - t0) * 1e3
+    samples: dict[str, list[float]] = {label: [] for label, *_ in networks}
+    for _ in range(repeats):
+        for label, _, net, _ in networks:
+            t0 = time.perf_counter()
+            net(x)
+            samples[label].append(time.perf_counter() - t0)
+    base = summarize(samples[networks[0][0]])
+    rows = []
+    for label, precision, net, path in networks:
+        t = summarize(samples[label])
+        size_mb = round(os.path.getsize(path) / 2**20, 2) if path else None
+        rows.append({"benchmark": "latency_precision", "variant": label, "precision": precision,
+                     "input": f"{batch}x3x{size}x{size}", "onnx_MB": size_mb,
+                     "speedup_vs_first": round(base.p50 / t.p50, 3), "warmup_ms": round(warm[label], 1),
+                     **t.as_row(), **environment(getattr(net, "device", "cpu"))})  # fmt: skip
+    return rows

@@ -4,14 +4,16 @@ images with the same pycocotools evaluation.
 For each variant: its AP against the ground truth, ΔAP against the baseline, and an "agreement AP" that
 scores the variant's predictions against the baseline's predictions used as ground truth (1.0 = the same
 poses). Gates (AP points, i.e. AP x 100): exact decoders ΔAP = 0; ONNX Runtime fp32 |ΔAP| <= 0.1;
-fp16 <= 0.3; int8 <= 1.0.
+fp16 <= 0.3; int8 <= 1.0. Reduced-precision rows (fp16 / int8 ONNX files made by ``hhrnet export
+--precision``) carry how they were made: the groups kept in fp32 and, for int8, the calibration method,
+image count and activation type, so a calibration choice can be read off the table.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,21 @@ class Variant:
     network: Any  # a network callable; its ``graph`` attribute (default raw) says what it returns
     decoder: str
     gate: str  # key of GATES
+    info: Mapping[str, Any] = field(default_factory=dict)  # extra columns (e.g. calibration of an int8 file)
+
+
+def precision_info(artifact: Any) -> dict[str, Any]:
+    """Columns describing how an exported file's precision was made (empty for fp32)."""
+    if artifact is None or artifact.precision == "fp32":
+        return {}
+    cal = artifact.calibration or {}
+    info: dict[str, Any] = {"kept_fp32": ",".join(artifact.extra.get("kept_fp32", [])) or "none"}
+    if cal:
+        method = cal.get("method", "")
+        if method == "percentile":
+            method = f"percentile {cal.get('percentile')}"
+        info |= {"calibration": f"{method}, {cal.get('count')} images", "activations": cal.get("activations", "")}
+    return info
 
 
 def _as_ground_truth(results: Sequence[Mapping[str, Any]], ann: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,5 +87,5 @@ def run(
         rows.append({"benchmark": "parity", "variant": v.name, "graph": getattr(v.network, "graph", "raw"),
                      "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
                      "delta_AP_points": round(delta, 4), "agreement_AP": round(agreement, 5), "gate": limit,
-                     "passed": abs(delta) <= limit + 1e-9, "images": res.images, **env})  # fmt: skip
+                     "passed": abs(delta) <= limit + 1e-9, "images": res.images, **v.info, **env})  # fmt: skip
     return rows

@@ -30,8 +30,10 @@ COLUMNS: dict[str, list[str]] = {
     ],
     "latency_people": ["maps", "T", "people", "p50_ms", "p90_ms", "p99_ms"],
     "latency_batch": ["backend", "precision", "input", "p50_ms", "p99_ms", "images_per_s", "warmup_ms"],
+    "latency_precision": ["variant", "precision", "input", "onnx_MB", "p50_ms", "p90_ms", "speedup_vs_first"],
     "parity": ["variant", "decoder", "images", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"],
 }
+OPTIONAL: dict[str, list[str]] = {"parity": ["kept_fp32", "calibration", "activations"]}  # shown when present
 
 
 def render(rows: Sequence[Row]) -> str:
@@ -41,9 +43,9 @@ def render(rows: Sequence[Row]) -> str:
         if not sel:
             continue
         r0 = sel[0]
-        env = ", ".join(f"{k} {r0.get(k)}" for k in ("machine", "cpu_flags", "device", "python", "torch", "numba",
-                                                        "onnxruntime")
-                        if r0.get(k))  # fmt: skip
+        cols = cols + [c for c in OPTIONAL.get(kind, []) if any(c in r for r in sel)]
+        env = ", ".join(f"{k} {r0.get(k)}" for k in ("machine", "device", "python", "torch", "numba", "onnxruntime",
+                                                     "cpu_flags") if r0.get(k))  # fmt: skip
         out.append(f"#### {kind} — {r0.get('date', '?')}, commit {r0.get('commit', '?')}\n\n{env}\n")
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "---|" * len(cols))

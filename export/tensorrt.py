@@ -1,17 +1,25 @@
-"""TensorRT engine builder: fp32/fp16/int8, optimization profiles, persistent timing cache, engine cache.
+"""TensorRT engine builder: strongly typed networks from ONNX files whose precision is in the graph.
 
-Written against the TensorRT 10 Python API and type-checked with ``tensorrt-stubs``. TensorRT is not
-installable on the project's CPU machines, so building has not been run there; the cache keys, profile
-parsing, calibration batches and sidecar files are tested without it.
+TensorRT 11 removed weak typing (``BuilderFlag.FP16/INT8/BF16``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
+implicit int8 calibrators, per-layer precision) and 10.12+ deprecated it. One code path serves both: the
+ONNX file carries its precision (fp16 casts, int8 Q/DQ pairs: :mod:`hhrnet.export.precision`) and the
+network is created with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (required for this mode on 10.x,
+always on in 11.x, where the flag is still accepted). No precision builder flag and no calibrator is ever
+touched; the only version check is on that creation flag.
 
-* Engine cache: the engine lands in ``cache_dir/<key>.engine`` where the key hashes the ONNX bytes, the
-  TensorRT version, the GPU compute capability, the precision, the profiles and the kept-precision layers;
-  an unchanged build returns the cached file at once.
-* A sidecar ``<engine>.json`` records what the engine was built for; the runtime checks it before it
-  deserialises anything (see :mod:`hhrnet.export.trt_runtime`).
-* int8: entropy calibration (IInt8EntropyCalibrator2) over a folder of images preprocessed exactly as at
-  test time; the calibration cache file is kept and reused. Layers whose names match ``keep_fp32``
-  patterns (default: the final 1x1 conv that produces the tags) stay in fp32.
+* Profiles come from the contract the file carries (:func:`default_profiles`): a static export gets its
+  fixed square; a letterbox codec its square; the official resize a short side at the codec's input size
+  (times each test scale) and a long side up to twice that. ``--profile`` overrides.
+* Engine cache ``cache_dir/<key>.engine``: the key hashes the ONNX bytes (so its precision, Q/DQ scales
+  and calibration provenance), the TensorRT version, the GPU name and compute capability, the profiles
+  and the builder settings; an unchanged build returns the cached file at once.
+* Timing cache ``cache_dir/timing-<trt>-<gpu>.cache``: kept per TensorRT version and GPU (a timing cache
+  is only valid there), shared by every engine built on that pair.
+* A sidecar ``<engine>.json`` records what the engine was built for and the ONNX file's contract; the
+  runtime checks it before deserialising (:func:`hhrnet.runtime.tensorrt.check_engine`).
+
+Type-checked with ``tensorrt-stubs``; TensorRT itself is not installable on the project's CPU machines, so
+the build is tested there with a fake of the API surface it uses (tests/test_tensorrt.py).
 """
 
 from __future__ import annotations
@@ -19,19 +27,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, InputError
 from hhrnet.runtime.artifact import Artifact
 
 Shape = tuple[int, int, int, int]
-DEFAULT_KEEP_FP32 = (r"final_layers\.0",)
+MIN_TENSORRT = 10  # strongly typed networks with explicit Q/DQ int8 and fp16 casts
+MAX_ASPECT = 2  # default profiles cover images up to 2:1 under the official resize
 
 
 @dataclass(frozen=True)
@@ -67,44 +73,57 @@ class Profile:
     def contains(self, shape: Sequence[int]) -> bool:
         return all(a <= s <= b for a, s, b in zip(self.min, shape, self.max, strict=True))
 
+    def text(self) -> str:
+        return ":".join("x".join(map(str, s)) for s in (self.min, self.opt, self.max))
+
+
+def _up64(x: float) -> int:
+    return int(-(-x // 64) * 64)
+
+
+def default_profiles(artifact: Artifact, max_batch: int = 1) -> tuple[Profile, ...]:
+    """The profile the contract implies: every input shape its codec produces (batch 1..``max_batch``).
+
+    Static export: its fixed (H, W). Letterbox codec: the letterbox square. Official resize: the short side
+    is the input size at each test scale (rounded up to 64 like the codec), the long side up to
+    :data:`MAX_ASPECT` times that; OPT is the short side by a 4:3 long side at scale 1 (most photos).
+    """
+    if max_batch < 1:
+        raise InputError(f"max batch must be positive, got {max_batch}")
+    codec = artifact.codec
+    if artifact.static_hw is not None or codec.letterbox:
+        h, w = artifact.static_hw or (codec.letterbox, codec.letterbox)
+        return (Profile((1, 3, h, w), (1, 3, h, w), (max_batch, 3, h, w)),)
+    min_scale = min(codec.scales)
+    base = _up64(min_scale * codec.input_size)
+    shorts = [int(base * s / min_scale) for s in codec.scales]
+    lo, hi = min(shorts), max(shorts)
+    short1 = int(base / min_scale)
+    opt = (1, 3, short1, _up64(short1 * 4 / 3))
+    return (Profile((1, 3, lo, lo), opt, (max_batch, 3, MAX_ASPECT * hi, MAX_ASPECT * hi)),)
+
 
 @dataclass(frozen=True)
 class BuildSpec:
-    precision: str
+    """What, besides the ONNX file, TensorRT and the GPU, changes the engine."""
+
     profiles: tuple[Profile, ...]
-    keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32
     workspace_gib: float = 4.0
+    optimization_level: int = 3  # TensorRT's default builder optimisation level
 
 
-def cache_key(onnx_bytes: bytes, spec: BuildSpec, trt_version: str, compute_capability: str) -> str:
+def cache_key(onnx_bytes: bytes, spec: BuildSpec, trt_version: str, gpu: str, compute_capability: str) -> str:
     h = hashlib.sha256()
     h.update(hashlib.sha256(onnx_bytes).digest())
-    h.update(json.dumps({"trt": trt_version, "sm": compute_capability, "spec": asdict(spec)}, sort_keys=True).encode())
+    meta = {"trt": trt_version, "gpu": gpu, "sm": compute_capability, "spec": asdict(spec)}
+    h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
-def calibration_batches(
-    image_dir: str | Path, codec: Codec, batch_size: int = 8, limit: int = 512
-) -> Iterator[np.ndarray]:
-    """(B, 3, S, S) f32 batches preprocessed by ``codec`` letterboxed to its input size (fixed batch shape)."""
-    from hhrnet.images import IMAGE_SUFFIXES, read_image
-
-    boxed = codec.replace(letterbox=codec.letterbox or codec.input_size, scales=(1.0,))
-    files = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"no calibration images in {image_dir}")
-    batch: list[np.ndarray] = []
-    for path in files[:limit]:
-        try:
-            image = read_image(path)
-        except InputError:
-            continue
-        batch.append(boxed.preprocess(image).inputs[0][1])
-        if len(batch) == batch_size:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
+def timing_cache_path(cache_dir: str | Path, trt_version: str, gpu: str, compute_capability: str) -> Path:
+    """One timing cache per TensorRT version and GPU model."""
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{trt_version}-{gpu}-sm{compute_capability}").strip("-")
+    return Path(cache_dir) / f"timing-{tag}.cache"
 
 
 def sidecar_payload(
@@ -115,71 +134,102 @@ def sidecar_payload(
     artifact contract of the ONNX file it came from, so the engine runs with nothing beside it."""
     return {
         "key": key, "tensorrt": trt_version, "compute_capability": compute_capability, "gpu": gpu,
-        "precision": precision, "profiles": profiles, "onnx_sha256": onnx_sha256, "contract": contract.metadata(),
+        "precision": precision, "profiles": profiles, "onnx_sha256": onnx_sha256, "strongly_typed": True,
+        "contract": contract.metadata(),
     }  # fmt: skip
+
+
+def network_flags(trt: Any) -> int:
+    """Creation flags of a strongly typed network on TensorRT 10.x and 11.x; BackendError on older ones.
+
+    The one place the two versions differ for this builder: 10.x needs ``STRONGLY_TYPED`` requested, 11.x
+    has every network strongly typed (the flag is accepted; if a later release drops the enum member,
+    0 is the same request).
+    """
+    major = int(str(trt.__version__).split(".")[0])
+    if major < MIN_TENSORRT:
+        raise BackendError(f"TensorRT {trt.__version__} is too old: strongly typed builds need TensorRT 10 or newer")
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        if major == MIN_TENSORRT:
+            raise BackendError(f"TensorRT {trt.__version__} lacks NetworkDefinitionCreationFlag.STRONGLY_TYPED")
+        return 0
+    return 1 << int(flag)
+
+
+def check_onnx_for_tensorrt(model: Any, artifact: Artifact, source: str) -> None:
+    """BackendError when the file's quantization is one TensorRT cannot take (e.g. a ``--int8-target cpu``
+    file with uint8 activations)."""
+    from hhrnet.export.precision import tensorrt_problems
+
+    if artifact.precision != "int8":
+        return
+    problems = tensorrt_problems(model)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; ... ({len(problems)} in all)" if len(problems) > 3 else "")
+        raise BackendError(
+            f"{source} is quantized in a form TensorRT does not accept ({shown}): export it with "
+            "--precision int8 --int8-target tensorrt"
+        )
 
 
 def build_engine(
     onnx_path: str | Path,
     *,
-    precision: str = "fp16",
-    profiles: Sequence[Profile] = (Profile((1, 3, 256, 256), (1, 3, 512, 512), (1, 3, 1024, 1024)),),
+    profiles: Sequence[Profile] | None = None,
+    max_batch: int = 1,
     cache_dir: str | Path = ".hhrnet-cache",
-    calib_images: str | Path | None = None,
-    keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
     out: str | Path | None = None,
+    workspace_gib: float = 4.0,
+    optimization_level: int = 3,
 ) -> Path:
-    """Build (or fetch from the cache) an engine for ``onnx_path``; returns the engine path."""
+    """Build (or fetch from the cache) a strongly typed engine for ``onnx_path``; returns the engine path.
+
+    ``profiles`` default to :func:`default_profiles` of the file's contract with ``max_batch``.
+    """
+    import onnx
+
     from hhrnet.deps import require_tensorrt
     from hhrnet.export.onnx import read_contract
     from hhrnet.io import atomic_write_bytes, atomic_write_text
     from hhrnet.runtime.tensorrt import device_info, sidecar
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
-    if precision == "int8" and calib_images is None:
-        raise InputError("int8 needs --calib-images (a folder of representative images)")
-    trt = require_tensorrt()
-    dev = device_info()
     contract = read_contract(onnx_path)  # the engine carries the ONNX file's contract, so it runs alone
     onnx_bytes = Path(onnx_path).read_bytes()
-    spec = BuildSpec(precision, tuple(profiles), tuple(keep_fp32))
-    key = cache_key(onnx_bytes, spec, trt.__version__, dev.compute_capability)
+    check_onnx_for_tensorrt(onnx.load_from_string(onnx_bytes), contract, str(onnx_path))
+    chosen = tuple(profiles) if profiles else default_profiles(contract, max_batch)
+    if not 0 <= optimization_level <= 5:
+        raise InputError(f"the builder optimisation level must be 0..5, got {optimization_level}")
+    trt = require_tensorrt()
+    flags = network_flags(trt)
+    dev = device_info()
+    spec = BuildSpec(chosen, workspace_gib, optimization_level)
+    key = cache_key(onnx_bytes, spec, trt.__version__, dev.name, dev.compute_capability)
     cache = Path(cache_dir)
     engine_path = Path(out) if out is not None else cache / f"{key}.engine"
     side = sidecar(engine_path)
-    if engine_path.is_file() and side.is_file() and json.loads(side.read_text()).get("key") == key:
-        return engine_path
+    if engine_path.is_file() and side.is_file():
+        try:
+            if json.loads(side.read_text()).get("key") == key:
+                return engine_path
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged sidecar: rebuild
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(spec.workspace_gib * (1 << 30)))
-    timing_path = cache / "timing.cache"
+    config.builder_optimization_level = spec.optimization_level
+    timing_path = timing_cache_path(cache, trt.__version__, dev.name, dev.compute_capability)
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing, ignore_mismatch=False)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    calibrator = None
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        calibrator = make_calibrator(trt, calib_images, contract.codec, cache / f"{key}.calib")  # type: ignore[arg-type]
-        config.int8_calibrator = calibrator
-        patterns = [re.compile(p) for p in keep_fp32]
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if any(p.search(layer.name) for p in patterns):
-                layer.precision = trt.float32
-                for o in range(layer.num_outputs):
-                    layer.set_output_type(o, trt.float32)
     name = network.get_input(0).name
-    for prof in profiles:
+    for prof in chosen:
         p = builder.create_optimization_profile()
         p.set_shape(name, prof.min, prof.opt, prof.max)
         config.add_optimization_profile(p)
@@ -191,41 +241,7 @@ def build_engine(
     atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
     atomic_write_text(side, json.dumps(sidecar_payload(
         contract, key=key, trt_version=trt.__version__, gpu=dev.name, compute_capability=dev.compute_capability,
-        precision=precision, profiles=[asdict(p) for p in profiles], onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        precision=contract.precision, profiles=[asdict(p) for p in chosen],
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
     ), indent=2))  # fmt: skip
     return engine_path
-
-
-def make_calibrator(trt: Any, image_dir: str | Path, codec: Codec, cache_file: Path) -> Any:
-    """An IInt8EntropyCalibrator2 feeding test-time-preprocessed images; the cache file is kept."""
-    from hhrnet.runtime.tensorrt import DeviceBuffer
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined,misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.batches = calibration_batches(image_dir, codec)
-            self.batch_size = 8
-            self.buffer: DeviceBuffer | None = None
-
-        def get_batch_size(self) -> int:
-            return self.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            try:
-                batch = np.ascontiguousarray(next(self.batches), np.float32)
-            except StopIteration:
-                return None
-            if self.buffer is None or self.buffer.nbytes < batch.nbytes:
-                self.buffer = DeviceBuffer(batch.nbytes)
-            self.buffer.copy_from_host(batch)
-            return [self.buffer.ptr]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_file.read_bytes() if cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache: bytes) -> None:
-            from hhrnet.io import atomic_write_bytes
-
-            atomic_write_bytes(cache_file, bytes(cache))
-
-    return Calibrator()

@@ -15,6 +15,14 @@ bench_app = typer.Typer(help="Latency, AP-parity, serving and the CI regression 
 
 CompareOpt = Annotated[Path | None, typer.Option("--compare", help="Baseline rows (JSON) to compare ratios against.")]
 RegressionOpt = Annotated[str, typer.Option("--max-regression", help="Allowed ratio regression, e.g. 10%.")]
+VariantOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--variant",
+        help="More ONNX files of the same model (e.g. hhrnet export --precision fp16/int8), measured in the same "
+        "run as --onnx (repeatable).",
+    ),
+]
 
 
 @bench_app.command("latency")
@@ -27,11 +35,14 @@ def latency(
     repeats: Annotated[int, typer.Option(help="Warm repetitions per stage.")] = 10,
     people: Annotated[str, typer.Option(help="People counts for the decode sweep.")] = "1,5,15,30",
     batches: Annotated[str, typer.Option(help="Batch sizes for the network throughput sweep.")] = "1,8",
+    variant: VariantOpt = None,
+    size: Annotated[int | None, typer.Option(help="Square side for the precision rows (default: input size).")] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Per-stage p50/p90/p99 for each backend given (host aggregation share included), decode vs people."""
+    """Per-stage p50/p90/p99 for each backend given (host aggregation share included), decode vs people;
+    with --variant, the network latency of each precision against --onnx, interleaved in one run."""
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
+    from hhrnet.benchmarks.latency import batch_rows, people_rows, precision_rows, stage_rows
     from hhrnet.cli.common import open_model
     from hhrnet.errors import ConfigError
     from hhrnet.export.parity import sample_images
@@ -39,6 +50,8 @@ def latency(
 
     if checkpoint is None and onnx is None:
         raise ConfigError("give --checkpoint and/or --onnx to time")
+    if variant and onnx is None:
+        raise ConfigError("--variant files are timed against --onnx: give the fp32 export as --onnx")
     img = read_image(image) if image is not None else sample_images(None, 1)[0]
     status = Console(stderr=True, soft_wrap=True)
     loaded = []
@@ -59,6 +72,19 @@ def latency(
     for m in loaded:
         rows += batch_rows(m.network, m.backend, m.precision, min(m.codec.input_size, 512),
                            tuple(int(b) for b in batches.split(",")))  # fmt: skip
+    if variant:
+        assert onnx is not None
+        onnx_model = loaded[-1]
+        side = size or onnx_model.codec.letterbox or onnx_model.codec.input_size
+        nets = [(f"{onnx.name}", onnx_model.precision, onnx_model.network, str(onnx))]
+        for v in variant:
+            m = open_model(config=config, set_=set_, onnx=v)
+            nets.append((v.name, m.precision, m.network, str(v)))
+        status.print(f"timing the network at {side}x{side} per precision ({', '.join(n[0] for n in nets)}) ...")
+        rows += precision_rows(nets, side, repeats)
+        print_table([r for r in rows if r["benchmark"] == "latency_precision"],
+                    ["variant", "precision", "input", "onnx_MB", "p50_ms", "p90_ms", "speedup_vs_first"],
+                    f"network latency per precision ({rows[-1]['cpu_flags']})")  # fmt: skip
     print_table([r for r in rows if r["benchmark"] == "latency"],
                 ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
                 "latency (ms)")  # fmt: skip
@@ -79,28 +105,32 @@ def parity(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     max_images: Annotated[int | None, typer.Option(help="First N images only.")] = None,
+    variant: VariantOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """ΔAP and agreement AP of every backend x decoder against PyTorch fp32 + the reference decoder; gated."""
+    """ΔAP and agreement AP of every backend x decoder against PyTorch fp32 + the reference decoder; gated.
+    Each --variant file (fp16 / int8 export) is gated by its precision's limit."""
     import os
 
     from numba import cuda
 
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.parity import Variant, run
+    from hhrnet.benchmarks.parity import Variant, precision_info, run
     from hhrnet.cli.common import open_model
 
     base = open_model(config=config, set_=set_, checkpoint=checkpoint)
     variants = [Variant("torch fp32 + reference", base.network, "reference", "exact"),
                 Variant("torch fp32 + fast", base.network, "fast", "exact")]  # fmt: skip
-    if onnx is not None:
-        art = open_model(config=config, set_=set_, onnx=onnx)
-        variants.append(Variant(f"onnxruntime {art.precision} {art.graph} + fast", art.network, "fast", art.precision))
+    for path in ([onnx] if onnx is not None else []) + list(variant or []):
+        art = open_model(config=config, set_=set_, onnx=path)
+        variants.append(Variant(f"onnxruntime {art.precision} {art.graph} + fast ({path.name})", art.network, "fast",
+                                art.precision, precision_info(art.artifact)))  # fmt: skip
     if cuda.is_available() and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         variants.append(Variant("torch fp32 + cuda", base.network, "cuda", "exact"))
     Console(stderr=True, soft_wrap=True).print(f"scoring {len(variants)} variants on {images} ...")
     rows = run(variants, base.codec, images, annotations, max_images=max_images)
-    print_table(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed"], "AP parity")
+    extra = [c for c in ("kept_fp32", "calibration", "activations") if any(c in r for r in rows)]
+    print_table(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed", *extra], "AP parity")
     passed = all(r["passed"] for r in rows)
     typer.echo(f"parity: {'PASS' if passed else 'FAIL'} ({sum(r['passed'] for r in rows)}/{len(rows)} within gates)")
     if json_out is not None:

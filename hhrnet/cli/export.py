@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -38,6 +38,17 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class CalibMethod(str, Enum):
+    percentile = "percentile"
+    entropy = "entropy"
+    minmax = "minmax"
+
+
+class Int8Target(str, Enum):
+    tensorrt = "tensorrt"
+    cpu = "cpu"
+
+
 def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -60,10 +71,36 @@ def export(
     dynamo: Annotated[bool, typer.Option(help="Use the torch.export-based exporter.")] = False,
     flip: FlipOpt = None,
     letterbox: LetterboxOpt = None,
-    onnx: Annotated[Path | None, typer.Option(help="ONNX input for --format engine.")] = None,
-    precision: Annotated[Precision, typer.Option(help="Precision of the exported graph / engine.")] = Precision.fp32,
-    calib_images: Annotated[Path | None, typer.Option(help="Images for int8 calibration.")] = None,
-    profile: Annotated[list[str] | None, typer.Option(help="MIN:OPT:MAX shapes, each BxCxHxW (repeatable).")] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(help="ONNX input: for --format engine, or an fp32 export to convert to --precision."),
+    ] = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(help="Precision in the ONNX graph (default fp32); an engine takes its ONNX file's."),
+    ] = None,
+    calib_images: Annotated[
+        Path | None, typer.Option(help="int8: folder of representative images (preprocessed by the codec).")
+    ] = None,
+    calib_method: Annotated[CalibMethod, typer.Option(help="int8 activation range calibration.")] = (
+        CalibMethod.percentile
+    ),
+    calib_count: Annotated[int, typer.Option(help="int8: calibrate on the first N images (by name).")] = 64,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Node groups (stem, heads, deconv, aggregate) or node-name regexes left in fp32 (repeatable); "
+            "default: none for fp16, heads for int8; none keeps nothing."
+        ),
+    ] = None,
+    int8_target: Annotated[
+        Int8Target,
+        typer.Option(help="tensorrt: int8 symmetric activations (TensorRT); cpu: uint8 (ONNX Runtime CPU kernels)."),
+    ] = Int8Target.tensorrt,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(help="MIN:OPT:MAX shapes, each BxCxHxW (repeatable); default: from the ONNX file's codec."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output file.")] = None,
     samples: Annotated[
         Path | None, typer.Option(help="Images for the parity check (default: the COCO samples).")
@@ -101,13 +138,27 @@ def export(
                 triton_device)  # fmt: skip
         return
     if format is Format.engine:
+        from hhrnet.export.onnx import read_contract
         from hhrnet.export.tensorrt import Profile, build_engine
 
         if onnx is None:
             raise ConfigError("--format engine builds from an ONNX file: give --onnx MODEL.onnx")
-        profiles = [Profile.parse(p) for p in (profile or ["1x3x256x256:1x3x512x512:1x3x1024x1024"])]
-        path = build_engine(onnx, precision=precision.value, profiles=profiles, calib_images=calib_images, out=out)
-        console.print(f"engine: {path}")
+        have = read_contract(onnx).precision
+        if precision is not None and precision.value != have:
+            raise ConfigError(
+                f"{onnx} is {have}: an engine takes its ONNX file's precision (TensorRT builds strongly typed); "
+                f"make a {precision.value} file first with hhrnet export --onnx {onnx} --precision {precision.value}"
+            )
+        profiles = [Profile.parse(p) for p in profile] if profile else None
+        path = build_engine(onnx, profiles=profiles, out=out)
+        console.print(f"engine ({have}, strongly typed): {path}")
+        return
+    prec = (precision or Precision.fp32).value
+    if onnx is not None:
+        if prec == "fp32":
+            raise ConfigError("--onnx with --format onnx converts an fp32 export: give --precision fp16 or int8")
+        path = out or onnx.with_name(f"{onnx.stem}_{prec}.onnx")
+        _convert(console, onnx, path, prec, calib_images, calib_method.value, calib_count, keep, int8_target.value)
         return
     from hhrnet.codec import Codec
     from hhrnet.deps import require_torch
@@ -120,32 +171,36 @@ def export(
     from hhrnet.runtime.ort import OrtSession
 
     if checkpoint is None:
-        raise ConfigError("give --checkpoint (official or hhrnet)")
-    if precision is not Precision.fp32:
-        raise ConfigError(f"--precision {precision.value} ONNX export is not available yet; export fp32")
+        raise ConfigError("give --checkpoint (official or hhrnet), or --onnx with --precision to convert an export")
+    if prec == "int8" and calib_images is None:
+        raise ConfigError("--precision int8 needs --calib-images: a folder of representative images")
     model, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
     codec = test_flags(Codec.from_config(cfg), flip, None, letterbox)
     staging = None
+    suffix = "" if prec == "fp32" else f"_{prec}"
     if format is Format.triton:  # export the ONNX file first, then write the repository from it
         import tempfile
 
         staging = Path(tempfile.mkdtemp(prefix="hhrnet-export-"))
-        path = staging / "model.onnx"
+        path = staging / f"model{suffix}.onnx"
     else:
-        path = out or Path(f"{Path(checkpoint).stem}_{graph.value}.onnx")
+        path = out or Path(f"{Path(checkpoint).stem}_{graph.value}{suffix}.onnx")
     size = min(codec.input_size, 256)
     console.print(f"exporting the {graph.value} graph of {checkpoint} ...", highlight=False)
-    report = export_onnx(model, cfg, path, graph=graph.value, codec=codec, opset=opset, static=not dynamic,
-                         dynamo=dynamo, sample_size=(size, size),
-                         check_shapes=[(1, size, size), (2, size, size + 64)])  # fmt: skip
-    art = report.artifact
-    shape = f"fixed {art.static_hw[0]}x{art.static_hw[1]} (letterboxed)" if art.static_hw else "dynamic B/H/W"
-    console.print(f"wrote {report.path} ({report.nodes} nodes, opset {opset}, {graph.value} graph, {shape})")
-    console.print(f"ops (all accepted by TensorRT's ONNX parser): {', '.join(report.op_types)}")
-    for key, err in report.max_abs_error.items():
-        console.print(f"  ONNX Runtime vs PyTorch {key}: max abs error {err:.2e}")
+    fp32_path = path if prec == "fp32" else path.with_name(f"{path.stem}.fp32.tmp.onnx")
+    try:
+        report = export_onnx(model, cfg, fp32_path, graph=graph.value, codec=codec, opset=opset, static=not dynamic,
+                             dynamo=dynamo, sample_size=(size, size),
+                             check_shapes=[(1, size, size), (2, size, size + 64)])  # fmt: skip
+        _print_export(console, report, opset)
+        if prec != "fp32":
+            _convert(console, fp32_path, path, prec, calib_images, calib_method.value, calib_count, keep,
+                     int8_target.value)  # fmt: skip
+    finally:
+        if fp32_path != path:
+            fp32_path.unlink(missing_ok=True)
     console.print("checking decoded poses on the sample photos (ONNX Runtime vs the exact PyTorch pipeline) ...")
-    summary = decoded_parity(model, OrtSession(report.path), samples)
+    summary = decoded_parity(model, OrtSession(path), samples)
     console.print(
         f"parity on {summary.images} images: max map error {summary.max_map_error:.2e}; decoded poses "
         + ("identical" if summary.identical else f"differ on {summary.differing} images "
@@ -180,3 +235,33 @@ def _triton(
     console.print(f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "
                   f"the {repo.network_backend} backend, {side}x{side} letterbox, batches up to {max_batch}, "
                   f"{instances} instance(s) per model", highlight=False)  # fmt: skip
+
+
+def _print_export(console: Any, report: Any, opset: int) -> None:
+    art = report.artifact
+    shape = f"fixed {art.static_hw[0]}x{art.static_hw[1]} (letterboxed)" if art.static_hw else "dynamic B/H/W"
+    console.print(f"wrote {report.path} ({report.nodes} nodes, opset {opset}, {report.graph} graph, {shape})")
+    console.print(f"ops (all accepted by TensorRT's ONNX parser): {', '.join(report.op_types)}")
+    for key, err in report.max_abs_error.items():
+        console.print(f"  ONNX Runtime vs PyTorch {key}: max abs error {err:.2e}")
+
+
+def _convert(
+    console: Any, src: Path, dst: Path, precision: str, calib_images: Path | None, method: str, count: int,
+    keep: list[str] | None, target: str,
+) -> None:  # fmt: skip
+    """``src`` (fp32) at ``precision`` into ``dst``; prints what stayed fp32 and how int8 was calibrated."""
+    from hhrnet.export.precision import convert
+
+    console.print(f"converting to {precision} ...")
+    rep = convert(src, dst, precision, calib_images=calib_images, calib_count=count, method=method,
+                  keep=keep, target=target)  # fmt: skip
+    extra = rep.artifact.extra
+    console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in fp32: "
+                  f"{', '.join(extra.get('kept_fp32', [])) or 'none'})")  # fmt: skip
+    cal = rep.artifact.calibration
+    if cal:
+        console.print(
+            f"calibration: {cal['method']} on {cal['count']} images of {cal['images']} letterboxed to "
+            f"{cal['letterbox']} (sha256 {cal['sha256'][:12]}); activations {cal['activations']}"
+        )

@@ -6,13 +6,17 @@ Deserialising an engine built for another GPU or TensorRT version (or with no GP
 engine's sidecar (written by :func:`hhrnet.export.tensorrt.build_engine`) with the running TensorRT and GPU
 and raises a :class:`~hhrnet.errors.BackendError` naming the mismatch; only then is the engine loaded.
 
-Outputs stay on the device as :class:`DeviceBuffer` objects exposing ``__cuda_array_interface__`` so they
-can go straight to GPU post-processing; ``__call__`` copies them to the host for the common interface.
-Not run on the project's CPU machines (no TensorRT, no GPU); the guard logic is tested there.
+Buffers are allocated once per tensor and grown only when a larger shape arrives; the host side of every
+copy is page-locked (cudaMallocHost) and everything is queued on one stream. :meth:`TensorRTSession.run_device`
+returns the outputs as :class:`DeviceArray` objects exposing ``__cuda_array_interface__`` so they go
+straight to GPU post-processing (the CUDA decoder); ``__call__`` copies them to the host.
+Not run on the project's CPU machines (no TensorRT, no GPU): the guard, the buffer management and the
+data path are tested there against a fake CUDA runtime and engine that move real bytes in host memory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hhrnet.errors import BackendError
+from hhrnet.errors import BackendError, InputError
 from hhrnet.runtime.artifact import Artifact
 
 
@@ -111,18 +115,38 @@ def check_input_shape(shape: Sequence[int], profiles: Sequence[dict[str, Sequenc
     raise BackendError(f"input shape {tuple(shape)} is outside the engine's profiles {ranges}; rebuild with --profile")
 
 
-class DeviceBuffer:
-    """Raw device memory with ``__cuda_array_interface__`` (float32) for zero-copy hand-off."""
+_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+           "BOOL": np.bool_, "UINT8": np.uint8}  # fmt: skip
 
-    def __init__(self, nbytes: int, shape: Sequence[int] | None = None) -> None:
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """NumPy dtype of a ``tensorrt.DataType`` (by member name, so no TensorRT import is needed)."""
+    name = getattr(trt_dtype, "name", str(trt_dtype).rsplit(".", 1)[-1])
+    if name not in _DTYPES:
+        raise BackendError(f"engine tensor of type {name} has no NumPy equivalent here")
+    return np.dtype(_DTYPES[name])
+
+
+class DeviceBuffer:
+    """Raw device memory (cudaMalloc'd once) with ``__cuda_array_interface__`` for zero-copy hand-off."""
+
+    def __init__(self, nbytes: int, shape: Sequence[int] | None = None, dtype: Any = np.float32) -> None:
         self.rt = _cudart()
+        self.dtype = np.dtype(dtype)
         self.nbytes = int(nbytes)
-        self.ptr = int(_check(self.rt.cudaMalloc(self.nbytes), "cudaMalloc"))
-        self.shape = tuple(shape) if shape is not None else (self.nbytes // 4,)
+        self.ptr = int(_check(self.rt.cudaMalloc(max(self.nbytes, 1)), "cudaMalloc"))
+        self.shape = tuple(shape) if shape is not None else (self.nbytes // self.dtype.itemsize,)
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {"shape": self.shape, "typestr": "<f4", "data": (self.ptr, False), "version": 3}
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3}
+
+    def view(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
+        """The first ``prod(shape)`` elements as a typed, shaped device array (no copy)."""
+        arr = DeviceArray(self.ptr, tuple(int(d) for d in shape), np.dtype(dtype))
+        if arr.nbytes > self.nbytes:
+            raise BackendError(f"a {arr.shape} {arr.dtype} view needs {arr.nbytes} bytes; the buffer has {self.nbytes}")
+        return arr
 
     def copy_from_host(self, array: np.ndarray, stream: Any = 0) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -138,8 +162,57 @@ class DeviceBuffer:
             self.rt.cudaFree(ptr)
 
 
+@dataclass(frozen=True)
+class DeviceArray:
+    """A shaped, typed view of device memory: what :meth:`TensorRTSession.run_device` returns.
+
+    Any consumer of ``__cuda_array_interface__`` (Numba ``cuda.as_cuda_array``, CuPy, the CUDA decoder)
+    reads it in place. Valid until the session's next call, which reuses the memory.
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3}
+
+
+class PinnedBuffer:
+    """Page-locked host memory (cudaMallocHost): asynchronous copies to and from the device need it."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.rt = _cudart()
+        self.nbytes = int(nbytes)
+        self.ptr = int(_check(self.rt.cudaMallocHost(max(self.nbytes, 1)), "cudaMallocHost"))
+        self._raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.ptr)
+
+    def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A NumPy view of the first bytes of the buffer."""
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dt.itemsize > self.nbytes:
+            raise BackendError(f"a {tuple(shape)} {dt} host view needs {count * dt.itemsize} bytes; have {self.nbytes}")
+        return np.frombuffer(memoryview(self._raw).cast("B"), dt, count).reshape(tuple(shape))
+
+    def __del__(self) -> None:
+        ptr = getattr(self, "ptr", 0)
+        if ptr:
+            self.rt.cudaFreeHost(ptr)
+
+
 class TensorRTSession:
-    """Runs an engine: ``(B, 3, H, W) f32 -> [outputs of its graph]`` on the host (device outputs kept)."""
+    """Runs an engine: ``(B, 3, H, W) f32 -> [outputs of its graph]``.
+
+    One CUDA stream; device buffers allocated per tensor once and grown only when a larger shape arrives;
+    page-locked host buffers for the input and the outputs. :meth:`run_device` leaves the outputs on the
+    device (for the CUDA decoder), ``__call__`` copies them to the host.
+    """
 
     name = "tensorrt"
 
@@ -150,42 +223,100 @@ class TensorRTSession:
         info = device_info(device)
         self.meta = check_engine(engine_path, trt.__version__, info)  # before deserialising anything
         self.artifact = engine_contract(engine_path)
-        self.precision = str(self.meta.get("precision", "fp32"))
+        self.precision = self.artifact.precision
         self.device = f"cuda:{device}"
         self.rt = _cudart()
         self.stream = _check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        self.stream_handle = int(self.stream)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialise {engine_path}")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise BackendError(f"{engine_path}: expected one input tensor, found {inputs}")
+        self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
-        self.device_outputs: list[DeviceBuffer] = []
+        self.dtypes = {n: numpy_dtype(self.engine.get_tensor_dtype(n)) for n in names}
+        if self.dtypes[self.input_name] != np.float32:
+            raise BackendError(f"{engine_path}: the input is {self.dtypes[self.input_name]}, expected float32")
+        self.device_buffers: dict[str, DeviceBuffer] = {}
+        self.host_buffers: dict[str, PinnedBuffer] = {}
+        self.allocations = 0  # device + pinned allocations so far (they happen on growth only)
+        self._profile: int | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._out_shapes: dict[str, tuple[int, ...]] = {}
 
     @property
     def graph(self) -> str:
         return self.artifact.graph
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        profile = check_input_shape(batch.shape, self.meta.get("profiles", []))
-        self.context.set_optimization_profile_async(profile, self.stream)
-        host_in = np.ascontiguousarray(batch, np.float32)
-        d_in = DeviceBuffer(host_in.nbytes, host_in.shape)
-        d_in.copy_from_host(host_in, self.stream)
-        self.context.set_input_shape(self.input_name, tuple(host_in.shape))
-        self.context.set_tensor_address(self.input_name, d_in.ptr)
-        outs, self.device_outputs = [], []
+    def _buffer(self, name: str, nbytes: int) -> tuple[DeviceBuffer, PinnedBuffer]:
+        """The device and pinned host buffers of tensor ``name``, reallocated only to grow."""
+        dev = self.device_buffers.get(name)
+        if dev is None or dev.nbytes < nbytes:
+            self.device_buffers[name] = dev = DeviceBuffer(nbytes, dtype=self.dtypes[name])
+            self.allocations += 1
+        host = self.host_buffers.get(name)
+        if host is None or host.nbytes < nbytes:
+            self.host_buffers[name] = host = PinnedBuffer(nbytes)
+            self.allocations += 1
+        return dev, host
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Select the profile, set the input shape and bind every tensor's address (only when the shape changes)."""
+        if shape == self._shape:
+            return
+        static = self.artifact.static_hw
+        if static is not None and tuple(shape[2:]) != tuple(static):
+            raise InputError(f"this engine takes {static[0]}x{static[1]} inputs only, got {shape[2]}x{shape[3]}")
+        profile = check_input_shape(shape, self.meta.get("profiles", []))
+        if profile != self._profile:
+            if not self.context.set_optimization_profile_async(profile, self.stream_handle):
+                raise BackendError(f"TensorRT refused optimization profile {profile}")
+            self._profile = profile
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise BackendError(f"TensorRT refused the input shape {shape}")
+        nbytes = int(np.prod(shape)) * 4
+        dev, _ = self._buffer(self.input_name, nbytes)
+        self.context.set_tensor_address(self.input_name, dev.ptr)
         for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            buf = DeviceBuffer(int(np.prod(shape)) * 4, shape)
-            self.context.set_tensor_address(name, buf.ptr)
-            self.device_outputs.append(buf)
-            outs.append(np.empty(shape, np.float32))
-        if not self.context.execute_async_v3(self.stream):
+            out_shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+            if any(d < 0 for d in out_shape):
+                raise BackendError(f"TensorRT could not infer the shape of {name} for input {shape}")
+            dev, _ = self._buffer(name, int(np.prod(out_shape)) * self.dtypes[name].itemsize)
+            self.context.set_tensor_address(name, dev.ptr)
+            self._out_shapes[name] = out_shape
+        self._shape = shape
+
+    def _launch(self, batch: np.ndarray) -> None:
+        """Input to the device through its pinned buffer, then the engine, all queued on the one stream."""
+        shape = tuple(int(d) for d in batch.shape)
+        if len(shape) != 4 or shape[1] != 3:
+            raise BackendError(f"expected a (B, 3, H, W) batch, got {shape}")
+        self._bind(shape)
+        dev, host = self._buffer(self.input_name, int(np.prod(shape)) * 4)
+        staged = host.array(shape, np.float32)
+        np.copyto(staged, batch, casting="same_kind")
+        dev.copy_from_host(staged, self.stream)
+        if not self.context.execute_async_v3(self.stream_handle):
             raise BackendError("TensorRT execution failed")
-        for buf, host in zip(self.device_outputs, outs, strict=True):
-            buf.copy_to_host(host, self.stream)
+
+    def run_device(self, batch: np.ndarray) -> list[DeviceArray]:
+        """Run and return the outputs as device arrays (no host copy); valid until the next call."""
+        self._launch(batch)
         _check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return outs
+        return [self.device_buffers[n].view(self._out_shapes[n], self.dtypes[n]) for n in self.output_names]
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        self._launch(batch)
+        views = []
+        for name in self.output_names:
+            shape, dtype = self._out_shapes[name], self.dtypes[name]
+            host = self.host_buffers[name].array(shape, dtype)
+            self.device_buffers[name].copy_to_host(host, self.stream)
+            views.append(host)
+        _check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return [v.copy() for v in views]  # the pinned buffers are reused by the next call

@@ -1,0 +1,424 @@
+"""Precision in the graph: fp16 (mixed, fp32 inputs/outputs) and int8 (explicit Q/DQ) ONNX files.
+
+TensorRT 11 removed weak typing (precision builder flags, implicit int8 calibrators, per-layer precision)
+and 10.12+ deprecated it: the precision of a deployed network now lives in the ONNX graph and the engine is
+built strongly typed (:mod:`hhrnet.export.tensorrt`). This module makes those graphs from an fp32 export,
+with maintained tools, and records what it did in the file's contract (:class:`~hhrnet.runtime.artifact.Artifact`
+``precision``, ``calibration``, ``extra``):
+
+* fp16: ONNX Runtime's ``convert_float_to_float16`` with ``keep_io_types`` (the graph still takes and
+  returns fp32); the node groups named in ``keep`` stay fp32 behind Cast nodes.
+* int8: ``onnxruntime.quantization.quantize_static`` in QDQ format: weights int8 symmetric per output
+  channel, activations calibrated on real images that went through the codec's own preprocessing
+  (letterboxed to the input size), bias kept in float. Two targets:
+
+  - ``tensorrt`` (default): int8 activations with zero point 0 (symmetric), the only form TensorRT's
+    explicit quantization accepts;
+  - ``cpu``: uint8 asymmetric activations (U8S8), the form ONNX Runtime's CPU kernels fuse into
+    QLinearConv / QLinearAdd; TensorRT refuses such a file (:func:`tensorrt_problems`).
+
+Node groups (found from the graph's structure, not from exporter-specific names): ``stem`` the first
+convolution, ``heads`` the convolutions whose outputs feed no other convolution (the heatmap/tag layers),
+``deconv`` the transposed convolutions, ``aggregate`` everything the graph computes after the heads (flip
+merge, resize, averaging, NMS/top-k: empty for a raw graph).
+
+Dimension letters: B batch, S letterbox side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hhrnet.codec import Codec
+from hhrnet.errors import BackendError, ConfigError, InputError
+from hhrnet.runtime.artifact import Artifact
+
+GROUPS = ("stem", "heads", "deconv", "aggregate")
+METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("tensorrt", "cpu")
+CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INT8_OPS = ("Conv", "ConvTranspose", "Add")  # weighted layers and the residual additions that follow them
+
+# Defaults chosen by `hhrnet bench parity --variant` on the trained demo model (benchmarks/RESULTS.md,
+# "Precision in the graph"): fp16 keeping nothing in fp32 agreed best with fp32 (keeping the aggregation or the
+# heads in fp32 only added fp16 rounding at the cast boundary); int8 with the heads in fp32 and percentile
+# ranges on 64 images agreed best (entropy gave exactly minmax's ranges in ONNX Runtime 1.32).
+DEFAULT_KEEP: dict[str, tuple[str, ...]] = {"fp16": (), "int8": ("heads",)}
+DEFAULT_METHOD = "percentile"
+DEFAULT_PERCENTILE = 99.999
+DEFAULT_CALIB_COUNT = 64
+
+
+# --------------------------------------------------------------------------------------------
+# node groups
+# --------------------------------------------------------------------------------------------
+
+
+def node_groups(graph: Any) -> dict[str, list[str]]:
+    """Group name -> node names of an ONNX GraphProto (nodes are in topological order, as ONNX requires).
+
+    A head is a convolution with a path to a graph output that crosses no other convolution (HigherHRNet's
+    first head also feeds the deconvolution, so "feeds no convolution" would miss it). ``aggregate`` is what
+    lies downstream of the heads and upstream of no convolution. Also returned: ``network``, every node from
+    the stem on that is not in ``aggregate``.
+    """
+    nodes = list(graph.node)
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            if name:
+                consumers.setdefault(name, []).append(i)
+    outputs = {o.name for o in graph.output}
+
+    def downstream(start: int, through_convs: bool) -> tuple[set[int], bool]:
+        """Nodes below ``start`` (stopping at convolutions unless ``through_convs``); whether an output is hit."""
+        seen: set[int] = set()
+        stack, hit = [start], False
+        while stack:
+            i = stack.pop()
+            for out in nodes[i].output:
+                hit = hit or out in outputs
+                for j in consumers.get(out, []):
+                    if j not in seen and (through_convs or nodes[j].op_type not in CONV_OPS):
+                        seen.add(j)
+                        stack.append(j)
+        return seen, hit
+
+    convs = [i for i, n in enumerate(nodes) if n.op_type in CONV_OPS]
+    if not convs:
+        raise BackendError("the ONNX graph has no convolution: not an hhrnet network")
+    feeds_conv = set(convs)  # nodes with a convolution at or below them, filled bottom-up
+    for i in range(len(nodes) - 1, -1, -1):
+        if any(j in feeds_conv for out in nodes[i].output for j in consumers.get(out, [])):
+            feeds_conv.add(i)
+    heads = [i for i in convs if downstream(i, through_convs=False)[1]]
+    below_heads = set().union(*(downstream(i, through_convs=True)[0] for i in heads))
+    aggregate = below_heads - feeds_conv
+    stem = convs[0]
+    network = ({stem} | downstream(stem, through_convs=True)[0]) - aggregate
+    name = [n.name for n in nodes]
+    return {
+        "stem": [name[stem]],
+        "heads": [name[i] for i in heads],
+        "deconv": [name[i] for i in convs if nodes[i].op_type == "ConvTranspose"],
+        "aggregate": [name[i] for i in sorted(aggregate)],
+        "network": [name[i] for i in sorted(network)],
+    }
+
+
+def resolve_keep(graph: Any, keep: Sequence[str]) -> list[str]:
+    """Node names selected by ``keep``: group names (:data:`GROUPS`) or regular expressions on node names."""
+    groups = node_groups(graph)
+    names = [n.name for n in graph.node]
+    if len(set(names)) != len(names) or "" in names:
+        raise BackendError("the ONNX graph has unnamed or duplicate node names; export it with hhrnet export")
+    chosen: set[str] = set()
+    for item in keep:
+        if item in GROUPS:
+            chosen.update(groups[item])
+            continue
+        try:
+            pattern = re.compile(item)
+        except re.error as exc:
+            raise InputError(f"--keep {item!r} is neither a group ({', '.join(GROUPS)}) nor a regex: {exc}") from None
+        hits = [n for n in names if pattern.search(n)]
+        if not hits:
+            raise InputError(f"--keep {item!r} matches no node (groups: {', '.join(GROUPS)})")
+        chosen.update(hits)
+    return [n for n in names if n in chosen]
+
+
+# --------------------------------------------------------------------------------------------
+# calibration images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Network inputs for calibration, and where they came from (recorded in the artifact)."""
+
+    inputs: list[np.ndarray]  # (1, 3, S, S) f32 each, preprocessed by the codec with a letterbox
+    provenance: dict[str, Any]
+
+
+def calibration_codec(codec: Codec) -> Codec:
+    """The codec letterboxed to its own input size (64-aligned): the codec's preprocessing, fixed shape."""
+    side = codec.letterbox or -(-codec.input_size // 64) * 64
+    return codec.replace(letterbox=side, scales=(1.0,))
+
+
+def calibration_set(image_dir: str | Path, codec: Codec, count: int = DEFAULT_CALIB_COUNT) -> CalibrationSet:
+    """The first ``count`` images of ``image_dir`` (sorted by name), through ``codec.preprocess`` letterboxed.
+
+    The provenance holds the folder, the count, the letterbox side and a SHA-256 over the file names and
+    bytes used, so a different calibration set gives a different hash (and a different engine cache key).
+    """
+    from hhrnet.images import IMAGE_SUFFIXES, read_image
+
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise InputError(f"calibration image folder not found: {root}")
+    if count < 1:
+        raise InputError(f"the calibration count must be positive, got {count}")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no calibration images in {root}")
+    boxed = calibration_codec(codec)
+    digest = hashlib.sha256()
+    inputs = []
+    for path in files[:count]:
+        data = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+        inputs.append(boxed.preprocess(read_image(path)).inputs[0][1][None])  # (1, 3, S, S)
+    provenance = {
+        "images": str(root), "count": len(inputs), "available": len(files), "letterbox": boxed.letterbox,
+        "sha256": digest.hexdigest(),
+    }  # fmt: skip
+    return CalibrationSet(inputs, provenance)
+
+
+# --------------------------------------------------------------------------------------------
+# conversions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrecisionReport:
+    path: Path
+    artifact: Artifact
+    kept: list[str]  # node names left in fp32
+    converted: int  # nodes converted (fp16) or quantized (int8)
+    op_types: list[str] = field(default_factory=list)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def to_fp16(model: Any, keep: Sequence[str]) -> tuple[Any, list[str], dict[str, Any]]:
+    """fp16 copy of ``model`` (ModelProto) with fp32 inputs/outputs; (model, kept node names, extra).
+
+    ONNX Runtime's converter (``onnxruntime.transformers.float16``) rather than onnxconverter-common's
+    copy of it: the latter also converts Resize's ``scales`` input, which must stay float, and the file
+    fails ``onnx.checker`` unless every Resize is blocked (onnxconverter-common 1.16.0, tried here).
+    """
+    from onnxruntime.transformers import float16
+
+    kept = resolve_keep(model.graph, keep)
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, node_block_list=kept, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST)
+    )
+    sort_topologically(converted.graph)  # the converter appends its input Casts after their consumers
+    extra = {"tool": f"onnxruntime.transformers.float16 {_version('onnxruntime')}", "kept_fp32": list(keep),
+             "kept_fp32_nodes": len(kept)}  # fmt: skip
+    return converted, kept, extra
+
+
+def sort_topologically(graph: Any) -> None:
+    """Reorder ``graph.node`` so every node follows the producers of its inputs (stable otherwise)."""
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(range(len(nodes)))
+    order: list[int] = []
+    while pending:
+        rest = []
+        for i in pending:
+            if all(name in available for name in nodes[i].input):
+                order.append(i)
+                available.update(nodes[i].output)
+            else:
+                rest.append(i)
+        if len(rest) == len(pending):
+            raise BackendError(f"the ONNX graph has a cycle or a missing input near {nodes[rest[0]].name!r}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger at WARNING; keep it for errors meanwhile."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over prepared inputs."""
+
+    def __init__(self, name: str, inputs: Sequence[np.ndarray]) -> None:
+        self.name = name
+        self.inputs = list(inputs)
+        self.iterator: Iterator[np.ndarray] = iter(self.inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self.iterator, None)
+        return None if x is None else {self.name: x}
+
+    def rewind(self) -> None:
+        self.iterator = iter(self.inputs)
+
+
+def to_int8(
+    model: Any, calibration: CalibrationSet, *, keep: Sequence[str], method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE, target: str = "tensorrt",
+) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Q/DQ int8 copy of ``model``; (model, kept node names, calibration provenance, extra)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if method not in METHODS:
+        raise InputError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if target not in TARGETS:
+        raise InputError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if not 0.0 < percentile <= 100.0:
+        raise InputError(f"the calibration percentile must be in (0, 100], got {percentile}")
+    groups = node_groups(model.graph)
+    kept = resolve_keep(model.graph, keep)
+    scope = set(groups["network"]) - set(kept)
+    nodes = [n.name for n in model.graph.node if n.name in scope and n.op_type in INT8_OPS]
+    symmetric = target == "tensorrt"
+    extra_options: dict[str, Any] = {
+        "ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
+        "CalibTensorRangeSymmetric": symmetric,
+    }  # fmt: skip
+    if method == "percentile":
+        extra_options["CalibPercentile"] = percentile
+    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
+
+    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    reader = Reader(model.graph.input[0].name, calibration.inputs)
+    with tempfile.TemporaryDirectory(prefix="hhrnet-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # progress prints, advice logs
+            quantize_static(
+                str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_quantize=nodes, op_types_to_quantize=list(INT8_OPS), calibrate_method=calib_method,
+                extra_options=extra_options,
+            )  # fmt: skip
+        quantized = onnx.load(str(dst))
+    provenance = dict(calibration.provenance, method=method, target=target,
+                      tool=f"onnxruntime.quantization {_version('onnxruntime')}",
+                      activations="int8 symmetric" if symmetric else "uint8 asymmetric",
+                      weights="int8 symmetric per-channel")  # fmt: skip
+    if method == "percentile":
+        provenance["percentile"] = percentile
+    extra = {"kept_fp32": list(keep), "kept_fp32_nodes": len(kept), "quantized_nodes": len(nodes),
+             "quantized_ops": list(INT8_OPS)}  # fmt: skip
+    return quantized, kept, provenance, extra
+
+
+def tensorrt_problems(model: Any) -> list[str]:
+    """Why TensorRT's explicit quantization would refuse ``model``'s Q/DQ nodes (empty list: accepted).
+
+    TensorRT takes int8 Q/DQ with zero point 0 only, and dequantizes int8 tensors only (no int32 bias).
+    """
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    problems = []
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zp is not None and zp.data_type != TensorProto.INT8:
+            kind = TensorProto.DataType.Name(zp.data_type).lower()
+            problems.append(f"{n.name}: {kind} zero point (TensorRT quantizes to int8 only)")
+        elif zp is not None and np.any(numpy_helper.to_array(zp) != 0):
+            problems.append(f"{n.name}: non-zero zero point (TensorRT needs symmetric quantization)")
+        elif n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            if inits[n.input[0]].data_type != TensorProto.INT8:
+                problems.append(f"{n.name}: dequantizes a {TensorProto.DataType.Name(inits[n.input[0]].data_type)}")
+    return problems
+
+
+def convert(
+    onnx_path: str | Path,
+    out: str | Path,
+    precision: str,
+    *,
+    calib_images: str | Path | None = None,
+    calib_count: int = DEFAULT_CALIB_COUNT,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    keep: Sequence[str] | None = None,
+    target: str = "tensorrt",
+) -> PrecisionReport:
+    """Write ``out``: the fp32 export ``onnx_path`` at ``precision``, its contract updated to say so.
+
+    ``keep`` defaults to :data:`DEFAULT_KEEP` for the precision (``["none"]``: keep nothing). int8 needs
+    ``calib_images``.
+    """
+    import onnx
+
+    from hhrnet.export.onnx import read_contract, write_contract
+    from hhrnet.export.opsets import unsupported_ops
+    from hhrnet.io import atomic_write_bytes
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    artifact = read_contract(onnx_path)
+    if artifact.precision != "fp32":
+        raise ConfigError(f"{onnx_path} is already {artifact.precision}: convert from the fp32 export")
+    if precision == "int8" and calib_images is None:
+        raise InputError("int8 needs --calib-images: a folder of representative images")
+    model = onnx.load(str(onnx_path))
+    keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else (k for k in keep if k != "none"))
+    calibration: dict[str, Any] | None = None
+    kept: list[str] = []
+    extra: dict[str, Any] = {}
+    if precision == "fp32":
+        converted = 0
+    elif precision == "fp16":
+        model, kept, extra = to_fp16(model, keep)
+        converted = sum(1 for n in model.graph.node if n.name not in set(kept) and n.op_type != "Cast")
+    else:
+        assert calib_images is not None
+        calib = calibration_set(calib_images, artifact.codec, calib_count)
+        model, kept, calibration, extra = to_int8(model, calib, keep=keep, method=method, percentile=percentile,
+                                                  target=target)  # fmt: skip
+        converted = extra["quantized_nodes"]
+    new = dataclasses.replace(artifact, precision=precision, calibration=calibration, extra=extra)
+    write_contract(model, new)
+    onnx.checker.check_model(model, full_check=True)
+    ops = sorted({n.op_type for n in model.graph.node})
+    bad = unsupported_ops(set(ops) - QDQ_OPS)  # Q/DQ: TensorRT's explicit quantization, parsed since 8.0
+    if bad:
+        raise BackendError(f"the {precision} graph uses ops TensorRT's ONNX parser does not support: {', '.join(bad)}")
+    path = Path(out)
+    atomic_write_bytes(path, model.SerializeToString())
+    return PrecisionReport(path, new, kept, converted, ops)

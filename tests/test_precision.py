@@ -1,0 +1,251 @@
+"""Precision in the graph: node groups, fp16 (fp32 I/O, kept groups), int8 Q/DQ (per-channel symmetric weights,
+TensorRT- or CPU-form activations, codec-preprocessed calibration), provenance in the contract, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export import TINY_128, tiny_model
+
+from hhrnet import samples
+from hhrnet.errors import ConfigError, InputError
+
+COCO = samples.images("coco")[0].parent
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from hhrnet.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("prec")
+    model, cfg = tiny_model(TINY_128)
+    export_onnx(model, cfg, root / "agg.onnx", sample_size=(128, 128))
+    export_onnx(model, cfg, root / "raw.onnx", graph="raw", sample_size=(128, 128))
+    return {"aggregate": root / "agg.onnx", "raw": root / "raw.onnx"}
+
+
+def _load(path: Path):  # noqa: ANN202 - onnx ModelProto
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _inputs() -> np.ndarray:
+    return np.random.default_rng(3).standard_normal((2, 3, 128, 192)).astype(np.float32)
+
+
+def test_node_groups_follow_the_graph_structure(fp32: dict[str, Path]) -> None:
+    from hhrnet.export.precision import node_groups
+
+    agg = node_groups(_load(fp32["aggregate"]).graph)
+    # HigherHRNet: stage-0 head (heatmaps + tags, also feeding the deconv), stage-1 head after the deconv
+    assert agg["heads"] == ["/model/final_layers.0/Conv", "/model/final_layers.1/Conv"]
+    assert agg["stem"] == ["/model/conv1/Conv"] and len(agg["deconv"]) == 1
+    ops = {n.name: n.op_type for n in _load(fp32["aggregate"]).graph.node}
+    assert {ops[n] for n in agg["aggregate"]} >= {"Resize", "Add", "Div"}  # the in-graph aggregation
+    assert not any(ops[n] in ("Conv", "ConvTranspose") for n in agg["aggregate"])
+    assert set(agg["aggregate"]).isdisjoint(agg["network"]) and set(agg["heads"]) <= set(agg["network"])
+    assert "/model/final_layers.0/Conv" in agg["network"]
+    raw = node_groups(_load(fp32["raw"]).graph)
+    assert raw["aggregate"] == [] and raw["heads"] == ["/final_layers.0/Conv", "/final_layers.1/Conv"]  # no /model
+
+
+def test_fp16_keeps_io_fp32_and_the_kept_groups(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.precision import convert, node_groups
+    from hhrnet.runtime.ort import OrtSession
+
+    rep = convert(fp32["aggregate"], tmp_path / "fp16.onnx", "fp16", keep=["aggregate"])
+    assert "Cast" in rep.op_types
+    model = _load(rep.path)
+    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    stem = nodes["/model/conv1/Conv"]
+    assert inits[stem.input[1]] == TensorProto.FLOAT16  # network weights are fp16
+    kept = set(node_groups(_load(fp32["aggregate"]).graph)["aggregate"])
+    assert set(rep.kept) == kept
+    resizes = [n for n in kept if nodes[n].op_type == "Resize"]
+    assert resizes  # the aggregation's resizes are among the kept nodes and still run fp32 data
+    art = read_contract(rep.path)
+    assert art.precision == "fp16" and art.calibration is None
+    assert art.extra["kept_fp32"] == ["aggregate"] and art.extra["kept_fp32_nodes"] == len(kept)
+    assert art.codec == read_contract(fp32["aggregate"]).codec
+    x = _inputs()
+    ref, got = OrtSession(fp32["aggregate"])(x), OrtSession(rep.path)(x)
+    for r, g in zip(ref, got, strict=True):
+        assert g.dtype == np.float32
+        err = float(np.abs(r - g).max())
+        assert 0 < err < 2e-2 * float(np.abs(r).max())  # rounded like fp16, but close
+    # keeping nothing converts the aggregation too: more nodes converted, a different file
+    rep_all = convert(fp32["aggregate"], tmp_path / "fp16all.onnx", "fp16", keep=["none"])
+    assert rep_all.kept == [] and rep_all.converted > rep.converted
+
+
+def test_calibration_set_is_the_codecs_own_letterboxed_preprocessing(fp32: dict[str, Path]) -> None:
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.precision import calibration_set
+    from hhrnet.images import read_image
+
+    codec = read_contract(fp32["aggregate"]).codec
+    cal = calibration_set(COCO, codec, count=3)
+    files = samples.images("coco")
+    assert len(cal.inputs) == 3 and cal.provenance["count"] == 3 and cal.provenance["available"] == len(files)
+    boxed = codec.replace(letterbox=128)
+    for x, path in zip(cal.inputs, files, strict=False):
+        np.testing.assert_array_equal(x[0], boxed.preprocess(read_image(path)).inputs[0][1])
+    assert cal.provenance["letterbox"] == 128
+    assert calibration_set(COCO, codec, count=2).provenance["sha256"] != cal.provenance["sha256"]
+    assert calibration_set(COCO, codec, count=3).provenance["sha256"] == cal.provenance["sha256"]
+    with pytest.raises(InputError, match="no calibration images"):
+        calibration_set(Path(__file__).parent, codec)
+    with pytest.raises(InputError, match="not found"):
+        calibration_set(COCO / "missing", codec)
+
+
+def _qdq(model):  # noqa: ANN001, ANN202 - onnx ModelProto -> {node name: node}, initializers
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.name: n for n in model.graph.node}, inits
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.opsets import TENSORRT_ONNX_OPS
+    from hhrnet.export.precision import convert, tensorrt_problems
+    from hhrnet.runtime.ort import OrtSession
+
+    rep = convert(fp32["aggregate"], tmp_path / "int8.onnx", "int8", calib_images=COCO, calib_count=3,
+                  method="minmax", target=target)  # fmt: skip
+    model = _load(rep.path)
+    assert set(rep.op_types) <= TENSORRT_ONNX_OPS | {"QuantizeLinear", "DequantizeLinear"}
+    nodes, inits = _qdq(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        w = producers.get(conv.input[1])
+        if conv.name in rep.kept:  # the heads stay fp32: float weights, no DequantizeLinear
+            assert w is None and inits[conv.input[1]].dtype == np.float32
+            continue
+        assert w is not None and w.op_type == "DequantizeLinear"
+        q, scale = inits[w.input[0]], inits[w.input[1]]
+        assert q.dtype == np.int8 and scale.shape == (q.shape[0],)  # per output channel
+        assert not any(inits[w.input[2]]) if len(w.input) > 2 else True  # symmetric weights
+        x = producers[conv.input[0]]
+        assert x.op_type == "DequantizeLinear"  # activations quantized too
+        assert len(conv.input) < 3 or conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32  # float bias
+    assert set(rep.kept) == {"/model/final_layers.0/Conv", "/model/final_layers.1/Conv"}
+    zero_points = [inits[n.input[2]] for n in nodes.values() if n.op_type == "QuantizeLinear"]
+    if target == "tensorrt":
+        assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+        assert tensorrt_problems(model) == []
+    else:
+        assert all(z.dtype == np.uint8 for z in zero_points)
+        assert tensorrt_problems(model) and "uint8 zero point" in tensorrt_problems(model)[0]
+    art = read_contract(rep.path)
+    cal = art.calibration
+    assert art.precision == "int8" and cal is not None
+    assert cal["method"] == "minmax" and cal["count"] == 3 and cal["target"] == target
+    assert cal["activations"] == ("int8 symmetric" if target == "tensorrt" else "uint8 asymmetric")
+    assert cal["sha256"] and cal["letterbox"] == 128 and art.extra["quantized_nodes"] == rep.converted > 0
+    x = _inputs()
+    ref, got = OrtSession(fp32["aggregate"])(x), OrtSession(rep.path)(x)
+    for r, g in zip(ref, got, strict=True):
+        err = float(np.abs(r - g).max())
+        assert 0 < err < 0.25 * float(np.abs(r).max())  # quantized, not garbage
+
+
+def test_int8_methods_and_keep_change_the_file(fp32: dict[str, Path], tmp_path: Path) -> None:
+    import hashlib
+
+    from hhrnet.export.precision import convert
+
+    digests = set()
+    for i, (method, keep) in enumerate([("minmax", None), ("percentile", None), ("entropy", None),
+                                        ("minmax", ["heads", "stem"])]):  # fmt: skip
+        rep = convert(fp32["raw"], tmp_path / f"{i}.onnx", "int8", calib_images=COCO, calib_count=2, method=method,
+                      keep=keep)  # fmt: skip
+        digests.add(hashlib.sha256(rep.path.read_bytes()).hexdigest())
+        if keep:
+            assert "/conv1/Conv" in rep.kept
+    assert len(digests) == 4
+
+
+def test_conversion_refusals(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from hhrnet.export.precision import convert
+
+    with pytest.raises(InputError, match="int8 needs --calib-images"):
+        convert(fp32["aggregate"], tmp_path / "x.onnx", "int8")
+    with pytest.raises(InputError, match="calibration method"):
+        convert(fp32["aggregate"], tmp_path / "x.onnx", "int8", calib_images=COCO, method="kl")
+    with pytest.raises(InputError, match="int8 target"):
+        convert(fp32["aggregate"], tmp_path / "x.onnx", "int8", calib_images=COCO, target="tpu")
+    with pytest.raises(InputError, match="matches no node"):
+        convert(fp32["aggregate"], tmp_path / "x.onnx", "fp16", keep=["no_such_layer"])
+    with pytest.raises(InputError, match="precision must be"):
+        convert(fp32["aggregate"], tmp_path / "x.onnx", "bf16")
+    half = convert(fp32["aggregate"], tmp_path / "h.onnx", "fp16")
+    assert half.kept == [] and half.artifact.extra["kept_fp32"] == []  # the measured default keeps nothing
+    with pytest.raises(ConfigError, match="already fp16"):
+        convert(half.path, tmp_path / "x.onnx", "int8", calib_images=COCO)
+
+
+def test_cli_export_converts_and_engine_takes_the_files_precision(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+    from hhrnet.export.onnx import read_contract
+
+    runner = CliRunner()
+    out = tmp_path / "m_int8.onnx"
+    args = ["export", "--onnx", str(fp32["aggregate"]), "--precision", "int8", "--calib-images", str(COCO),
+            "--calib-count", "2", "--calib-method", "entropy", "--out", str(out)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "calibration: entropy on 2 images" in res.output
+    art = read_contract(out)
+    assert art.precision == "int8" and art.calibration and art.calibration["method"] == "entropy"
+    res = runner.invoke(app, ["export", "--format", "engine", "--onnx", str(out), "--precision", "fp16"])
+    assert isinstance(res.exception, ConfigError)
+    assert "is int8: an engine takes its ONNX file's precision" in str(res.exception)
+    res = runner.invoke(app, ["export", "--onnx", str(fp32["aggregate"])])
+    assert isinstance(res.exception, ConfigError) and "give --precision fp16 or int8" in str(res.exception)
+
+
+def test_precision_rows_interleave_and_report_sizes(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from hhrnet.benchmarks.latency import precision_rows
+
+    calls: list[str] = []
+
+    def net(label: str):  # noqa: ANN202 - a network callable recording its calls
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+            calls.append(label)
+            return [x]
+
+        return run
+
+    rows = precision_rows([("a", "fp32", net("a"), str(fp32["raw"])), ("b", "int8", net("b"), None)], 64, repeats=3)
+    assert calls == ["a", "b"] * 4  # warm-up, then alternating repetitions
+    assert [r["variant"] for r in rows] == ["a", "b"] and rows[0]["speedup_vs_first"] == 1.0
+    assert rows[0]["onnx_MB"] == round(fp32["raw"].stat().st_size / 2**20, 2) and rows[1]["onnx_MB"] is None
+    assert rows[1]["precision"] == "int8" and rows[1]["n"] == 3 and "cpu_flags" in rows[1]
+
+
+def test_parity_rows_say_how_a_precision_was_made(fp32: dict[str, Path], tmp_path: Path) -> None:
+    from hhrnet.benchmarks.parity import precision_info
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.precision import convert
+
+    assert precision_info(read_contract(fp32["raw"])) == {}
+    half = convert(fp32["raw"], tmp_path / "h.onnx", "fp16", keep=["heads", "deconv"]).artifact
+    assert precision_info(half) == {"kept_fp32": "heads,deconv"}
+    q = convert(fp32["raw"], tmp_path / "q.onnx", "int8", calib_images=COCO, calib_count=2).artifact
+    assert precision_info(q) == {"kept_fp32": "heads", "calibration": "percentile 99.999, 2 images",
+                                 "activations": "int8 symmetric"}  # fmt: skip
