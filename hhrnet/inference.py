@@ -173,8 +173,31 @@ class Predictor:
     def postprocess(self, poses: np.ndarray, scores: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> Poses:
         return Poses(self.codec.to_image(poses, prepared, map_hw), scores.astype(np.float32))
 
+    def on_device(self) -> bool:
+        """Whether decoding reads the network's outputs on the GPU: the CUDA decoder on a runtime that keeps
+        its outputs there (TensorRT's ``run_device``), a graph that aggregates, one scale, no centre channel."""
+        return (
+            self.decoder == "cuda" and self.graph != "raw" and hasattr(self.network, "run_device")
+            and len(self.codec.scales) == 1 and not self.codec.drop_center
+        )  # fmt: skip
+
+    def predict_on_device(self, prepared: Prepared) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Network and decode with no host round trip of the maps: (poses, scores, map (H, W))."""
+        from hhrnet.kernels.cuda import decode_cuda
+
+        outs = self.network.run_device(prepared.inputs[0][1][None])  # type: ignore[attr-defined]
+        heatmaps, tags = outs[0], outs[1]  # device arrays, valid until the next call
+        params = self.codec.decode
+        batch = decode_cuda(heatmaps, tags, params, capacity=len(params.joint_order) * params.max_num_people)
+        poses, scores = batch.image(0)
+        shape = heatmaps.__cuda_array_interface__["shape"]
+        return poses, scores, (int(shape[2]), int(shape[3]))
+
     def predict(self, image: np.ndarray) -> Poses:
         prepared = self.preprocess(image)
+        if self.on_device():
+            poses, scores, map_hw = self.predict_on_device(prepared)
+            return self.postprocess(poses, scores, prepared, map_hw)
         maps = self.maps(prepared)
         poses, scores = self.decode(maps)
         return self.postprocess(poses, scores, prepared, maps.heatmaps.shape[1:])

@@ -215,3 +215,47 @@ def test_letterbox_batch_equals_one_by_one() -> None:
         np.testing.assert_allclose(got.keypoints, single.keypoints, atol=1e-3)
         np.testing.assert_allclose(got.scores, single.scores, atol=1e-5)
     assert sum(len(p) for p in batched) > 0
+
+
+def test_cuda_decoder_reads_device_outputs_without_a_host_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TensorRT's run_device, the CUDA decoder gets the engine's own output buffers; __call__ (the host
+    copy) is never used. A fake session stands in for TensorRT; the CPU decoder stands in for the GPU one."""
+    from hhrnet.kernels import cuda as kcuda
+    from hhrnet.kernels.decode import decode_batch
+
+    codec = Codec.from_config(apply_overrides(preset("tiny"), ["data.input_size=128", "data.output_size=[32,64]"]))
+    rng = np.random.default_rng(4)
+
+    class DeviceArray:
+        def __init__(self, a: np.ndarray) -> None:
+            self.a = a
+            self.__cuda_array_interface__ = {"shape": a.shape, "typestr": "<f4", "data": (0, False), "version": 3}
+
+    class FakeEngine:
+        graph = "aggregate"
+        handed: list[DeviceArray] = []
+
+        def run_device(self, x: np.ndarray) -> list[DeviceArray]:
+            h, w = x.shape[2:]
+            self.handed = [DeviceArray(rng.random((1, 17, h, w), np.float32)),
+                           DeviceArray(rng.random((1, 17, h, w, 2), np.float32))]  # fmt: skip
+            return self.handed
+
+        def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+            raise AssertionError("the host copy must not be used")
+
+    seen: list[object] = []
+
+    def fake_decode_cuda(det, tags, params, capacity=512, stream=0):  # type: ignore[no-untyped-def]
+        seen.append((det, tags))
+        return decode_batch(det.a, tags.a, params, capacity)
+
+    monkeypatch.setattr(kcuda, "decode_cuda", fake_decode_cuda)
+    engine = FakeEngine()
+    predictor = Predictor(engine, codec, decoder="fast")
+    predictor.decoder = "cuda"  # skip the GPU availability check; dispatch is what is tested
+    assert predictor.on_device()
+    got = predictor.predict(np.zeros((100, 140, 3), np.uint8))
+    assert seen == [tuple(engine.handed)]
+    expected = decode_batch(engine.handed[0].a, engine.handed[1].a, codec.decode, 17 * 30).image(0)
+    np.testing.assert_array_equal(got.scores, expected[1])
