@@ -108,7 +108,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="hhrnet-bench-serve-") as tmp:
         repo = write_repository(Path(tmp) / "repo", onnx=onnx, network_backend="python", letterbox=letterbox,
                                 options=options)  # fmt: skip
-        endpoints = Endpoints("127.0.0.1", *_free_ports(3))
+        endpoints = Endpoints.free_loopback()
         with TritonServer(repo.path, endpoints, log_file=Path(tmp) / "triton.log") as server:
             url = endpoints.http_url if protocol == "http" else endpoints.grpc_url
             with PoseClient(url, protocol, access_token=server.access_token) as admin:
@@ -124,19 +124,6 @@ def run(
               "instances": instances, "max_batch": max_batch, "window_us": window_us, "onnx": str(onnx),
               **env}  # fmt: skip
     return rows
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 if __name__ == "__main__":

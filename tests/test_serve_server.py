@@ -31,17 +31,6 @@ pytest.importorskip("tritonclient.grpc")
 SIDE = 128
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_export import TINY_128, tiny_model
@@ -66,7 +55,8 @@ def repository(onnx_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from hhrnet.serve.server import Endpoints, TritonServer
 
-    http, grpc, metrics = free_ports(3)
+    ends = Endpoints.free_loopback()
+    http, grpc, metrics = ends.http_port, ends.grpc_port, ends.metrics_port
     log = tmp_path_factory.mktemp("log") / "triton.log"
     with TritonServer(repository, Endpoints("127.0.0.1", http, grpc, metrics), log_file=log, wait_s=240) as s:
         yield s
@@ -217,8 +207,10 @@ def test_metrics_endpoint_counts_inferences(server: Any) -> None:
 @pytest.mark.slow
 def test_cli_serve_stops_cleanly_on_ctrl_c(repository: Path, tmp_path: Path) -> None:
     from hhrnet.serve.client import PoseClient
+    from hhrnet.serve.server import Endpoints
 
-    http, grpc, metrics = free_ports(3)
+    ends = Endpoints.free_loopback()
+    http, grpc, metrics = ends.http_port, ends.grpc_port, ends.metrics_port
     cmd = [sys.executable, "-m", "hhrnet", "serve", "--repository", str(repository), "--host", "127.0.0.1",
            "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
            "--log-file", str(tmp_path / "triton.log")]  # fmt: skip

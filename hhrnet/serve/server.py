@@ -58,6 +58,21 @@ class Endpoints:
     def metrics_url(self) -> str:
         return f"http://{self.client_host}:{self.metrics_port}/metrics"
 
+    @classmethod
+    def free_loopback(cls) -> Endpoints:
+        """Three ports the OS says are free on 127.0.0.1 (for tests and benchmarks)."""
+        import socket
+
+        socks = [socket.socket() for _ in range(3)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            ports = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        return cls("127.0.0.1", *ports)
+
 
 def libpython_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
     """Put this interpreter's libpython folder first on ``LD_LIBRARY_PATH`` (for the backend stub); returns it."""
