@@ -124,6 +124,11 @@ class TrainConfig:
     lr: float = 1e-3
     lr_factor: float = 0.1
     lr_step: tuple[int, ...] = (200, 260)
+    # "step": the official MultiStepLR (x lr_factor at each lr_step epoch); "cosine": half a cosine from lr to 0
+    # over the run (end_epoch epochs, or the time budget). Both follow the time fraction in a budgeted run.
+    lr_schedule: Literal["step", "cosine"] = "step"
+    warmup: float = 0.0  # fraction of the run over which the lr ramps up linearly from 0 (0: none, official)
+    minutes: float = 0.0  # wall-clock training budget; 0: train end_epoch epochs (official)
     momentum: float = 0.9
     wd: float = 1e-4  # ignored by the official Adam (SPEC §2); used only with apply_weight_decay
     apply_weight_decay: bool = False

@@ -40,7 +40,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.export.parity import decoded_parity
     from hhrnet.inference import Predictor, read_image
     from hhrnet.io import atomic_write_bytes, atomic_write_text
-    from hhrnet.train import train
+    from hhrnet.training import train
     from hhrnet.visualize import draw_poses
 
     root = Path(out)

@@ -16,7 +16,7 @@ from hhrnet.config import apply_overrides, preset
 from hhrnet.data.coco import build_dataset, collate
 from hhrnet.losses import HigherHRNetLoss
 from hhrnet.model import build_model
-from hhrnet.train import train
+from hhrnet.training import train
 
 root, out = sys.argv[1], Path(sys.argv[2])
 cfg = apply_overrides(

@@ -238,7 +238,14 @@ def _mask_polygon(mask: np.ndarray) -> list[list[float]]:
 
 
 def _make_image(
-    rng: np.random.Generator, w: int, h: int, dataset: Dataset, min_people: int, max_people: int, image_id: int
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    dataset: Dataset,
+    min_people: int,
+    max_people: int,
+    image_id: int,
+    min_keypoint_area: float = 0.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]], float]:
     canvas = _background(rng, w, h)
     annotations: list[dict[str, Any]] = []
@@ -291,6 +298,8 @@ def _make_image(
         if dataset == "coco":
             ann["segmentation"] = _mask_polygon(visible_mask)
             ann["area"] = float(visible_mask.sum())
+            if ann["area"] < min_keypoint_area:  # too small to label, as in COCO: an ignore region
+                ann["num_keypoints"], ann["keypoints"] = 0, [0] * len(ann["keypoints"])
         annotations.append(ann)
 
     if dataset == "coco" and rng.random() < 0.25:  # a crowd region of tiny figures, annotated once
@@ -358,6 +367,7 @@ def synthesize(
     max_people: int = 6,
     force: bool = False,
     quality: int = 95,
+    min_keypoint_area: float = 0.0,
 ) -> SynthSummary:
     """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths."""
     root = Path(root)
@@ -377,7 +387,9 @@ def synthesize(
         entries, anns = [], []
         for i in range(count):
             image_id = offset + i
-            canvas, image_anns, crowd_index = _make_image(rng, w, h, dataset, min_people, max_people, image_id)
+            canvas, image_anns, crowd_index = _make_image(
+                rng, w, h, dataset, min_people, max_people, image_id, min_keypoint_area
+            )
             name = f"{image_id:012d}.jpg"
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
