@@ -369,7 +369,11 @@ def synthesize(
     quality: int = 95,
     min_keypoint_area: float = 0.0,
 ) -> SynthSummary:
-    """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths."""
+    """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths.
+
+    ``min_keypoint_area``: people whose visible area (px) is below it get no keypoints (``num_keypoints`` 0,
+    their polygon kept), as COCO leaves people under 32^2 px unlabelled: an ignore region for training, and
+    ignored by the evaluation. 0 labels everyone."""
     root = Path(root)
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     if dataset not in ("coco", "crowdpose"):
@@ -404,7 +408,15 @@ def synthesize(
                 next_ann += 1
                 anns.append(ann)
         doc = {
-            "info": {"description": f"hhrnet synthetic {dataset} keypoints", "seed": seed},
+            "info": {
+                "description": f"hhrnet synthetic {dataset} keypoints",
+                "seed": seed,
+                "num_train": num_train,
+                "num_val": num_val,
+                "image_size": [w, h],
+                "max_people": max_people,
+                "min_keypoint_area": min_keypoint_area,
+            },
             "images": entries,
             "annotations": anns,
             "categories": categories(dataset),
