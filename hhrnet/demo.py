@@ -19,8 +19,8 @@ from typing import Any
 
 Log = Callable[[str], None]
 
-# Evaluation, export, parity and latency after training took 2.5-3.5 min on 2 shared CPU cores
-# (hhrnet demo, 2026-12-02); used only for the whole-job estimate printed before training.
+# Rough duration of evaluation, export, parity and latency after training on 2 CPU cores; used only for the
+# whole-job estimate printed before training (the summary reports the measured stage times).
 AFTER_TRAINING_MINUTES = 3.5
 # Synthetic people whose visible area is below COCO's "small" bound (32^2 px) get no keypoints, as in COCO
 # (an ignore region in training, ignored by the evaluation).
