@@ -268,7 +268,7 @@ def train(
                             state.best_ap, state.best_epoch, is_best = record["val_AP"], epoch + 1, True
                     barrier(dist_info)
                 state.history.append(record)
-                state.train_seconds = run.read()
+                state.train_seconds = run.elapsed = agree_max(dist_info, run.read(), dev)
                 if dist_info.main:
                     if not _all_finite(model):
                         raise TrainingError(f"weights became non-finite in epoch {epoch}; checkpoint not written")
@@ -320,9 +320,9 @@ def _train_epoch(
 ) -> EpochStats:
     """One epoch from step ``first``, with the learning rate and the stop decision from ``run``.
 
-    Without DDP the clock is read after every step. Under DDP every rank must take the same decisions (the
-    same learning rate, the same last step), so the ranks agree on the clock (max over ranks) every
-    ``print_freq`` steps and use that value in between.
+    Without DDP the clock is read after every step. Under DDP a budgeted run must take the same decisions on
+    every rank (the same learning rate, the same last step), so the ranks agree on the clock (max over ranks)
+    every ``print_freq`` steps and use that value in between.
     """
     t = cfg.train
     dataset.set_epoch(epoch)
@@ -333,7 +333,7 @@ def _train_epoch(
         return t.lr * lr_multiplier(t, fraction)
 
     def should_stop(step: int) -> bool:
-        if not dist_info.enabled:
+        if not (dist_info.enabled and run.budgeted):
             run.tick()
         elif step % t.print_freq == 0 or step == per_epoch:
             run.elapsed = agree_max(dist_info, run.tick(), device)
