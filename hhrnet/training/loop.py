@@ -259,22 +259,12 @@ def train(
                 is_best = val_files is None
                 if val_files is not None and ((epoch + 1) % t.val_every == 0 or last):
                     if dist_info.main:
-                        ann_file, image_dir = val_files
-                        ap = evaluate(net, cfg, image_dir, ann_file, device=dev, max_images=val_max_images)
-                        record["val_AP"] = ap.get("AP", float("nan"))
-                        if writer is not None:
-                            writer.add_scalar("val/AP", record["val_AP"], epoch + 1)
-                        if state.best_ap is None or record["val_AP"] > state.best_ap:
-                            state.best_ap, state.best_epoch, is_best = record["val_AP"], epoch + 1, True
+                        is_best = _validate(net, cfg, val_files, dev, val_max_images, epoch, record, state, writer)
                     barrier(dist_info)
                 state.history.append(record)
                 state.train_seconds = run.elapsed = agree_max(dist_info, run.read(), dev)
                 if dist_info.main:
-                    if not _all_finite(model):
-                        raise TrainingError(f"weights became non-finite in epoch {epoch}; checkpoint not written")
-                    save_training_checkpoint(out / CHECKPOINT, model, cfg, optimizer, scaler, state)
-                    if is_best:
-                        save_weights(out / BEST, model, cfg, epoch=epoch + 1, val_ap=state.best_ap)
+                    _save(out, model, cfg, optimizer, scaler, state, is_best)
                     say(_epoch_line(epoch, end_epoch, record, run))
                 barrier(dist_info)
         if dist_info.main and epochs_run:
@@ -346,6 +336,46 @@ def _train_epoch(
         channels_last=t.channels_last, print_freq=t.print_freq, first_step=first, total=per_epoch,
         lr_at=lr_at, should_stop=should_stop, report=reporter.report, on_step=reporter.step,
     )  # fmt: skip
+
+
+def _validate(
+    net: nn.Module,
+    cfg: Config,
+    val_files: tuple[Path, Path],
+    device: torch.device,
+    max_images: int | None,
+    epoch: int,
+    record: dict[str, float],
+    state: TrainState,
+    writer: Any,
+) -> bool:
+    """AP on the validation split into ``record`` (and TensorBoard); updates the best AP; True if it is the best."""
+    ann_file, image_dir = val_files
+    ap = evaluate(net, cfg, image_dir, ann_file, device=device, max_images=max_images)
+    record["val_AP"] = ap.get("AP", float("nan"))
+    if writer is not None:
+        writer.add_scalar("val/AP", record["val_AP"], epoch + 1)
+    if state.best_ap is None or record["val_AP"] > state.best_ap:
+        state.best_ap, state.best_epoch = record["val_AP"], epoch + 1
+        return True
+    return False
+
+
+def _save(
+    out: Path,
+    model: nn.Module,
+    cfg: Config,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    state: TrainState,
+    is_best: bool,
+) -> None:
+    """The training checkpoint (and model_best.pth); never from non-finite weights."""
+    if not _all_finite(model):
+        raise TrainingError(f"weights became non-finite in epoch {state.epoch}; checkpoint not written")
+    save_training_checkpoint(out / CHECKPOINT, model, cfg, optimizer, scaler, state)
+    if is_best:
+        save_weights(out / BEST, model, cfg, epoch=state.epoch, val_ap=state.best_ap)
 
 
 def _record(
