@@ -10,7 +10,7 @@ import typer
 
 def demo(
     out: Annotated[Path, typer.Option(help="Where everything is written.")] = Path("demo_out"),
-    minutes: Annotated[float, typer.Option(help="Training budget, wall clock (the whole job takes ~2 min more).")] = 6.0,
+    minutes: Annotated[float, typer.Option(help="Training budget, wall clock (the job takes ~2 min more).")] = 6.0,
     train_images: Annotated[int, typer.Option(help="Synthetic training images.")] = 400,
     val_images: Annotated[int, typer.Option(help="Synthetic validation images.")] = 60,
 ) -> None:
