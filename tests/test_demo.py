@@ -18,7 +18,7 @@ def _numbers(ap: float, resumed: bool) -> dict:
         "onnx_max_abs_error": 2e-6, "onnx_decoded_positions_identical": True,
         "parity": {"onnxruntime fp32 + fast": {"AP": ap, "delta_AP_points": -0.05, "agreement_AP": 0.998,
                                                "gate": 0.1, "passed": True}},
-        "total_ms_p50": {"torch": 21.0}, "sample_people": 4, "demo_minutes": 9.9,
+        "total_ms_p50": {"torch": 21.0}, "sample_people": 4, "sample_poses_found": 12, "demo_minutes": 9.9,
     }  # fmt: skip
 
 
@@ -38,6 +38,7 @@ def test_rows_are_labelled_and_honest() -> None:
     value, note = table["parity: onnxruntime fp32 + fast"]
     assert value == "ΔAP -0.05 points, agreement AP 0.998" and note.startswith("passed") and "±0.1" in note
     assert [w for w, _, _ in rows][:3] == ["val AP (OKS .50:.95)", "val AP50 / AR", "real photos"]
+    assert table["sample image"][0] == "4 people drawn" and table["sample image"][1].startswith("of 12 poses found")
     fresh = {w: n for w, _, n in DemoSummary(Path("x"), {}, _numbers(0.6, resumed=False)).rows()}
     assert fresh["training"] == "" and fresh["val AP (OKS .50:.95)"].startswith("good")
 

@@ -194,8 +194,8 @@ def train(
     """Train ``cfg`` and return where the checkpoints are and what validation AP they reached.
 
     Epoch-based (``train.minutes == 0``) until ``epochs`` (default ``train.end_epoch``); time-budgeted
-    (``train.minutes > 0``) until the budget is spent or that epoch is reached, with the learning rate
-    following the spent fraction of the budget and a checkpoint written where the budget ran out. See
+    (``train.minutes > 0``) until the budget is spent (or ``epochs``, when given, are done), with the learning
+    rate following the spent fraction of the budget and a checkpoint written where the budget ran out. See
     :mod:`hhrnet.training.state` for what resuming means in each case.
     """
     started = time.perf_counter()
@@ -207,7 +207,8 @@ def train(
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
     root = Path(data_root) if data_root is not None else Path(cfg.data.root)
-    end_epoch = epochs if epochs is not None else t.end_epoch
+    # a budgeted run ends when the budget is spent (or at `epochs` when given); else after end_epoch epochs
+    end_epoch = epochs if epochs is not None else (1 << 30 if t.minutes > 0 else t.end_epoch)
     quiet = (_quiet() if progress is None else not progress) or not dist_info.main
     if dev.type != "cuda" and t.amp != "none":
         say(f"note: train.amp={t.amp} needs a CUDA GPU; training in fp32 on {dev.type}")
