@@ -168,6 +168,10 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # progress lines reach a log file as they happen
+
+
 def _quiet() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stdout.isatty()
 
@@ -202,7 +206,7 @@ def train(
     t = cfg.train
     dev = pick_device(device)
     dist_info = init_distributed(dev)
-    say: Log = log if log is not None else (print if dist_info.main else (lambda _m: None))
+    say: Log = log if log is not None else (_print if dist_info.main else (lambda _m: None))
     out = Path(output_dir if output_dir is not None else t.output_dir)
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
