@@ -250,7 +250,7 @@ def _tiny() -> Config:
     )
     data = DataConfig(input_size=256, output_size=(64, 128), root="data/synth", train_split="train", test_split="val")
     loss = LossConfig(ae_loss_type="max")
-    train = TrainConfig(images_per_gpu=8, lr=3e-3, lr_schedule="cosine", warmup=0.03, end_epoch=20, workers=0,
+    train = TrainConfig(images_per_gpu=8, lr=3e-3, lr_schedule="cosine", warmup=0.03, end_epoch=28, workers=0,
                         print_freq=10, channels_last=True)  # fmt: skip
     # decoder: the max push spaces people's tags ~1 apart, so the official tag threshold 1.0 merges neighbours;
     # 0.5 and a detection threshold of 0.2 were chosen on a separate synthetic split (benchmarks/TRAINING.md)
