@@ -73,6 +73,35 @@ def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp") -> tupl
     return push, pull
 
 
+def grouping_counts(tags: Tensor, joints: Tensor, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
+    """How many ground-truth people the tags group correctly, and how many there are (two int64 scalars).
+
+    The tags are read at the ground-truth joints (the same gather as :func:`ae_loss`), so this measures the
+    grouping alone, whatever the heatmaps do. A person (a slot with >= 1 used joint) is grouped correctly when
+    each of its joints' tags is within ``threshold`` of the person's mean tag (the decoder's
+    ``test.tag_threshold``) and strictly nearer to it than to any other person's mean tag in the image.
+    Collapsed tags (every person at one value) score 0 on images with two or more people.
+    """
+    batch = tags.shape[0]
+    flat = tags.detach().reshape(batch, -1).float()  # (B, N)
+    index = joints[..., 0].long().clamp(0, flat.shape[1] - 1)  # (B, P, J)
+    used = joints[..., 1] > 0  # (B, P, J)
+    picked = torch.gather(flat, 1, index.reshape(batch, -1)).reshape(index.shape)  # (B, P, J)
+    picked = torch.where(used, picked, torch.zeros_like(picked))
+    count = used.sum(dim=2)  # (B, P)
+    person = count > 0  # (B, P)
+    mean = picked.sum(dim=2) / count.clamp(min=1)  # (B, P)
+    dist = (picked[:, :, :, None] - mean[:, None, None, :]).abs()  # (B, P, J, P): joint of p to mean of q
+    dist = torch.where(person[:, None, None, :], dist, torch.full_like(dist, float("inf")))
+    own = (picked - mean[..., None]).abs()  # (B, P, J)
+    slots = torch.arange(dist.shape[1], device=dist.device)
+    other = torch.where(slots[None, :, None, None] == slots[None, None, None, :], torch.full_like(dist, float("inf")),
+                        dist).amin(dim=3)  # (B, P, J) nearest other person's mean  # fmt: skip
+    right = ((own < threshold) & (own < other)) | ~used  # (B, P, J)
+    correct = (right.all(dim=2) & person).sum()
+    return correct, person.sum()
+
+
 class HigherHRNetLoss(nn.Module):
     """Multi-stage loss (official MultiLossFactory + the trainer's sum), built from ``cfg.loss``.
 
@@ -120,6 +149,14 @@ class HigherHRNetLoss(nn.Module):
             pull = pull * self.pull_loss_factor[index]
         return hm, push, pull
 
+    def grouping_counts(self, outputs: Sequence[Tensor], joints: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
+        """:func:`grouping_counts` on the first stage with tags (None when no stage has them)."""
+        for i in range(self.num_stages):
+            if self.with_ae_loss[i]:
+                offset = self.num_joints if self.with_heatmaps_loss[i] else 0
+                return grouping_counts(outputs[i][:, offset:], joints[i])
+        return None
+
     def forward(
         self,
         outputs: Sequence[Tensor],
@@ -152,4 +189,4 @@ class HigherHRNetLoss(nn.Module):
         return total, terms
 
 
-__all__ = ["AELossType", "HigherHRNetLoss", "ae_loss", "heatmap_loss"]
+__all__ = ["AELossType", "HigherHRNetLoss", "ae_loss", "grouping_counts", "heatmap_loss"]

@@ -16,12 +16,15 @@ from hhrnet.config import apply_overrides, preset
 from hhrnet.data.coco import build_dataset, collate
 from hhrnet.losses import HigherHRNetLoss
 from hhrnet.model import build_model
-from hhrnet.train import train
+from hhrnet.training import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import TOY  # noqa: E402
 
 root, out = sys.argv[1], Path(sys.argv[2])
 cfg = apply_overrides(
     preset("tiny"),
-    ["data.input_size=128", "data.output_size=[32,64]", "train.images_per_gpu=2", "train.val_every=0",
+    [*TOY, "data.input_size=128", "data.output_size=[32,64]", "train.images_per_gpu=2", "train.val_every=0",
      "train.print_freq=100", "train.lr=0.005", "train.workers=0"],
 )  # fmt: skip
 fixed = collate([build_dataset(cfg, "train", root=root, augment=False)[i] for i in range(4)])

@@ -31,7 +31,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_info_reports_model_and_backends() -> None:
     proc = _cli("info", "--config", "tiny", "--set", "data.input_size=128")
     assert proc.returncode == 0, proc.stderr
-    assert "192,587" in proc.stdout  # tiny parameter count
+    assert "1,236,707" in proc.stdout  # tiny parameter count
     assert "multiply-adds at 128x128" in proc.stdout
     for name in ("torch", "onnxruntime", "tensorrt", "numba"):
         assert name in proc.stdout

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hhrnet.config import LossConfig
-from hhrnet.losses import HigherHRNetLoss, ae_loss, heatmap_loss
+from hhrnet.losses import HigherHRNetLoss, ae_loss, grouping_counts, heatmap_loss
 from hhrnet.targets import pack_joints
 
 
@@ -99,6 +99,75 @@ def test_ae_loss_known_values() -> None:
     push, pull = ae_loss(tags, joints2, "exp")
     torch.testing.assert_close(pull, torch.tensor([0.25]))
     torch.testing.assert_close(push, torch.tensor([0.0]))
+
+
+def loop_grouping(tags: torch.Tensor, joints: np.ndarray, threshold: float) -> tuple[int, int]:
+    """Grouping at ground-truth joints, written as loops: tags (B, N) flattened, joints (B, P, J, 2)."""
+    correct = people = 0
+    for b in range(tags.shape[0]):
+        persons = [[float(tags[b, int(i)]) for i, used in person if used > 0] for person in joints[b]]
+        means = {p: float(np.mean(v)) for p, v in enumerate(persons) if v}
+        for p, values in enumerate(persons):
+            if not values:
+                continue
+            people += 1
+            ok = True
+            for v in values:
+                own = abs(v - means[p])
+                others = [abs(v - m) for q, m in means.items() if q != p]
+                ok &= own < threshold and all(own < o for o in others)
+            correct += int(ok)
+    return correct, people
+
+
+@pytest.mark.parametrize("people", [(0,), (1,), (2,), (4, 0, 1, 6), (6, 3)])
+@pytest.mark.parametrize("spread", [0.05, 0.6, 3.0])
+def test_grouping_counts_equal_loop_twin(people: tuple[int, ...], spread: float) -> None:
+    tags, joints = _batch(sum(people) * 7 + len(people), people)
+    # people's tags: a per-person centre plus noise of the given spread (small: well grouped, large: not)
+    rng = np.random.default_rng(len(people))
+    flat = tags.reshape(len(people), -1).clone()
+    for b in range(len(people)):
+        for p, person in enumerate(joints[b].numpy()):
+            for idx, used in person:
+                if used > 0:
+                    flat[b, int(idx)] = 2.0 * p + float(rng.normal(0, spread))
+    correct, total = grouping_counts(flat.reshape(tags.shape), joints)
+    assert (int(correct), int(total)) == loop_grouping(flat, joints.numpy(), 1.0)
+
+
+def test_grouping_counts_known_values() -> None:
+    tags = torch.zeros(1, 1, 1, 8)
+    joints = torch.zeros(1, 3, 1, 2, dtype=torch.int64)
+    joints[0, 0, 0], joints[0, 1, 0] = torch.tensor([0, 1]), torch.tensor([1, 1])
+    # two people at one tag value (collapsed tags): neither is grouped
+    assert [int(v) for v in grouping_counts(tags, joints)] == [0, 2]
+    tags[0, 0, 0, 1] = 5.0  # apart: both grouped
+    assert [int(v) for v in grouping_counts(tags, joints)] == [2, 2]
+    # person 0 with joints at tags 0 and 0.8 (mean 0.4), person 1 at 0.9: joint 0.8 is nearer person 1
+    two = torch.zeros(1, 2, 2, 2, dtype=torch.int64)
+    two[0, 0] = torch.tensor([[2, 1], [3, 1]])
+    two[0, 1, 0] = torch.tensor([4, 1])
+    tags[0, 0, 0, 2:5] = torch.tensor([0.0, 0.8, 0.9])
+    assert [int(v) for v in grouping_counts(tags, two)] == [1, 2]
+    # one person whose joints are 2.4 apart: each is 1.2 from the mean, beyond the threshold 1.0
+    tags[0, 0, 0, 2:4] = torch.tensor([0.0, 2.4])
+    assert [int(v) for v in grouping_counts(tags, two[:, :1])] == [0, 1]
+    assert [int(v) for v in grouping_counts(tags, two[:, :1], threshold=1.5)] == [1, 1]
+
+
+def test_criterion_grouping_reads_the_tag_channels() -> None:
+    cfg = LossConfig()
+    crit = HigherHRNetLoss(cfg, 2)
+    out0 = torch.zeros(1, 4, 2, 2)  # 2 heatmap channels, then 2 tag channels
+    out0[0, 0] = 9.0  # a heatmap channel with a large value that must not be read as a tag
+    out0[0, 2, 0, 1] = 3.0  # tag of joint 0 at (0, 1): flat index 1 of the (2, 2, 2) tag map
+    joints = torch.zeros(1, 2, 2, 2, dtype=torch.int64)
+    joints[0, 0, 0], joints[0, 1, 0] = torch.tensor([0, 1]), torch.tensor([1, 1])
+    counts = crit.grouping_counts([out0, torch.zeros(1, 2, 4, 4)], [joints, joints])
+    assert counts is not None and [int(v) for v in counts] == [2, 2]
+    off = HigherHRNetLoss(replace(cfg, with_ae_loss=(False, False)), 2)
+    assert off.grouping_counts([out0, torch.zeros(1, 2, 4, 4)], [joints, joints]) is None
 
 
 def test_heatmap_loss_is_mean_over_all_positions() -> None:

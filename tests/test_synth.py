@@ -110,3 +110,26 @@ def test_ground_truth_scores_perfect_ap(coco_root: Path) -> None:
         ev.accumulate()
         ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_min_keypoint_area_unlabels_small_people(tmp_path: Path) -> None:
+    """COCO leaves people under 32^2 px without keypoints: the same images, those people become ignore regions."""
+    synthesize(tmp_path / "all", num_train=12, num_val=2, image_size=192, seed=4)
+    synthesize(tmp_path / "coco", num_train=12, num_val=2, image_size=192, seed=4, min_keypoint_area=32.0**2)
+    for name in ("000000000001.jpg", "000000000007.jpg"):
+        a, b = (tmp_path / d / "images" / "train" / name for d in ("all", "coco"))
+        assert a.read_bytes() == b.read_bytes()
+    every, coco = (_anns(tmp_path / d, "train") for d in ("all", "coco"))
+    assert coco["info"]["min_keypoint_area"] == 1024.0 and every["info"]["min_keypoint_area"] == 0.0
+    assert len(every["annotations"]) == len(coco["annotations"])
+    unlabelled = 0
+    for before, after in zip(every["annotations"], coco["annotations"], strict=True):
+        if before["iscrowd"] or before["num_keypoints"] == 0:
+            assert after == before
+        elif before["area"] < 1024:
+            unlabelled += 1
+            assert after["num_keypoints"] == 0 and not any(after["keypoints"])
+            assert after["segmentation"] == before["segmentation"] and after["segmentation"]  # an ignore region
+        else:
+            assert after == before
+    assert unlabelled > 0

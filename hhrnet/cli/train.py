@@ -25,15 +25,26 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pth when it exists.")] = True,
     resume_from: Annotated[Path | None, typer.Option(help="Resume from this training checkpoint.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Stop after this epoch (default: train.end_epoch).")] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock training budget (sets train.minutes; the lr schedule follows the time)."),
+    ] = None,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap steps per epoch (smoke runs).")] = None,
     val_max_images: Annotated[int | None, typer.Option(help="Validate on at most N images.")] = None,
 ) -> None:
-    """Train HigherHRNet; writes checkpoint.pth every epoch, model_best.pth (by val AP) and model_final.pth."""
-    from hhrnet.config import resolve
-    from hhrnet.train import train as run_train
+    """Train HigherHRNet; writes checkpoint.pth every epoch, model_best.pth (by val AP) and model_final.pth.
 
-    cfg = resolve(config, set_ or [])
+    Progress shows the loss terms, `grouped` (the fraction of people whose joints the tags group correctly)
+    and the ETA of the whole run. With --minutes the run stops when the budget is spent; resuming it continues
+    with the budget left."""
+    from hhrnet.config import resolve
+    from hhrnet.training import train as run_train
+
+    overrides = list(set_ or [])
+    if minutes is not None:
+        overrides.append(f"train.minutes={minutes}")
+    cfg = resolve(config, overrides)
     result = run_train(
         cfg,
         output_dir=out,
@@ -46,5 +57,6 @@ def train(
     )
     best = f"best val AP {result.best_ap:.4f} (epoch {result.best_epoch})" if result.best_ap is not None else "no AP"
     typer.echo(
-        f"trained {result.epochs_run} epochs in {result.seconds / 60:.1f} min; {best}; outputs in {result.output_dir}"
+        f"ran {result.epochs_run} epochs in {result.seconds / 60:.1f} min (the run: {result.epochs_done} epochs, "
+        f"{result.steps_done} steps, {result.train_seconds / 60:.1f} min); {best}; outputs in {result.output_dir}"
     )

@@ -238,7 +238,14 @@ def _mask_polygon(mask: np.ndarray) -> list[list[float]]:
 
 
 def _make_image(
-    rng: np.random.Generator, w: int, h: int, dataset: Dataset, min_people: int, max_people: int, image_id: int
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    dataset: Dataset,
+    min_people: int,
+    max_people: int,
+    image_id: int,
+    min_keypoint_area: float = 0.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]], float]:
     canvas = _background(rng, w, h)
     annotations: list[dict[str, Any]] = []
@@ -291,6 +298,8 @@ def _make_image(
         if dataset == "coco":
             ann["segmentation"] = _mask_polygon(visible_mask)
             ann["area"] = float(visible_mask.sum())
+            if ann["area"] < min_keypoint_area:  # too small to label, as in COCO: an ignore region
+                ann["num_keypoints"], ann["keypoints"] = 0, [0] * len(ann["keypoints"])
         annotations.append(ann)
 
     if dataset == "coco" and rng.random() < 0.25:  # a crowd region of tiny figures, annotated once
@@ -358,8 +367,13 @@ def synthesize(
     max_people: int = 6,
     force: bool = False,
     quality: int = 95,
+    min_keypoint_area: float = 0.0,
 ) -> SynthSummary:
-    """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths."""
+    """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths.
+
+    ``min_keypoint_area``: people whose visible area (px) is below it get no keypoints (``num_keypoints`` 0,
+    their polygon kept), as COCO leaves people under 32^2 px unlabelled: an ignore region for training, and
+    ignored by the evaluation. 0 labels everyone."""
     root = Path(root)
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     if dataset not in ("coco", "crowdpose"):
@@ -377,7 +391,9 @@ def synthesize(
         entries, anns = [], []
         for i in range(count):
             image_id = offset + i
-            canvas, image_anns, crowd_index = _make_image(rng, w, h, dataset, min_people, max_people, image_id)
+            canvas, image_anns, crowd_index = _make_image(
+                rng, w, h, dataset, min_people, max_people, image_id, min_keypoint_area
+            )
             name = f"{image_id:012d}.jpg"
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
@@ -392,7 +408,15 @@ def synthesize(
                 next_ann += 1
                 anns.append(ann)
         doc = {
-            "info": {"description": f"hhrnet synthetic {dataset} keypoints", "seed": seed},
+            "info": {
+                "description": f"hhrnet synthetic {dataset} keypoints",
+                "seed": seed,
+                "num_train": num_train,
+                "num_val": num_val,
+                "image_size": [w, h],
+                "max_people": max_people,
+                "min_keypoint_area": min_keypoint_area,
+            },
             "images": entries,
             "annotations": anns,
             "categories": categories(dataset),

@@ -1,0 +1,59 @@
+"""The main job's summary: a readable table that says how good the model is and that it does not transfer to
+photos; a re-run keeps the first run's training figures (slow: the whole job on a few images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hhrnet.demo import NO_TRANSFER, DemoSummary, verdict
+
+
+def _numbers(ap: float, resumed: bool) -> dict:
+    return {
+        "val_AP": ap, "val_AP50": 0.9, "val_AR": 0.6, "val_images": 60, "train_minutes": 6.0,
+        "train_resumed": resumed, "epochs": 21.5, "steps": 1075, "train_images_per_s": 23.9, "grouped": 0.91,
+        "onnx_max_abs_error": 2e-6, "onnx_decoded_positions_identical": True,
+        "parity": {"onnxruntime fp32 + fast": {"AP": ap, "delta_AP_points": -0.05, "agreement_AP": 0.998,
+                                               "gate": 0.1, "passed": True}},
+        "total_ms_p50": {"torch": 21.0}, "sample_people": 4, "sample_poses_found": 12, "demo_minutes": 9.9,
+    }  # fmt: skip
+
+
+def test_verdict_bands() -> None:
+    assert verdict(0.62).startswith("good") and verdict(0.5).startswith("good")
+    assert verdict(0.35).startswith("fair") and verdict(0.05).startswith("poor")
+
+
+def test_rows_are_labelled_and_honest() -> None:
+    rows = DemoSummary(Path("x"), {"drawing": "x/sample_pose.jpg"}, _numbers(0.31, resumed=True)).rows()
+    table = {what: (value, note) for what, value, note in rows}
+    assert table["val AP (OKS .50:.95)"][0] == "0.310" and table["val AP (OKS .50:.95)"][1].startswith("fair")
+    assert table["real photos"] == ("not supported", NO_TRANSFER) and "does not transfer" in NO_TRANSFER
+    assert table["training"][0] == "6.0 min, 21.5 epochs, 1075 steps, 24 img/s"
+    assert "first run" in table["training"][1]
+    assert table["tags group people"][0] == "91%"
+    value, note = table["parity: onnxruntime fp32 + fast"]
+    assert value == "ΔAP -0.05 points, agreement AP 0.998" and note.startswith("passed") and "±0.1" in note
+    assert [w for w, _, _ in rows][:3] == ["val AP (OKS .50:.95)", "val AP50 / AR", "real photos"]
+    assert table["sample image"][0] == "4 people drawn" and table["sample image"][1].startswith("of 12 poses found")
+    fresh = {w: n for w, _, n in DemoSummary(Path("x"), {}, _numbers(0.6, resumed=False)).rows()}
+    assert fresh["training"] == "" and fresh["val AP (OKS .50:.95)"].startswith("good")
+
+
+@pytest.mark.slow
+def test_rerun_keeps_first_run_figures(tmp_path: Path) -> None:
+    from hhrnet.demo import run_demo
+
+    lines: list[str] = []
+    first = run_demo(tmp_path, minutes=0.3, train_images=16, val_images=4, log=lines.append)
+    again = run_demo(tmp_path, minutes=0.3, train_images=16, val_images=4, log=lines.append)
+    assert first.numbers["train_resumed"] is False and again.numbers["train_resumed"] is True
+    for key in ("train_minutes", "epochs", "steps", "train_images_per_s", "val_AP"):
+        assert again.numbers[key] == first.numbers[key], key
+    assert first.numbers["train_minutes"] >= 0.3  # the budget was spent, not skipped
+    assert any("reusing the synthetic data" in line for line in lines)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["numbers"]["train_minutes"] == first.numbers["train_minutes"]
