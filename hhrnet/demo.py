@@ -108,6 +108,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.evaluate import evaluate_model, write_results
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
+    from hhrnet.export.precision import convert
     from hhrnet.images import read_image
     from hhrnet.inference import Predictor, torch_network
     from hhrnet.io import atomic_write_bytes, atomic_write_text
@@ -189,13 +190,16 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     summary.numbers["onnx_decoded_positions_identical"] = parity.identical
     stage_done("export")
 
-    log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime+fast")
-    rows = parity_run(
-        [Variant("torch fp32 + reference", torch_net, "reference", "exact"),
-         Variant("torch fp32 + fast", torch_net, "fast", "exact"),
-         Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32")],
-        codec, images, ann, max_images=min(val_images, 30),
-    )  # fmt: skip
+    log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime fp32 / fp16 / int8 + fast")
+    variants = [Variant("torch fp32 + reference", torch_net, "reference", "exact"),
+                Variant("torch fp32 + fast", torch_net, "fast", "exact"),
+                Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32")]  # fmt: skip
+    for prec in ("fp16", "int8"):  # precision in the graph; int8 calibrated on training images via the codec
+        path = root / f"model_{prec}.onnx"
+        convert(onnx_path, path, prec, calib_images=data / "images" / "train" if prec == "int8" else None)
+        summary.outputs[f"onnx_{prec}"] = str(path)
+        variants.append(Variant(f"onnxruntime {prec} + fast", OrtSession(path), "fast", prec))
+    rows = parity_run(variants, codec, images, ann, max_images=min(val_images, 30))
     write_rows(root / "parity.json", rows)
     summary.numbers["parity"] = {
         r["variant"]: {k: r[k] for k in ("AP", "delta_AP_points", "agreement_AP", "gate", "passed")} for r in rows
