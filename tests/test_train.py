@@ -90,6 +90,28 @@ def test_resume_is_exact(data_root: Path, tmp_path: Path) -> None:
     assert [h["loss"] for h in meta_a["history"]] == [h["loss"] for h in meta_b["history"]]
 
 
+def test_a_torn_checkpoint_falls_back_to_the_previous_epoch(data_root: Path, tmp_path: Path) -> None:
+    from hhrnet.checkpoint import read_checkpoint
+    from hhrnet.errors import CheckpointError
+    from hhrnet.training import train
+
+    cfg = _cfg()
+    out = tmp_path / "run"
+    train(cfg, output_dir=out, data_root=data_root, epochs=2, progress=False)
+    assert read_checkpoint(out / "checkpoint.prev.pth")[1]["epoch"] == 1  # kept beside the last one
+    last = out / "checkpoint.pth"
+    last.write_bytes(last.read_bytes()[:2000])  # torn
+    said: list[str] = []
+    resumed = train(cfg, output_dir=out, data_root=data_root, epochs=3, progress=False, log=said.append)
+    assert any("resuming from the previous checkpoint" in m for m in said), said
+    assert resumed.epochs_run == 2  # epochs 2 and 3 again, from the end of epoch 1
+    for name in ("checkpoint.pth", "checkpoint.prev.pth"):
+        p = out / name
+        p.write_bytes(p.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="run with --no-resume"):
+        train(cfg, output_dir=out, data_root=data_root, epochs=4, progress=False)
+
+
 def _cli_train(out: Path, root: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "hhrnet", "train", "--config", "tiny", *sum((["--set", s] for s in SMALL), []),
             "--out", str(out), "--data-root", str(root), *extra]  # fmt: skip

@@ -34,7 +34,7 @@ from hhrnet.training.state import (
     CHECKPOINT,
     FINAL,
     TrainState,
-    load_training_checkpoint,
+    resume_from,
     resume_path,
     save_training_checkpoint,
     save_weights,
@@ -227,7 +227,7 @@ def train(
     state = TrainState(epoch=t.begin_epoch)
     source = resume_path(out, resume, t.auto_resume)
     if source is not None:
-        state = load_training_checkpoint(source, model, optimizer, scaler)
+        state = resume_from(source, model, optimizer, scaler, say)
         say(f"resumed from {source} at epoch {state.epoch}" + (f" step {state.step}" if state.step else ""))
     net = _wrap_ddp(model, dev, dist_info)
     per_epoch = steps_per_epoch(cfg, dataset, dist_info)

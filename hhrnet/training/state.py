@@ -19,7 +19,9 @@ Resume semantics:
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from hhrnet.config import Config
 from hhrnet.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pth"
+PREVIOUS = "checkpoint.prev.pth"  # the checkpoint before the last one: what a torn or corrupt last one falls back to
 BEST = "model_best.pth"
 FINAL = "model_final.pth"
 
@@ -87,13 +90,35 @@ def seed_everything(seed: int) -> None:
 
 
 def resume_path(output_dir: Path, resume: bool | str | Path, auto_resume: bool) -> Path | None:
-    """An explicit checkpoint, or ``output_dir/checkpoint.pth`` when ``resume`` is True and it exists."""
+    """An explicit checkpoint, or ``output_dir/checkpoint.pth`` (else the previous one, when only that exists)
+    when ``resume`` is True."""
     if isinstance(resume, str | Path) and str(resume):
         return Path(resume)
-    ckpt = output_dir / CHECKPOINT
-    if resume is True and auto_resume and ckpt.is_file():
-        return ckpt
+    if resume is True and auto_resume:
+        for name in (CHECKPOINT, PREVIOUS):
+            if (output_dir / name).is_file():
+                return output_dir / name
     return None
+
+
+def resume_from(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+    say: Callable[[str], None],
+) -> TrainState:  # fmt: skip
+    """:func:`load_training_checkpoint`; a corrupt automatic ``checkpoint.pth`` falls back to the previous epoch's
+    file, and the error says how to start over instead."""
+    try:
+        return load_training_checkpoint(path, model, optimizer, scaler)
+    except CheckpointError as exc:
+        previous = path.with_name(PREVIOUS)
+        if path.name != CHECKPOINT or not previous.is_file():
+            raise CheckpointError(f"{exc}; to start over instead, run with --no-resume") from None
+        say(f"warning: {exc}; resuming from the previous checkpoint {previous}")
+        try:
+            return load_training_checkpoint(previous, model, optimizer, scaler)
+        except CheckpointError as exc2:
+            raise CheckpointError(f"{exc}; the previous one is unusable too ({exc2}); to start over, run with "
+                                  "--no-resume") from None  # fmt: skip
 
 
 def save_training_checkpoint(
@@ -109,6 +134,8 @@ def save_training_checkpoint(
         epoch=state.epoch, step=state.step, train_seconds=state.train_seconds, rng=rng_state(),
         best_ap=state.best_ap, best_epoch=state.best_epoch, history=state.history,
     )  # fmt: skip
+    if path.name == CHECKPOINT and path.is_file():
+        os.replace(path, path.with_name(PREVIOUS))  # keep the last good one until the new one is complete
     save_checkpoint(path, payload)
 
 
@@ -147,6 +174,7 @@ __all__ = [
     "FINAL",
     "TrainState",
     "load_training_checkpoint",
+    "resume_from",
     "resume_path",
     "rng_state",
     "save_training_checkpoint",
