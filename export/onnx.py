@@ -14,6 +14,7 @@ A static export fixes the input to the codec's letterbox square, which the codec
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,17 @@ def export_onnx(
             assert program is not None
             proto = program.model_proto
         else:
-            torch.onnx.export(
-                module, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
-                dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
-                dynamic_axes=axes, do_constant_folding=True,
-            )  # fmt: skip
+            with warnings.catch_warnings():
+                # The tracer's warnings are about shape checks on static channel counts (always true), and the
+                # TorchScript exporter is chosen on purpose (see ``dynamo``): neither is news to the user.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+                warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
+                torch.onnx.export(
+                    module, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
+                    dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
+                    dynamic_axes=axes, do_constant_folding=True,
+                )  # fmt: skip
             proto = onnx.load_from_string(buf.getvalue())
     write_contract(proto, artifact)
     onnx.checker.check_model(proto, full_check=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ def demo(
 
     from hhrnet.demo import run_demo
 
-    console = Console()
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)  # a log keeps whole rows
     summary = run_demo(out, minutes=minutes, train_images=train_images, val_images=val_images,
                        log=lambda m: console.print(m, highlight=False))  # fmt: skip
     table = Table(title="hhrnet demo: tiny model on synthetic data", show_lines=False)

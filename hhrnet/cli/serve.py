@@ -58,7 +58,7 @@ def serve(
     from hhrnet.serve.repository import ENSEMBLE, ServeOptions, read_contract, write_repository
     from hhrnet.serve.server import Endpoints, TritonServer
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
     if len(given) != 1:
         raise ConfigError("give one of --onnx, --engine or --repository to serve")
