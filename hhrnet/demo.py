@@ -22,9 +22,6 @@ Log = Callable[[str], None]
 # Evaluation, export, parity, latency and drawing after training took 78 s on 2 shared CPU cores (hhrnet demo,
 # 2026-12-02); used only for the whole-job estimate printed before training (the summary has the measured times).
 AFTER_TRAINING_MINUTES = 2.0
-# Synthetic people whose visible area is below COCO's "small" bound (32^2 px) get no keypoints, as in COCO
-# (an ignore region in training, ignored by the evaluation).
-MIN_KEYPOINT_AREA = 32.0**2
 # The sample drawing shows the poses the model is confident about; weaker ones are mostly fragments of people
 # already drawn (their count is in the summary).
 DRAW_MIN_SCORE = 0.2
@@ -85,11 +82,13 @@ def verdict(ap: float) -> str:
 
 
 def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
+    from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA
+
     ann = data / "annotations" / "person_keypoints_val.json"
     if not ann.is_file():
         return False
     info = json.loads(ann.read_text()).get("info", {})
-    wanted = {"num_train": train_images, "num_val": val_images, "min_keypoint_area": MIN_KEYPOINT_AREA}
+    wanted = {"num_train": train_images, "num_val": val_images, "min_keypoint_area": COCO_MIN_KEYPOINT_AREA}
     return all(info.get(k) == v for k, v in wanted.items())
 
 
@@ -104,7 +103,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.checkpoint import load_model
     from hhrnet.codec import Codec
     from hhrnet.config import apply_overrides, preset
-    from hhrnet.data.synth import synthesize
+    from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA, synthesize
     from hhrnet.evaluate import evaluate_model, write_results
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
@@ -136,7 +135,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     else:
         log(f"[1/7] synthesizing {train_images} train / {val_images} val images -> {data}")
         synthesize(data, num_train=train_images, num_val=val_images, image_size=256, seed=0, force=True,
-                   min_keypoint_area=MIN_KEYPOINT_AREA)  # fmt: skip
+                   min_keypoint_area=COCO_MIN_KEYPOINT_AREA)  # fmt: skip
         if (root / "train").exists():  # a run on other data must not be resumed
             shutil.rmtree(root / "train")
     ann, images = data / "annotations" / "person_keypoints_val.json", data / "images" / "val"

@@ -133,3 +133,18 @@ def test_min_keypoint_area_unlabels_small_people(tmp_path: Path) -> None:
         else:
             assert after == before
     assert unlabelled > 0
+
+
+def test_cli_labels_like_coco_by_default(tmp_path: Path) -> None:
+    """``hhrnet synth`` writes the demo's data (COCO's 32^2 px rule) unless told to label everyone."""
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+    from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA
+
+    runner = CliRunner()
+    for args, area in (([], COCO_MIN_KEYPOINT_AREA), (["--min-keypoint-area", "0"], 0.0)):
+        out = tmp_path / str(area)
+        result = runner.invoke(app, ["synth", str(out), "--train", "1", "--val", "1", "--size", "64", *args])
+        assert result.exit_code == 0, result.output
+        assert _anns(out, "val")["info"]["min_keypoint_area"] == area

@@ -14,6 +14,9 @@ class SynthDataset(str, Enum):
     crowdpose = "crowdpose"
 
 
+_MIN_AREA_HELP = "People whose visible area (px) is below this get no keypoints, as in COCO; 0 labels everyone."
+
+
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Dataset root to create.")],
     train: Annotated[int, typer.Option(help="Training images.")] = 400,
@@ -22,6 +25,7 @@ def synth(
     dataset: Annotated[SynthDataset, typer.Option(help="Annotation format.")] = SynthDataset.coco,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     max_people: Annotated[int, typer.Option(help="Most people per image.")] = 6,
+    min_keypoint_area: Annotated[float, typer.Option(help=_MIN_AREA_HELP)] = 32.0**2,  # as COCO_MIN_KEYPOINT_AREA
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty OUT_DIR.")] = False,
 ) -> None:
     """Synthesize a multi-person keypoint dataset with no downloads."""
@@ -31,7 +35,7 @@ def synth(
 
     summary = synthesize(
         out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset.value, seed=seed,
-        max_people=max_people, force=force,
+        max_people=max_people, force=force, min_keypoint_area=min_keypoint_area,
     )  # fmt: skip
     console = Console(soft_wrap=True)
     for split in ("train", "val"):

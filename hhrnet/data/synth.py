@@ -355,6 +355,11 @@ def categories(dataset: Dataset) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+# COCO labels no keypoints on people whose area is under its "small" bound, 32^2 px; ``hhrnet synth`` and the
+# demo do the same (an ignore region for training, ignored by the evaluation).
+COCO_MIN_KEYPOINT_AREA = 32.0**2
+
+
 def synthesize(
     root: str | Path,
     *,
