@@ -13,6 +13,11 @@ from types import ModuleType
 from hhrnet.errors import BackendError
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional part: hhrnet installs from its repository (it is not on PyPI)."""
+    return f"pip install '.[{extra}]' in an hhrnet checkout"
+
+
 def tensorrt_or_none() -> ModuleType | None:
     """The real ``tensorrt`` module, or None when it is absent (or only type stubs are installed)."""
     try:
@@ -26,7 +31,7 @@ def require_tensorrt() -> ModuleType:
     trt = tensorrt_or_none()
     if trt is None:
         raise BackendError(
-            "TensorRT is not installed (pip install 'hhrnet[tensorrt]' on a machine with an NVIDIA GPU and driver)"
+            f"TensorRT is not installed ({install_hint('tensorrt')} on a machine with an NVIDIA GPU and driver)"
         )
     return trt
 
@@ -45,6 +50,6 @@ def require_torch(what: str) -> None:
     """BackendError naming ``what`` when torch is missing: deployment installs run without it."""
     if not torch_available():
         raise BackendError(
-            f"{what} needs PyTorch, which this installation does not have: pip install 'hhrnet[train]' "
+            f"{what} needs PyTorch, which this installation does not have: {install_hint('train')} "
             "(deployment runs ONNX Runtime or TensorRT artifacts without it)"
         )

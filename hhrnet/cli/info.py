@@ -95,7 +95,7 @@ def info(
     console.print(dump_yaml(cfg).rstrip(), highlight=False, markup=False)
     table = Table(title="model", show_header=False)
     table.add_row("joints", str(cfg.model.num_joints))
-    from hhrnet.deps import torch_available
+    from hhrnet.deps import install_hint, torch_available
 
     if torch_available():
         from hhrnet.complexity import count_macs, count_parameters
@@ -107,7 +107,7 @@ def info(
         table.add_row("parameters", f"{count_parameters(model):,}")
         table.add_row(f"multiply-adds at {size}x{size}", f"{count_macs(model, size, size) / 1e9:.2f} G")
     else:
-        table.add_row("parameters", "needs PyTorch (pip install 'hhrnet[train]')")
+        table.add_row("parameters", f"needs PyTorch ({install_hint('train')})")
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

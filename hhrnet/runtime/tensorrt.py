@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, InputError
 from hhrnet.runtime.artifact import Artifact
 
@@ -56,7 +57,7 @@ def _cudart() -> Any:
         try:
             from cuda import cudart as runtime  # type: ignore[no-redef]
         except ImportError:
-            raise BackendError("cuda-python is not installed (pip install 'hhrnet[tensorrt]')") from None
+            raise BackendError(f"cuda-python is not installed ({install_hint('tensorrt')})") from None
     return runtime
 
 

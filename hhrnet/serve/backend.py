@@ -2,7 +2,7 @@
 
 Each ``model.py`` the repository writer emits is one line, ``from hhrnet.serve.backend import X as
 TritonPythonModel``, so the code Triton runs is this module's, installed with hhrnet (no torch needed:
-``pip install --no-deps hhrnet`` plus numpy, numba, opencv-python-headless and onnxruntime).
+``pip install --no-deps .`` in an hhrnet checkout, plus numpy, numba, opencv-python-headless and onnxruntime).
 
 Everything a model needs comes from its ``config.pbtxt`` parameters (``hhrnet.codec``: the served codec
 JSON, ``hhrnet.graph``, image limits, the network file), so a repository runs without anything beside it.

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.inference import Poses
 from hhrnet.serve.pipeline import unpad_poses
@@ -32,7 +33,7 @@ def _module(protocol: str) -> Any:
         else:
             import tritonclient.grpc as module  # type: ignore[no-redef]
     except ImportError:
-        raise BackendError("the Triton client needs tritonclient: pip install 'hhrnet[serve]'") from None
+        raise BackendError(f"the Triton client needs tritonclient: {install_hint('serve')}") from None
     return module
 
 

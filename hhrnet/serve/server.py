@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.serve.repository import ENSEMBLE, MODELS
 
@@ -127,7 +128,7 @@ class TritonServer:
         try:
             from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
         except ImportError:
-            raise BackendError("serving needs PyTriton and tritonclient: pip install 'hhrnet[serve]'") from None
+            raise BackendError(f"serving needs PyTriton and tritonclient: {install_hint('serve')}") from None
         libpython_env()
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         e = self.endpoints
