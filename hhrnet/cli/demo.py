@@ -13,7 +13,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where everything is written.")] = Path("demo_out"),
     minutes: Annotated[float, typer.Option(help="Training budget, wall clock (the job takes ~2 min more).")] = 6.0,
     train_images: Annotated[int, typer.Option(help="Synthetic training images.")] = 400,
-    val_images: Annotated[int, typer.Option(help="Synthetic validation images.")] = 60,
+    val_images: Annotated[int, typer.Option(help="Synthetic validation images (AP and the parity rows).")] = 200,
 ) -> None:
     """Synthesize data, train, evaluate, export ONNX, benchmark parity and latency, predict, summarize."""
     from rich.console import Console
@@ -21,7 +21,7 @@ def demo(
 
     from hhrnet.demo import run_demo
 
-    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)  # a log keeps whole rows
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # a log keeps whole rows
     summary = run_demo(out, minutes=minutes, train_images=train_images, val_images=val_images,
                        log=lambda m: console.print(m, highlight=False))  # fmt: skip
     table = Table(title="hhrnet demo: tiny model on synthetic data", show_lines=False)
