@@ -108,14 +108,10 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
 
 def read_rows(path: str | Path) -> list[Row]:
     from hhrnet.errors import InputError
+    from hhrnet.io import read_json
 
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"baseline file not found: {p}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read benchmark rows from {p}: {exc}") from None
+    data = read_json(p, InputError, f"baseline file not found: {p}")
     if isinstance(data, dict) and "rows" in data:
         data = data["rows"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

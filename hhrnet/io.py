@@ -8,6 +8,7 @@ on POSIX and Windows within one filesystem), then fsync the directory so the ren
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -43,6 +44,16 @@ def _atomic(path: str | Path, mode: str) -> Iterator[IO[Any]]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
+    """Parse the JSON file ``path``; ``error(missing)`` when it does not exist, ``error`` naming it when unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"cannot read {path}: {exc}") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

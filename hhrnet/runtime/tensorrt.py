@@ -17,7 +17,6 @@ data path are tested there against a fake CUDA runtime and engine that move real
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, InputError
+from hhrnet.io import read_json
 from hhrnet.runtime.artifact import Artifact
 
 
@@ -76,13 +76,7 @@ def check_engine(engine_path: str | Path, trt_version: str, device: DeviceInfo) 
     path = Path(engine_path)
     if not path.is_file():
         raise BackendError(f"engine not found: {path}")
-    side = sidecar(path)
-    if not side.is_file():
-        raise BackendError(f"{path} has no {side.name}: rebuild it with hhrnet export --format engine")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BackendError(f"cannot read {side}: {exc}") from None
+    meta = read_sidecar(path)
     if meta.get("tensorrt") != trt_version:
         raise BackendError(
             f"{path.name} was built with TensorRT {meta.get('tensorrt')} but this is TensorRT {trt_version}: rebuild it"
@@ -95,15 +89,18 @@ def check_engine(engine_path: str | Path, trt_version: str, device: DeviceInfo) 
     return dict(meta)
 
 
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    """The engine's sidecar JSON (what it was built from and for)."""
+    side, rebuild = sidecar(engine_path), "rebuild it with hhrnet export --format engine"
+    meta = read_json(side, BackendError, f"{engine_path} has no {side.name}: {rebuild}")
+    if not isinstance(meta, dict):
+        raise BackendError(f"{side} is not a JSON object: {rebuild}")
+    return meta
+
+
 def engine_contract(engine_path: str | Path) -> Artifact:
     """The artifact contract an engine's sidecar carries (no TensorRT, no GPU, no ONNX file needed)."""
-    side = sidecar(engine_path)
-    try:
-        meta = json.loads(side.read_text())
-    except FileNotFoundError:
-        raise BackendError(f"{engine_path} has no {side.name}: rebuild it with hhrnet export --format engine") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BackendError(f"cannot read {side}: {exc}") from None
+    meta = read_sidecar(engine_path)
     return Artifact.from_metadata(meta.get("contract") or {}, str(engine_path))
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, ConfigError
+from hhrnet.io import read_json
 from hhrnet.runtime.artifact import Artifact
 from hhrnet.serve.pipeline import ImageLimits, ServedPipeline, served_codec
 
@@ -394,12 +395,7 @@ def write_repository(
 def read_contract(path: str | Path) -> dict[str, Any]:
     """``contract.json`` of a written repository (served codec, artifact metadata, options)."""
     p = Path(path) / ENSEMBLE / "contract.json"
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} is not an hhrnet Triton repository (no {ENSEMBLE}/contract.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {p}: {exc}") from None
+    data = read_json(p, ConfigError, f"{path} is not an hhrnet Triton repository (no {ENSEMBLE}/contract.json)")
     if not isinstance(data, dict):
         raise ConfigError(f"{p} is not a JSON object")
     return data
