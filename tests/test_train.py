@@ -112,6 +112,24 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_epoch(data_root: Path, tmp
         train(cfg, output_dir=out, data_root=data_root, epochs=4, progress=False)
 
 
+def test_keeping_the_previous_checkpoint_never_removes_the_last(tmp_path: Path) -> None:
+    """The previous checkpoint is linked or copied aside, never renamed away: a kill between keeping it and writing
+    the new one still finds checkpoint.pth (the kill -9 test once caught that window)."""
+    from hhrnet.io import atomic_write_bytes
+    from hhrnet.training.state import keep_previous
+
+    last, prev = tmp_path / "checkpoint.pth", tmp_path / "checkpoint.prev.pth"
+    last.write_bytes(b"epoch 1")
+    keep_previous(last, prev)
+    assert last.read_bytes() == prev.read_bytes() == b"epoch 1"
+    atomic_write_bytes(last, b"epoch 2")  # how checkpoints are written: the name moves to a new file
+    keep_previous(last, prev)
+    assert (last.read_bytes(), prev.read_bytes()) == (b"epoch 2", b"epoch 2")
+    atomic_write_bytes(last, b"epoch 3")
+    assert (last.read_bytes(), prev.read_bytes()) == (b"epoch 3", b"epoch 2")
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pth", "checkpoint.prev.pth"}  # no staging file left
+
+
 def _cli_train(out: Path, root: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "hhrnet", "train", "--config", "tiny", *sum((["--set", s] for s in SMALL), []),
             "--out", str(out), "--data-root", str(root), *extra]  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,20 @@ def save_training_checkpoint(
         best_ap=state.best_ap, best_epoch=state.best_epoch, history=state.history,
     )  # fmt: skip
     if path.name == CHECKPOINT and path.is_file():
-        os.replace(path, path.with_name(PREVIOUS))  # keep the last good one until the new one is complete
-    save_checkpoint(path, payload)
+        keep_previous(path, path.with_name(PREVIOUS))
+    save_checkpoint(path, payload)  # atomic: checkpoint.pth is the old file or the new one, never absent or torn
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` a copy of ``path`` (a hard link where the filesystem allows) without ever removing
+    ``path``: a kill at any moment leaves the last complete checkpoint under its own name."""
+    staged = previous.with_name(previous.name + ".tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(path, staged)  # the new checkpoint replaces path's name, not this inode
+    except OSError:
+        shutil.copyfile(path, staged)
+    os.replace(staged, previous)
 
 
 def load_training_checkpoint(
