@@ -370,3 +370,19 @@ def test_serving_modules_do_not_import_torch() -> None:
             "hhrnet.serve.client, hhrnet.serve.server; print('torch' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_serve_without_pytriton_says_so_before_writing_anything(
+    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from hhrnet.cli.app import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    keep = tmp_path / "repo"
+    assert main(["serve", "--onnx", str(exported["aggregate"]), "--keep-repository", str(keep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: serving needs PyTriton") and err.count("\n") == 1, err
+    assert not keep.exists()

@@ -56,12 +56,13 @@ def serve(
     from hhrnet.errors import ConfigError
     from hhrnet.serve.pipeline import ImageLimits
     from hhrnet.serve.repository import ENSEMBLE, ServeOptions, read_contract, write_repository
-    from hhrnet.serve.server import Endpoints, TritonServer
+    from hhrnet.serve.server import Endpoints, TritonServer, require_pytriton
 
     console = Console(stderr=True, soft_wrap=True)
     given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
     if len(given) != 1:
         raise ConfigError("give one of --onnx, --engine or --repository to serve")
+    require_pytriton()  # before writing anything
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     temporary: Path | None = None
     if repository is None:

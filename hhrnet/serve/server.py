@@ -93,6 +93,14 @@ def _log_errors(log: Path, lines: int = 8) -> str:
     return " | ".join(errors[-lines:])
 
 
+def require_pytriton() -> None:
+    """BackendError naming the install when PyTriton (the bundled Triton server) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("pytriton") is None:
+        raise BackendError(f"serving needs PyTriton and tritonclient: {install_hint('serve')}")
+
+
 class TritonServer:
     """Context manager: Triton on ``repository`` through PyTriton; ready when entered, stopped on exit.
 
@@ -125,10 +133,9 @@ class TritonServer:
         self.access_token = secrets.token_urlsafe(24)  # header triton-access-token on restricted endpoints
 
     def start(self) -> TritonServer:
-        try:
-            from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
-        except ImportError:
-            raise BackendError(f"serving needs PyTriton and tritonclient: {install_hint('serve')}") from None
+        require_pytriton()
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
         libpython_env()
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         e = self.endpoints
