@@ -94,8 +94,6 @@ def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
 
 def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, val_images: int = 200,
              log: Log = print) -> DemoSummary:  # fmt: skip
-    import cv2
-
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
     from hhrnet.benchmarks.parity import Variant
@@ -108,7 +106,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
     from hhrnet.export.precision import convert
-    from hhrnet.images import read_image
+    from hhrnet.images import encode_jpeg, read_image
     from hhrnet.inference import Predictor, torch_network
     from hhrnet.io import atomic_write_bytes, atomic_write_text
     from hhrnet.runtime.ort import OrtSession
@@ -222,9 +220,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     log("[7/7] predicting and drawing skeletons on a sample image")
     poses = pred.predict(sample)
     drawn = draw_poses(sample, poses.keypoints, poses.scores, min_score=DRAW_MIN_SCORE)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-    if ok:
-        atomic_write_bytes(root / "sample_pose.jpg", buf.tobytes())
+    atomic_write_bytes(root / "sample_pose.jpg", encode_jpeg(drawn))
     summary.outputs["drawing"] = str(root / "sample_pose.jpg")
     summary.numbers["sample_people"] = int((poses.scores >= DRAW_MIN_SCORE).sum())
     summary.numbers["sample_poses_found"] = len(poses)

@@ -53,3 +53,13 @@ def read_image(path: str | Path) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
     return decode_image(data, str(p))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """RGB uint8 (H, W, 3) -> JPEG bytes (OpenCV's default quality is 95); InputError when it cannot encode."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InputError(f"could not encode a {image.dtype} {image.shape} image as JPEG")
+    return buf.tobytes()

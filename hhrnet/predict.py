@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from hhrnet.errors import HHRNetError, InputError
-from hhrnet.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
+from hhrnet.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, encode_jpeg, read_image
 
 Progress = Callable[[str], None]
 
@@ -82,15 +82,6 @@ class _Stream:
 
     def close(self) -> None:
         self.fh.close()
-
-
-def _encode_jpeg(image: np.ndarray) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError("could not encode the drawing as JPEG")
-    return buf.tobytes()
 
 
 def run_predict(
@@ -158,7 +149,7 @@ def run_predict(
                     continue
                 if draw:
                     drawn = draw_poses(image, poses.keypoints, poses.scores, min_score=min_score)
-                    atomic_write_bytes(out_dir / f"{path.stem}_pose.jpg", _encode_jpeg(drawn))
+                    atomic_write_bytes(out_dir / f"{path.stem}_pose.jpg", encode_jpeg(drawn))
                 done({"file": str(path), "people": result_entries(0, poses.keypoints, poses.scores)})
     finally:
         stream.close()

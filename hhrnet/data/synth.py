@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from hhrnet.errors import InputError
+from hhrnet.images import encode_jpeg
 from hhrnet.io import atomic_write_bytes, atomic_write_text
 
 COCO_KEYPOINTS = (
@@ -400,10 +401,7 @@ def synthesize(
                 rng, w, h, dataset, min_people, max_people, image_id, min_keypoint_area
             )
             name = f"{image_id:012d}.jpg"
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:
-                raise InputError(f"could not encode {name}")
-            atomic_write_bytes(img_dir / name, buf.tobytes())
+            atomic_write_bytes(img_dir / name, encode_jpeg(canvas, quality))
             entry: dict[str, Any] = {"id": image_id, "file_name": name, "width": w, "height": h}
             if dataset == "crowdpose":
                 entry["crowdIndex"] = crowd_index

@@ -6,7 +6,6 @@ guard that turns a corrupt or foreign file into one clear error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +85,3 @@ def open_session(path: str | Path, *, device: str = "cpu", threads: int | None =
 
         return TensorRTSession(p)
     return OrtSession(p, device=device, threads=threads)
-
-
-def max_output_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
-    """Largest absolute difference between two lists of outputs (float64)."""
-    return max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(a, b, strict=True))
