@@ -121,15 +121,10 @@ def export(
     ] = "gpu",
 ) -> None:
     """Export the model; prints ONNX Runtime vs PyTorch errors and whether decoded poses agree."""
-    import warnings
-
     from rich.console import Console
 
     from hhrnet.errors import ConfigError
 
-    warnings.filterwarnings("ignore", module=r"torch\.onnx.*|torch\.jit.*")
-    warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tracer|dynamic_axes).*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     console = Console(soft_wrap=True)
     if format is Format.triton and out is None:
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
