@@ -53,7 +53,8 @@ class Maps:
     peaks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # vals (J, M), index (J, M), tags (J, M, T)
 
 
-def _check_finite(arrays: Sequence[np.ndarray]) -> None:
+def check_finite_maps(arrays: Sequence[np.ndarray]) -> None:
+    """InputError when a network output (or map made from one) holds NaN or infinite values."""
     for a in arrays:
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise InputError("the network produced NaN or infinite maps (check the weights / engine / input)")
@@ -98,7 +99,7 @@ class Predictor:
         host_flip = self.codec.flip and self.graph == "raw"
         x = np.concatenate([batch, batch[:, :, :, ::-1]], 0) if host_flip else batch
         outs = [np.asarray(o) for o in self.network(np.ascontiguousarray(x, np.float32))]
-        _check_finite(outs)
+        check_finite_maps(outs)
         if not host_flip:
             return outs, None
         return [o[:b] for o in outs], [o[b:] for o in outs]

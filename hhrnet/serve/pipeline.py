@@ -20,7 +20,7 @@ import numpy as np
 from hhrnet.codec import Codec, Prepared, letterbox_box
 from hhrnet.errors import ConfigError, InputError
 from hhrnet.images import decode_image
-from hhrnet.inference import Maps, Poses, Predictor
+from hhrnet.inference import Maps, Poses, Predictor, check_finite_maps
 
 SERVABLE_GRAPHS = ("aggregate", "peaks")
 
@@ -157,8 +157,7 @@ class ServedPipeline:
                 f"decoder expects {self.map_side}x{self.map_side} maps, got {maps.heatmaps.shape[1]}x"
                 f"{maps.heatmaps.shape[2]}"
             )
-        if not (np.isfinite(maps.heatmaps).all() and np.isfinite(maps.tags).all()):
-            raise InputError("the network produced NaN or infinite maps (check the weights / engine / input)")
+        check_finite_maps([maps.heatmaps, maps.tags])
         poses, scores = self.predictor.decode(maps)
         map_hw = (int(maps.heatmaps.shape[1]), int(maps.heatmaps.shape[2]))
         return self.predictor.postprocess(poses, scores, self.geometry(width, height), map_hw)
