@@ -69,6 +69,11 @@ class _Model:
     def setup(self) -> None:
         """Read what the model needs from ``self.params``."""
 
+    def served_pipeline(self) -> ServedPipeline:
+        """The pipeline the parameters describe (served codec JSON and graph)."""
+        codec = Codec.from_json(_param(self.params, "hhrnet.codec", self.name), f"{self.name} config")
+        return ServedPipeline(codec, _param(self.params, "hhrnet.graph", self.name))
+
     def finalize(self) -> None:
         """Nothing to release beyond what garbage collection frees."""
 
@@ -77,8 +82,7 @@ class PreprocessModel(_Model):
     """``image`` BYTES (B, 1) -> ``input`` (B, 3, S, S) f32, ``image_size`` (B, 2) int32 (width, height)."""
 
     def setup(self) -> None:
-        codec = Codec.from_json(_param(self.params, "hhrnet.codec", self.name), f"{self.name} config")
-        self.pipeline = ServedPipeline(codec, _param(self.params, "hhrnet.graph", self.name))
+        self.pipeline = self.served_pipeline()
         self.limits = ImageLimits(int(_param(self.params, "max_image_bytes", self.name)),
                                   int(_param(self.params, "max_image_pixels", self.name)))  # fmt: skip
 
@@ -153,8 +157,7 @@ class DecodeModel(_Model):
     ``people`` (B, 1): the decoder and the inverse letterbox, per image."""
 
     def setup(self) -> None:
-        codec = Codec.from_json(_param(self.params, "hhrnet.codec", self.name), f"{self.name} config")
-        self.pipeline = ServedPipeline(codec, _param(self.params, "hhrnet.graph", self.name))
+        self.pipeline = self.served_pipeline()
         self.inputs = [str(i["name"]) for i in self.config["input"] if i["name"] != "image_size"]
         from hhrnet.kernels.decode import warmup
 
