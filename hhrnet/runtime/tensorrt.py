@@ -98,9 +98,10 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def engine_contract(engine_path: str | Path) -> Artifact:
-    """The artifact contract an engine's sidecar carries (no TensorRT, no GPU, no ONNX file needed)."""
-    meta = read_sidecar(engine_path)
+def engine_contract(engine_path: str | Path, meta: dict[str, Any] | None = None) -> Artifact:
+    """The artifact contract an engine's sidecar carries (no TensorRT, no GPU, no ONNX file needed);
+    ``meta``: the sidecar when already read."""
+    meta = read_sidecar(engine_path) if meta is None else meta
     return Artifact.from_metadata(meta.get("contract") or {}, str(engine_path))
 
 
@@ -220,7 +221,7 @@ class TensorRTSession:
         trt = require_tensorrt()
         info = device_info(device)
         self.meta = check_engine(engine_path, trt.__version__, info)  # before deserialising anything
-        self.artifact = engine_contract(engine_path)
+        self.artifact = engine_contract(engine_path, self.meta)
         self.precision = self.artifact.precision
         self.device = f"cuda:{device}"
         self.rt = _cudart()

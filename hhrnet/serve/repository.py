@@ -293,12 +293,12 @@ def _source(onnx: Path | None, engine: Path | None) -> tuple[Artifact, dict[str,
     if (onnx is None) == (engine is None):
         raise ConfigError("give one network for the repository: an ONNX file or a TensorRT engine")
     if engine is not None:
-        from hhrnet.runtime.tensorrt import engine_contract, sidecar
+        from hhrnet.runtime.tensorrt import engine_contract, read_sidecar
 
         if not Path(engine).is_file():
             raise BackendError(f"engine not found: {engine}")
-        meta = json.loads(sidecar(engine).read_text()) if sidecar(engine).is_file() else {}
-        return engine_contract(engine), meta
+        meta = read_sidecar(engine)  # a missing or unreadable sidecar is an error naming it
+        return engine_contract(engine, meta), meta
     from hhrnet.runtime.ort import OrtSession
 
     return OrtSession(onnx, threads=1).artifact, None  # type: ignore[arg-type]
@@ -334,8 +334,7 @@ def write_repository(
     if backend == "onnxruntime" and onnx_path is None:
         raise ConfigError("the onnxruntime network backend needs an ONNX file")
     codec = served_codec(artifact.codec, artifact.static_hw, letterbox)
-    artifact.check(codec)
-    served = artifact.with_codec(codec)
+    served = artifact.with_codec(codec)  # checks the served codec against what the graph bakes in
     outputs = network_outputs(codec, artifact.graph)
     if onnx_path is not None:
         input_name = _check_onnx(onnx_path, codec, outputs)
@@ -366,7 +365,7 @@ def write_repository(
         ):
             atomic_write_text(stage / name / "1" / "model.py",
                               _MODEL_PY.format(name=name, version=hhrnet.__version__, cls=cls))  # fmt: skip
-        if engine_path is not None and filename == "model.plan":
+        if engine_path is not None:
             from hhrnet.runtime.tensorrt import sidecar
 
             shutil.copyfile(engine_path, stage / NETWORK / "1" / filename)
