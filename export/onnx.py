@@ -162,16 +162,26 @@ def write_contract(proto: Any, artifact: Artifact) -> None:
         entry.key, entry.value = k, v
 
 
-def read_contract(path: str | Path) -> Artifact:
-    """The artifact contract of an ONNX file (onnx package; runtimes read it through ONNX Runtime)."""
+def load_onnx(path: str | Path, external_data: bool = False) -> Any:
+    """The ONNX ModelProto at ``path`` (weights stored beside it loaded when ``external_data``); BackendError
+    naming the file when it is not ONNX."""
     import onnx
 
     p = Path(path)
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        return onnx.load(str(p), load_external_data=external_data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise BackendError(f"cannot read {p} as ONNX: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-    return Artifact.from_metadata({q.key: q.value for q in model.metadata_props}, str(p))
+
+
+def model_contract(model: Any, source: str) -> Artifact:
+    """The artifact contract in a loaded ONNX ModelProto's metadata."""
+    return Artifact.from_metadata({q.key: q.value for q in model.metadata_props}, source)
+
+
+def read_contract(path: str | Path) -> Artifact:
+    """The artifact contract of an ONNX file (onnx package; runtimes read it through ONNX Runtime)."""
+    return model_contract(load_onnx(path), str(path))
 
 
 def compare_with_torch(

@@ -391,18 +391,18 @@ def convert(
     """
     import onnx
 
-    from hhrnet.export.onnx import read_contract, write_contract
+    from hhrnet.export.onnx import load_onnx, model_contract, write_contract
     from hhrnet.export.opsets import unsupported_ops
     from hhrnet.io import atomic_write_bytes
 
     if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
-    artifact = read_contract(onnx_path)
+    model = load_onnx(onnx_path, external_data=True)
+    artifact = model_contract(model, str(onnx_path))
     if artifact.precision != "fp32":
         raise ConfigError(f"{onnx_path} is already {artifact.precision}: convert from the fp32 export")
     if precision == "int8" and calib_images is None:
         raise InputError("int8 needs --calib-images: a folder of representative images")
-    model = onnx.load(str(onnx_path))
     keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else (k for k in keep if k != "none"))
     calibration: dict[str, Any] | None = None
     kept: list[str] = []

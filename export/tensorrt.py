@@ -187,16 +187,15 @@ def build_engine(
 
     ``profiles`` default to :func:`default_profiles` of the file's contract with ``max_batch``.
     """
-    import onnx
-
     from hhrnet.deps import require_tensorrt
-    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.onnx import load_onnx, model_contract
     from hhrnet.io import atomic_write_bytes, atomic_write_text
     from hhrnet.runtime.tensorrt import device_info, sidecar
 
-    contract = read_contract(onnx_path)  # the engine carries the ONNX file's contract, so it runs alone
-    onnx_bytes = Path(onnx_path).read_bytes()
-    check_onnx_for_tensorrt(onnx.load_from_string(onnx_bytes), contract, str(onnx_path))
+    model = load_onnx(onnx_path)
+    contract = model_contract(model, str(onnx_path))  # the engine carries the ONNX file's contract: it runs alone
+    onnx_bytes = Path(onnx_path).read_bytes()  # what TensorRT parses and the cache key hashes
+    check_onnx_for_tensorrt(model, contract, str(onnx_path))
     chosen = tuple(profiles) if profiles else default_profiles(contract, max_batch)
     if not 0 <= optimization_level <= 5:
         raise InputError(f"the builder optimisation level must be 0..5, got {optimization_level}")
