@@ -170,7 +170,7 @@ def calibration_set(image_dir: str | Path, codec: Codec, count: int = DEFAULT_CA
     The provenance holds the folder, the count, the letterbox side and a SHA-256 over the file names and
     bytes used, so a different calibration set gives a different hash (and a different engine cache key).
     """
-    from hhrnet.images import IMAGE_SUFFIXES, read_image
+    from hhrnet.images import IMAGE_SUFFIXES, decode_image
 
     root = Path(image_dir)
     if not root.is_dir():
@@ -186,7 +186,7 @@ def calibration_set(image_dir: str | Path, codec: Codec, count: int = DEFAULT_CA
     for path in files[:count]:
         data = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
-        inputs.append(boxed.preprocess(read_image(path)).inputs[0][1][None])  # (1, 3, S, S)
+        inputs.append(boxed.preprocess(decode_image(data, str(path))).inputs[0][1][None])  # (1, 3, S, S)
     provenance = {
         "images": str(root), "count": len(inputs), "available": len(files), "letterbox": boxed.letterbox,
         "sha256": digest.hexdigest(),
@@ -209,12 +209,9 @@ class PrecisionReport:
 
 
 def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from hhrnet.environment import package_version
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
+    return package_version(dist) or "unknown"
 
 
 def to_fp16(model: Any, keep: Sequence[str]) -> tuple[Any, list[str], dict[str, Any]]:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _version(module: str) -> str | None:
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, None when it is not installed."""
     try:
         from importlib.metadata import version
 
-        return version(module)
+        return version(dist)
     except Exception:  # noqa: BLE001 - a missing/odd distribution is simply "not installed"
         return None
 
@@ -77,11 +78,11 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "commit": git_commit(),
         "machine": f"{cpu_name()} x{os.cpu_count()}",
         "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "numba": _version("numba"),
-        "torch": _version("torch"),
-        "onnxruntime": _version("onnxruntime"),
-        "tensorrt": _version("tensorrt"),
+        "numpy": package_version("numpy"),
+        "numba": package_version("numba"),
+        "torch": package_version("torch"),
+        "onnxruntime": package_version("onnxruntime"),
+        "tensorrt": package_version("tensorrt"),
         "cpu_flags": cpu_flags(),
         "device": device,
     }
