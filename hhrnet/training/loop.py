@@ -251,8 +251,7 @@ def train(
         with Reporter(quiet=quiet, log=say if quiet else None, writer=writer, run_eta=run_eta) as reporter:
             while state.epoch < end_epoch and not run.spent:
                 epoch, first = state.epoch, state.step
-                label = f"epoch {epoch + 1}" + (f"/{end_epoch}" if not run.budgeted else "")
-                reporter.start_epoch(label, per_epoch, first)
+                reporter.start_epoch(_epoch_label(epoch, end_epoch, run), per_epoch, first)
                 stats = _train_epoch(cfg, net, criterion, optimizer, scaler, dataset, dist_info, dev, amp,
                                      epoch, first, per_epoch, run, reporter)  # fmt: skip
                 epochs_run += 1
@@ -398,9 +397,14 @@ def _record(
     return record
 
 
+def _epoch_label(epoch: int, end_epoch: int, run: RunClock) -> str:
+    """'epoch 3/20', or 'epoch 3' when a time budget, not an epoch count, ends the run."""
+    return f"epoch {epoch + 1}" + (f"/{end_epoch}" if not run.budgeted else "")
+
+
 def _epoch_line(epoch: int, end_epoch: int, record: dict[str, float], run: RunClock) -> str:
     terms = {k: v for k, v in record.items() if k.startswith(("heatmap_", "push_", "pull_")) or k == "grouped"}
-    where = f"epoch {epoch + 1}" + (f"/{end_epoch}" if not run.budgeted else "")
+    where = _epoch_label(epoch, end_epoch, run)
     if "epoch_fraction" in record:
         where += f" ({record['epoch_fraction']:.0%}, budget spent)"
     val = f" val AP {record['val_AP']:.4f}" if "val_AP" in record else ""
