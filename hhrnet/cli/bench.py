@@ -43,6 +43,7 @@ def latency(
     with --variant, the network latency of each precision against --onnx, interleaved in one run."""
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.latency import batch_rows, people_rows, precision_rows, stage_rows
+    from hhrnet.benchmarks.report import COLUMNS
     from hhrnet.cli.common import open_model
     from hhrnet.errors import ConfigError
     from hhrnet.export.parity import sample_images
@@ -82,8 +83,7 @@ def latency(
             nets.append((v.name, m.precision, m.network, str(v)))
         status.print(f"timing the network at {side}x{side} per precision ({', '.join(n[0] for n in nets)}) ...")
         rows += precision_rows(nets, side, repeats)
-        print_table([r for r in rows if r["benchmark"] == "latency_precision"],
-                    ["variant", "precision", "input", "onnx_MB", "p50_ms", "p90_ms", "speedup_vs_first"],
+        print_table([r for r in rows if r["benchmark"] == "latency_precision"], COLUMNS["latency_precision"],
                     f"network latency per precision ({rows[-1]['cpu_flags']})")  # fmt: skip
     print_table([r for r in rows if r["benchmark"] == "latency"],
                 ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
@@ -116,6 +116,7 @@ def parity(
 
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.parity import Variant, precision_info, run
+    from hhrnet.benchmarks.report import OPTIONAL
     from hhrnet.cli.common import open_model
 
     base = open_model(config=config, set_=set_, checkpoint=checkpoint)
@@ -129,7 +130,7 @@ def parity(
         variants.append(Variant("torch fp32 + cuda", base.network, "cuda", "exact"))
     Console(stderr=True, soft_wrap=True).print(f"scoring {len(variants)} variants on {images} ...")
     rows = run(variants, base.codec, images, annotations, max_images=max_images)
-    extra = [c for c in ("kept_fp32", "calibration", "activations") if any(c in r for r in rows)]
+    extra = [c for c in OPTIONAL["parity"] if any(c in r for r in rows)]
     print_table(rows, ["variant", "AP", "delta_AP_points", "agreement_AP", "gate", "passed", *extra], "AP parity")
     passed = all(r["passed"] for r in rows)
     typer.echo(f"parity: {'PASS' if passed else 'FAIL'} ({sum(r['passed'] for r in rows)}/{len(rows)} within gates)")
