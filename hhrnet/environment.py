@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
+def running_in_ci() -> bool:
+    """Whether the ``CI`` variable says this is a CI run (progress bars and live lines are then left out)."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def package_version(dist: str) -> str | None:
     """The installed version of distribution ``dist``, None when it is not installed."""
     try:

@@ -47,13 +47,12 @@ def evaluate(
     json_out: JsonOpt = None,
 ) -> None:
     """Keypoint AP with the official settings (pycocotools; CrowdPose sigmas, areas and crowd levels)."""
-    import os
-
     from rich.console import Console
     from rich.progress import Progress
 
     from hhrnet.cli.output import print_table, write_json
     from hhrnet.config import layered
+    from hhrnet.environment import running_in_ci
     from hhrnet.errors import ConfigError
     from hhrnet.evaluate import evaluate_model, evaluate_predictions, write_results
 
@@ -72,7 +71,7 @@ def evaluate(
 
             annotations, images = find_split_files(Path(loaded.config.data.root), loaded.config.data.test_split)
         console = Console(stderr=True, soft_wrap=True)
-        quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
+        quiet = running_in_ci() or not console.is_terminal
         with Progress(console=console, disable=quiet) as bar:
             task = bar.add_task("eval", total=None)
             result = evaluate_model(loaded.network, loaded.codec, images, annotations, max_images=max_images,

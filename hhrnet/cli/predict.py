@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +49,7 @@ def predict(
     from rich.console import Console
     from rich.progress import Progress
 
+    from hhrnet.environment import running_in_ci
     from hhrnet.errors import ConfigError
     from hhrnet.predict import check_output_dir, collect_sources, run_predict
 
@@ -63,7 +63,7 @@ def predict(
         scales=scales, letterbox=letterbox, device=device, random_weights=random_weights,
     )  # fmt: skip
     predictor = loaded.predictor(decoder.value)
-    quiet = os.environ.get("CI", "").lower() in ("1", "true") or not console.is_terminal
+    quiet = running_in_ci() or not console.is_terminal
     with Progress(console=console, disable=quiet) as bar:
         task = bar.add_task("predict", total=len(files))
         report = run_predict(files, predictor, out, min_score=min_score, batch_size=batch_size,

@@ -9,7 +9,6 @@ checkpointing (:mod:`.state`) and what is shown (:mod:`.progress`).
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from hhrnet.config import Config
+from hhrnet.environment import running_in_ci
 from hhrnet.errors import CheckpointError, TrainingError
 from hhrnet.losses import HigherHRNetLoss
 from hhrnet.model import build_model
@@ -173,7 +173,7 @@ def _print(message: str) -> None:
 
 
 def _quiet() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stdout.isatty()
+    return running_in_ci() or not sys.stdout.isatty()
 
 
 # --------------------------------------------------------------------------------------------
