@@ -7,12 +7,20 @@ fast implementation side by side with its reference in one process and gates on
 * speed: the speedup ratio (reference time / fast time) must not fall more than ``max_regression`` below
   the baseline's ratio for the same case.
 
-    python -m hhrnet.benchmarks.gate [--baseline benchmarks/baseline.json] [--max-regression 50%] [--update]
+Even a same-run ratio moves by up to ~1.7x on a loaded shared machine (a CI run measured 55.6x for a case
+whose idle median is 68x), so a suite with a failing case is measured again, up to ``attempts`` runs in all,
+and each case keeps its best ratio: noise does not repeat, a real regression fails every run. The baseline
+(``--update``) is the per-case median of ``--runs`` runs, never one run (one noisy run stored 115.5x for that
+68x case and made a later CI run fail).
+
+    python -m hhrnet.benchmarks.gate [--baseline benchmarks/baseline.json] [--max-regression 50%] [--attempts 3]
+    python -m hhrnet.benchmarks.gate --update [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ class GateResult:
     regressions: list[Regression]
     not_identical: list[str]
     missing: list[str]
+    runs: dict[str, int]  # suite -> how many times it was measured
 
     @property
     def ok(self) -> bool:
@@ -59,50 +68,104 @@ def _targets_rows() -> list[Row]:
 SUITES: dict[str, Callable[[], list[Row]]] = {"decode": _decode_rows, "targets": _targets_rows}
 
 
-def run_gate(
-    baseline: Sequence[Row] | None, *, max_regression: float, suites: Sequence[str] = tuple(SUITES)
-) -> GateResult:
+def measure(suites: Sequence[str] = tuple(SUITES)) -> list[Row]:
+    """One run of each suite, every row stamped with date, commit and machine."""
     env = environment("cpu")
-    rows: list[Row] = []
+    stamp = {"date": env["date"], "commit": env["commit"], "machine": env["machine"]}
+    return [r | stamp for name in suites for r in SUITES[name]()]
+
+
+def _key(row: Row) -> str:
+    return "/".join(f"{k}={row.get(k)}" for k in KEY_FIELDS)
+
+
+def _merge_best(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """Per case: the best speedup over the runs; identical only if every run was identical."""
+    best: dict[str, Row] = {}
+    for rows in runs:
+        for r in rows:
+            k = _key(r)
+            if k not in best:
+                best[k] = dict(r)
+                continue
+            kept = best[k]
+            identical = bool(kept.get("identical", True)) and bool(r.get("identical", True))
+            if float(r["speedup"]) > float(kept["speedup"]):
+                kept = best[k] = dict(r)
+            kept["identical"] = identical
+    return list(best.values())
+
+
+def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """Per case: the median speedup over the runs (the stored baseline), with the number of runs."""
+    by_key: dict[str, list[Row]] = {}
+    for rows in runs:
+        for r in rows:
+            by_key.setdefault(_key(r), []).append(r)
+    return [
+        rows[-1] | {"speedup": round(statistics.median(float(r["speedup"]) for r in rows), 1),
+                    "identical": all(r.get("identical", True) for r in rows), "runs": len(rows)}
+        for rows in by_key.values()
+    ]  # fmt: skip
+
+
+def run_gate(
+    baseline: Sequence[Row] | None,
+    *,
+    max_regression: float,
+    suites: Sequence[str] = tuple(SUITES),
+    attempts: int = 3,
+) -> GateResult:
+    """Measure ``suites`` and compare with ``baseline``; a suite with a failing case is measured again (up to
+    ``attempts`` runs in all) and each case keeps its best ratio over the runs."""
+    runs: dict[str, list[list[Row]]] = {name: [measure((name,))] for name in suites}
+
+    def regressions_of(rows: Sequence[Row]) -> list[Regression]:
+        if baseline is None:
+            return []
+        return compare(rows, baseline, key_fields=KEY_FIELDS, metric="speedup", higher_is_better=True,
+                       max_regression=max_regression)  # fmt: skip
+
     for name in suites:
-        rows.extend(
-            r | {"date": env["date"], "commit": env["commit"], "machine": env["machine"]} for r in SUITES[name]()
-        )
+        while len(runs[name]) < attempts and any(r.failed for r in regressions_of(_merge_best(runs[name]))):
+            runs[name].append(measure((name,)))
+    rows = [r for name in suites for r in _merge_best(runs[name])]
+    regressions = regressions_of(rows)
     not_identical = [f"{r['benchmark']}/{r['case']}" for r in rows if not r.get("identical", True)]
-    regressions: list[Regression] = []
-    missing: list[str] = []
-    if baseline is not None:
-        regressions = compare(
-            rows, baseline, key_fields=KEY_FIELDS, metric="speedup", higher_is_better=True,
-            max_regression=max_regression,
-        )  # fmt: skip
-        covered = {r.key for r in regressions}
-        for b in baseline:
-            key = "/".join(f"{k}={b.get(k)}" for k in KEY_FIELDS)
-            if b.get("benchmark") in suites and key not in covered:
-                missing.append(key)
-    return GateResult(rows, regressions, not_identical, missing)
+    covered = {r.key for r in regressions}
+    missing = [] if baseline is None else [
+        _key(b) for b in baseline if b.get("benchmark") in suites and _key(b) not in covered
+    ]  # fmt: skip
+    return GateResult(rows, regressions, not_identical, missing, {name: len(runs[name]) for name in suites})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hhrnet.benchmarks.gate", description=__doc__)
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     parser.add_argument("--max-regression", default="50%")
-    parser.add_argument("--update", action="store_true", help="write the measured rows as the new baseline")
+    parser.add_argument("--attempts", type=int, default=3, help="runs of a suite with a failing case, at most")
+    parser.add_argument("--update", action="store_true", help="write the median of --runs runs as the baseline")
+    parser.add_argument("--runs", type=int, default=3, help="runs whose per-case median --update stores")
     args = parser.parse_args(argv)
-    baseline = None if args.update else read_rows(args.baseline)
-    result = run_gate(baseline, max_regression=parse_percent(args.max_regression))
+    if args.update:
+        rows = median_rows([measure() for _ in range(max(args.runs, 1))])
+        write_rows(args.baseline, rows)
+        for r in rows:
+            sys.stdout.write(f"{_key(r):48}  speedup {r['speedup']:8.1f}x  (median of {r['runs']} runs)\n")
+        sys.stdout.write(f"baseline written to {args.baseline}\n")
+        return 0
+    result = run_gate(read_rows(args.baseline), max_regression=parse_percent(args.max_regression),
+                      attempts=max(args.attempts, 1))  # fmt: skip
     for reg in result.regressions:
         flag = "FAIL" if reg.failed else "ok"
-        sys.stdout.write(f"{flag:4}  {reg.key:40}  speedup {reg.current:8.1f}x  baseline {reg.baseline:8.1f}x\n")
+        runs = result.runs[reg.key.split("/")[0].removeprefix("benchmark=")]
+        sys.stdout.write(f"{flag:4}  {reg.key:48}  speedup {reg.current:8.1f}x  baseline {reg.baseline:8.1f}x"
+                         f"  (best of {runs} run{'s' if runs > 1 else ''})\n")  # fmt: skip
     for name in result.not_identical:
         sys.stdout.write(f"FAIL  {name}: fast output differs from the reference\n")
     for key in result.missing:
         sys.stdout.write(f"FAIL  {key}: in the baseline but not measured\n")
-    if args.update:
-        write_rows(args.baseline, result.rows)
-        sys.stdout.write(f"baseline written to {args.baseline}\n")
-    return 0 if result.ok or args.update else 1
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

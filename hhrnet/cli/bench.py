@@ -144,12 +144,15 @@ def parity(
 def gate(
     compare: CompareOpt = None,
     max_regression: RegressionOpt = "50%",
-    update: Annotated[bool, typer.Option(help="Store the measured rows as the new baseline.")] = False,
+    attempts: Annotated[int, typer.Option(help="Runs of a suite with a failing case, at most (best counts).")] = 3,
+    update: Annotated[bool, typer.Option(help="Store the per-case median of --runs runs as the baseline.")] = False,
+    runs: Annotated[int, typer.Option(help="Runs whose median --update stores.")] = 3,
 ) -> None:
-    """CI gate: fast paths identical to their references, same-run speedups within --max-regression."""
+    """CI gate: fast paths identical to their references, same-run speedups within --max-regression.
+    A suite with a failing case is measured again (up to --attempts runs); a real regression fails every run."""
     from hhrnet.benchmarks import gate as gate_mod
 
-    argv = ["--max-regression", max_regression]
+    argv = ["--max-regression", max_regression, "--attempts", str(attempts), "--runs", str(runs)]
     if compare is not None:
         argv += ["--baseline", str(compare)]
     if update:
