@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -45,8 +45,10 @@ from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.runtime.artifact import Artifact
 
 GROUPS = ("stem", "heads", "deconv", "aggregate")
-METHODS = ("minmax", "entropy", "percentile")
-TARGETS = ("tensorrt", "cpu")
+CalibMethod = Literal["minmax", "entropy", "percentile"]
+METHODS: tuple[CalibMethod, ...] = get_args(CalibMethod)
+Int8Target = Literal["tensorrt", "cpu"]
+TARGETS: tuple[Int8Target, ...] = get_args(Int8Target)
 CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8_OPS = ("Conv", "ConvTranspose", "Add")  # weighted layers and the residual additions that follow them

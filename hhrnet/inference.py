@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from hhrnet.images import read_image
 
 Network = Callable[[np.ndarray], Sequence[np.ndarray]]
 Decoder = Literal["fast", "reference", "cuda"]
-DECODERS = ("fast", "reference", "cuda")
+DECODERS: tuple[Decoder, ...] = get_args(Decoder)
 
 __all__ = ["Decoder", "Maps", "Network", "Poses", "Predictor", "read_image", "torch_network"]
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from hhrnet.codec import Codec
 from hhrnet.config import Config, layered
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.runtime.artifact import Artifact
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 @dataclass

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from hhrnet.inference import Decoder
+from hhrnet.load import Backend
+
 if TYPE_CHECKING:
     from hhrnet.load import Loaded
-
-
-class DecoderChoice(str, Enum):
-    fast = "fast"
-    reference = "reference"
-    cuda = "cuda"
-
-
-class BackendChoice(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
 
 
 ConfigOpt = Annotated[
@@ -35,8 +24,8 @@ SetOpt = Annotated[
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Official or hhrnet checkpoint (.pth).")]
 OnnxOpt = Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX model (hhrnet export).")]
 EngineOpt = Annotated[Path | None, typer.Option("--engine", help="TensorRT engine (hhrnet export --format engine).")]
-BackendOpt = Annotated[BackendChoice, typer.Option(help="Inference backend.")]
-DecoderOpt = Annotated[DecoderChoice, typer.Option(help="Decoder: fast (Numba CPU), cuda, or the reference.")]
+BackendOpt = Annotated[Backend, typer.Option(help="Inference backend.")]
+DecoderOpt = Annotated[Decoder, typer.Option(help="Decoder: fast (Numba CPU), cuda, or the reference.")]
 FlipOpt = Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test (default: the config's).")]
 ScalesOpt = Annotated[str | None, typer.Option(help="Comma-separated test scales, e.g. 0.5,1,2 (must include 1).")]
 LetterboxOpt = Annotated[
@@ -69,7 +58,7 @@ def open_model(
     checkpoint: Path | None = None,
     onnx: Path | None = None,
     engine: Path | None = None,
-    backend: BackendChoice = BackendChoice.auto,
+    backend: Backend = "auto",
     flip: bool | None = None,
     scales: str | None = None,
     letterbox: int | None = None,
@@ -80,6 +69,6 @@ def open_model(
     from hhrnet.load import open_model as load
 
     return load(
-        checkpoint=checkpoint, onnx=onnx, engine=engine, config=config, overrides=set_ or [], backend=backend.value,
+        checkpoint=checkpoint, onnx=onnx, engine=engine, config=config, overrides=set_ or [], backend=backend,
         flip=flip, scales=parse_scales(scales), letterbox=letterbox, device=device, random_weights=random_weights,
     )  # fmt: skip

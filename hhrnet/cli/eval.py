@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 
 from hhrnet.cli.common import (
-    BackendChoice,
     BackendOpt,
     CheckpointOpt,
     ConfigOpt,
-    DecoderChoice,
     DecoderOpt,
     DeviceOpt,
     EngineOpt,
@@ -31,7 +29,7 @@ def evaluate(
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
     engine: EngineOpt = None,
-    backend: BackendOpt = BackendChoice.auto,
+    backend: BackendOpt = "auto",
     images: Annotated[Path | None, typer.Option(help="Image folder (default: from data.root).")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Ground-truth json (default: from data.root).")] = None,
     predictions: Annotated[
@@ -41,7 +39,7 @@ def evaluate(
     max_images: Annotated[int | None, typer.Option(help="Evaluate the first N images only.")] = None,
     flip: FlipOpt = None,
     scales: ScalesOpt = None,
-    decoder: DecoderOpt = DecoderChoice.fast,
+    decoder: DecoderOpt = "fast",
     device: DeviceOpt = "cpu",
     out: Annotated[Path | None, typer.Option(help="Write the results json here.")] = None,
     json_out: JsonOpt = None,
@@ -75,7 +73,7 @@ def evaluate(
         with Progress(console=console, disable=quiet) as bar:
             task = bar.add_task("eval", total=None)
             result = evaluate_model(loaded.network, loaded.codec, images, annotations, max_images=max_images,
-                                    decoder=decoder.value, graph=loaded.graph,
+                                    decoder=decoder, graph=loaded.graph,
                                     progress=lambda i, n: bar.update(task, completed=i, total=n))  # fmt: skip
         stats, failures, count = result.stats, result.failures, result.images
         if out is not None:

@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt
+from hhrnet.export.precision import CalibMethod, Int8Target
+from hhrnet.runtime.artifact import Graph, Precision
+from hhrnet.serve.repository import NetworkBackend
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    engine = "engine"
-    triton = "triton"
-
-
-class NetworkBackend(str, Enum):
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-    python = "python"
-
-
-class GraphChoice(str, Enum):
-    aggregate = "aggregate"
-    peaks = "peaks"
-    raw = "raw"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class CalibMethod(str, Enum):
-    percentile = "percentile"
-    entropy = "entropy"
-    minmax = "minmax"
-
-
-class Int8Target(str, Enum):
-    tensorrt = "tensorrt"
-    cpu = "cpu"
+Format = Literal["onnx", "engine", "triton"]
 
 
 def export(
@@ -56,14 +26,14 @@ def export(
     format: Annotated[
         Format,
         typer.Option(help="onnx; a TensorRT engine built from --onnx; or a Triton model repository (folder --out)."),
-    ] = Format.onnx,
+    ] = "onnx",
     graph: Annotated[
-        GraphChoice,
+        Graph,
         typer.Option(
             help="aggregate: flip, resize, averaging and projection in the graph (runtimes only decode); "
             "peaks: NMS + top-k too; raw: network outputs only."
         ),
-    ] = GraphChoice.aggregate,  # fmt: skip
+    ] = "aggregate",  # fmt: skip
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     dynamic: Annotated[
         bool, typer.Option("--dynamic/--static", help="Dynamic batch/height/width, or a fixed letterboxed square.")
@@ -82,9 +52,7 @@ def export(
     calib_images: Annotated[
         Path | None, typer.Option(help="int8: folder of representative images (preprocessed by the codec).")
     ] = None,
-    calib_method: Annotated[CalibMethod, typer.Option(help="int8 activation range calibration.")] = (
-        CalibMethod.percentile
-    ),
+    calib_method: Annotated[CalibMethod, typer.Option(help="int8 activation range calibration.")] = "percentile",
     calib_count: Annotated[int, typer.Option(help="int8: calibrate on the first N images (by name).")] = 64,
     keep: Annotated[
         list[str] | None,
@@ -96,7 +64,7 @@ def export(
     int8_target: Annotated[
         Int8Target,
         typer.Option(help="tensorrt: int8 symmetric activations (TensorRT); cpu: uint8 (ONNX Runtime CPU kernels)."),
-    ] = Int8Target.tensorrt,
+    ] = "tensorrt",
     profile: Annotated[
         list[str] | None,
         typer.Option(help="MIN:OPT:MAX shapes, each BxCxHxW (repeatable); default: from the ONNX file's codec."),
@@ -126,34 +94,34 @@ def export(
     from hhrnet.errors import ConfigError
 
     console = Console(soft_wrap=True)
-    if format is Format.triton and out is None:
+    if format == "triton" and out is None:
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
-    if format is Format.triton and (onnx is not None or engine is not None):
+    if format == "triton" and (onnx is not None or engine is not None):
         _triton(console, out, onnx, engine, network_backend, letterbox, max_batch, batch_window_us, instances,
                 triton_device)  # fmt: skip
         return
-    if format is Format.engine:
+    if format == "engine":
         from hhrnet.export.onnx import read_contract
         from hhrnet.export.tensorrt import Profile, build_engine
 
         if onnx is None:
             raise ConfigError("--format engine builds from an ONNX file: give --onnx MODEL.onnx")
         have = read_contract(onnx).precision
-        if precision is not None and precision.value != have:
+        if precision is not None and precision != have:
             raise ConfigError(
                 f"{onnx} is {have}: an engine takes its ONNX file's precision (TensorRT builds strongly typed); "
-                f"make a {precision.value} file first with hhrnet export --onnx {onnx} --precision {precision.value}"
+                f"make a {precision} file first with hhrnet export --onnx {onnx} --precision {precision}"
             )
         profiles = [Profile.parse(p) for p in profile] if profile else None
         path = build_engine(onnx, profiles=profiles, out=out)
         console.print(f"engine ({have}, strongly typed): {path}")
         return
-    prec = (precision or Precision.fp32).value
+    prec: Precision = precision or "fp32"
     if onnx is not None:
         if prec == "fp32":
             raise ConfigError("--onnx with --format onnx converts an fp32 export: give --precision fp16 or int8")
         path = out or onnx.with_name(f"{onnx.stem}_{prec}.onnx")
-        _convert(console, onnx, path, prec, calib_images, calib_method.value, calib_count, keep, int8_target.value)
+        _convert(console, onnx, path, prec, calib_images, calib_method, calib_count, keep, int8_target)
         return
     from hhrnet.codec import Codec
     from hhrnet.deps import require_torch
@@ -173,24 +141,24 @@ def export(
     codec = test_flags(Codec.from_config(cfg), flip, None, letterbox)
     staging = None
     suffix = "" if prec == "fp32" else f"_{prec}"
-    if format is Format.triton:  # export the ONNX file first, then write the repository from it
+    if format == "triton":  # export the ONNX file first, then write the repository from it
         import tempfile
 
         staging = Path(tempfile.mkdtemp(prefix="hhrnet-export-"))
         path = staging / f"model{suffix}.onnx"
     else:
-        path = out or Path(f"{Path(checkpoint).stem}_{graph.value}{suffix}.onnx")
+        path = out or Path(f"{Path(checkpoint).stem}_{graph}{suffix}.onnx")
     size = min(codec.input_size, 256)
-    console.print(f"exporting the {graph.value} graph of {checkpoint} ...", highlight=False)
+    console.print(f"exporting the {graph} graph of {checkpoint} ...", highlight=False)
     fp32_path = path if prec == "fp32" else path.with_name(f"{path.stem}.fp32.tmp.onnx")
     try:
-        report = export_onnx(model, cfg, fp32_path, graph=graph.value, codec=codec, opset=opset, static=not dynamic,
+        report = export_onnx(model, cfg, fp32_path, graph=graph, codec=codec, opset=opset, static=not dynamic,
                              dynamo=dynamo, sample_size=(size, size),
                              check_shapes=[(1, size, size), (2, size, size + 64)])  # fmt: skip
         _print_export(console, report, opset)
         if prec != "fp32":
-            _convert(console, fp32_path, path, prec, calib_images, calib_method.value, calib_count, keep,
-                     int8_target.value)  # fmt: skip
+            _convert(console, fp32_path, path, prec, calib_images, calib_method, calib_count, keep,
+                     int8_target)  # fmt: skip
     finally:
         if fp32_path != path:
             fp32_path.unlink(missing_ok=True)
@@ -224,7 +192,7 @@ def _triton(
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
     options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device=device)
     repo = write_repository(out, onnx=onnx if engine is None else None, engine=engine,
-                            network_backend=backend.value if backend else None, letterbox=letterbox,
+                            network_backend=backend, letterbox=letterbox,
                             options=options)  # fmt: skip
     side = repo.codec.letterbox
     console.print(f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "

@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 
 from hhrnet.cli.common import (
-    BackendChoice,
     BackendOpt,
     CheckpointOpt,
     ConfigOpt,
-    DecoderChoice,
     DecoderOpt,
     DeviceOpt,
     EngineOpt,
@@ -32,13 +30,13 @@ def predict(
     checkpoint: CheckpointOpt = None,
     onnx: OnnxOpt = None,
     engine: EngineOpt = None,
-    backend: BackendOpt = BackendChoice.auto,
+    backend: BackendOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: drawings, predictions.jsonl, predictions.json.")] = Path(
         "predictions"
     ),
     flip: FlipOpt = None,
     scales: ScalesOpt = None,
-    decoder: DecoderOpt = DecoderChoice.fast,
+    decoder: DecoderOpt = "fast",
     device: DeviceOpt = "cpu",
     min_score: Annotated[float, typer.Option(help="Draw persons scoring at least this.")] = 0.05,
     batch_size: Annotated[int, typer.Option(help="Images per network call (needs --letterbox).")] = 1,
@@ -62,7 +60,7 @@ def predict(
         config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend, flip=flip,
         scales=scales, letterbox=letterbox, device=device, random_weights=random_weights,
     )  # fmt: skip
-    predictor = loaded.predictor(decoder.value)
+    predictor = loaded.predictor(decoder)
     quiet = running_in_ci() or not console.is_terminal
     with Progress(console=console, disable=quiet) as bar:
         task = bar.add_task("predict", total=len(files))

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class SynthDataset(str, Enum):
-    coco = "coco"
-    crowdpose = "crowdpose"
-
+from hhrnet.config import DatasetName
 
 _MIN_AREA_HELP = "People whose visible area (px) is below this get no keypoints, as in COCO; 0 labels everyone."
 
@@ -22,7 +17,7 @@ def synth(
     train: Annotated[int, typer.Option(help="Training images.")] = 400,
     val: Annotated[int, typer.Option(help="Validation images.")] = 100,
     size: Annotated[int, typer.Option(help="Square image size in pixels.")] = 256,
-    dataset: Annotated[SynthDataset, typer.Option(help="Annotation format.")] = SynthDataset.coco,
+    dataset: Annotated[DatasetName, typer.Option(help="Annotation format.")] = "coco",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     max_people: Annotated[int, typer.Option(help="Most people per image.")] = 6,
     min_keypoint_area: Annotated[float, typer.Option(help=_MIN_AREA_HELP)] = 32.0**2,  # as COCO_MIN_KEYPOINT_AREA
@@ -34,7 +29,7 @@ def synth(
     from hhrnet.data.synth import synthesize
 
     summary = synthesize(
-        out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset.value, seed=seed,
+        out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset, seed=seed,
         max_people=max_people, force=force, min_keypoint_area=min_keypoint_area,
     )  # fmt: skip
     console = Console(soft_wrap=True)

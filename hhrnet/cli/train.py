@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from hhrnet.cli.info import ConfigOpt, SetOpt
 
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+Device = Literal["auto", "cpu", "cuda"]
 
 
 def train(
@@ -29,7 +24,7 @@ def train(
         float | None,
         typer.Option(help="Wall-clock training budget (sets train.minutes; the lr schedule follows the time)."),
     ] = None,
-    device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="Training device.")] = "auto",
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap steps per epoch (smoke runs).")] = None,
     val_max_images: Annotated[int | None, typer.Option(help="Validate on at most N images.")] = None,
 ) -> None:
@@ -49,7 +44,7 @@ def train(
         cfg,
         output_dir=out,
         resume=resume_from if resume_from is not None else resume,
-        device=None if device is Device.auto else device.value,
+        device=None if device == "auto" else device,
         epochs=epochs,
         data_root=data_root,
         max_steps_per_epoch=max_steps_per_epoch,

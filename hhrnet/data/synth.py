@@ -28,11 +28,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 
+from hhrnet.config import DatasetName
 from hhrnet.errors import InputError
 from hhrnet.images import encode_jpeg
 from hhrnet.io import atomic_write_bytes, atomic_write_text
@@ -55,7 +56,7 @@ CROWDPOSE_SKELETON = (
     (10, 12), (7, 8),
 )  # fmt: skip
 
-Dataset = Literal["coco", "crowdpose"]
+Dataset = DatasetName  # the one list of dataset formats, hhrnet.config
 
 
 @dataclass(frozen=True)

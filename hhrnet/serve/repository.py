@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -38,7 +38,8 @@ PREPROCESS = "hhrnet_preprocess"
 NETWORK = "hhrnet_network"
 DECODE = "hhrnet_decode"
 MODELS = (ENSEMBLE, PREPROCESS, NETWORK, DECODE)
-NETWORK_BACKENDS = ("onnxruntime", "tensorrt", "python")
+NetworkBackend = Literal["onnxruntime", "tensorrt", "python"]
+NETWORK_BACKENDS: tuple[NetworkBackend, ...] = get_args(NetworkBackend)
 DEVICES = ("gpu", "cpu")
 
 _TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
