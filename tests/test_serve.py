@@ -42,10 +42,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _parse(path: Path) -> Any:
+    return _parse_text(path.read_text())
+
+
+def _parse_text(text: str) -> Any:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
 def _params(config: Any) -> dict[str, str]:
@@ -228,6 +232,24 @@ def test_repository_from_a_tensorrt_engine(exported: dict[str, Path], tmp_path: 
     assert json.loads((version / "model.plan.json").read_text())["precision"] == "fp16"  # sidecar beside it
     with pytest.raises(ConfigError, match=r"do not cover batches 1\.\.16 of 128x128.*--profile 1x3x128x128"):
         write_repository(tmp_path / "r2", engine=engine, options=ServeOptions(max_batch_size=16))
+
+
+def test_configs_are_written_through_the_triton_schema(
+    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hhrnet.serve.repository import pbtxt, write_repository
+
+    with pytest.raises(ConfigError, match="max_batchsize"):
+        pbtxt({"name": "m", "max_batchsize": 8})  # misspelt field
+    with pytest.raises(ConfigError, match="KIND_TPU"):
+        pbtxt({"name": "m", "instance_group": [{"count": 1, "kind": "KIND_TPU"}]})
+    text = pbtxt({"name": "m", "parameters": {"codec": {"string_value": '{"a": "b\\n"}'}}})
+    assert _params(_parse_text(text)) == {"codec": '{"a": "b\\n"}'}  # quotes and escapes survive
+
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # an install without the schema
+    with pytest.raises(BackendError, match=r"\.\[triton\]"):
+        write_repository(tmp_path / "repo", onnx=exported["aggregate"])
+    assert not (tmp_path / "repo").exists() and not list(tmp_path.iterdir())  # nothing written
 
 
 def test_repository_refusals(exported: dict[str, Path], tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ Every ``config.pbtxt`` takes its tensor names, shapes and dtypes from the artifa
 square is the served codec's letterbox (:func:`~hhrnet.serve.pipeline.served_codec`), the outputs are the
 graph's (``heatmaps (J, S, S)``, ``tags (J, S, S, T)``, plus the peaks of a ``peaks`` graph), and the Python
 models carry the served codec JSON as a parameter. An ONNX source is run once at (1, 3, S, S) to prove the
-declared output shapes. The repository is assembled in a staging folder and renamed into place.
+declared output shapes. Each config is written through Triton's ``ModelConfig`` schema (tritonclient's
+``model_config_pb2`` and protobuf's text format). The repository is assembled in a staging folder and renamed
+into place.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from hhrnet.codec import Codec
+from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.io import read_json
 from hhrnet.runtime.artifact import Artifact
@@ -109,48 +112,29 @@ class Repository:
 # --------------------------------------------------------------------------------------------
 
 
-class Token(str):
-    """An enum value, written unquoted."""
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, Token):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
-
-
-def pbtxt(message: dict[str, Any], indent: int = 0) -> str:
-    """A dict as protobuf text format: dicts are messages, lists of dicts repeated messages."""
-    pad = "  " * indent
-    lines = []
-    for key, value in message.items():
-        if isinstance(value, dict):
-            lines += [f"{pad}{key} {{", pbtxt(value, indent + 1), f"{pad}}}"]
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                lines += [f"{pad}{key} {{", pbtxt(item, indent + 1), f"{pad}}}"]
-        elif isinstance(value, list | tuple):
-            lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return "\n".join(line for line in lines if line)
+def pbtxt(config: dict[str, Any]) -> str:
+    """A model config (the JSON form of Triton's ``ModelConfig``) as protobuf text format, through Triton's own
+    schema: a misspelt field, a wrong type or an unknown enum value is a ConfigError here, not a server that
+    refuses the model later."""
+    try:
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        hint = install_hint("triton")
+        raise BackendError(f"writing a Triton repository needs Triton's model-config schema: {hint}") from None
+    try:
+        message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    except json_format.ParseError as exc:
+        raise ConfigError(f"invalid Triton model config for {config.get('name', '?')!r}: {exc}") from None
+    return str(text_format.MessageToString(message))
 
 
 def _tensors(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
-    return [{"name": s.name, "data_type": Token(s.triton_dtype), "dims": list(s.dims)} for s in specs]
+    return [{"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims)} for s in specs]
 
 
-def _params(values: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": {"string_value": v}} for k, v in values.items()]
-
-
-def _map(pairs: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": v} for k, v in pairs.items()]
+def _params(values: dict[str, str]) -> dict[str, Any]:
+    return {k: {"string_value": v} for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +198,7 @@ def _batching(options: ServeOptions) -> dict[str, Any]:
 
 
 def _instances(options: ServeOptions, kind: str) -> list[dict[str, Any]]:
-    return [{"count": options.instances, "kind": Token(f"KIND_{kind.upper()}")}]
+    return [{"count": options.instances, "kind": f"KIND_{kind.upper()}"}]
 
 
 def preprocess_config(codec: Codec, graph: str, options: ServeOptions) -> dict[str, Any]:
@@ -268,12 +252,12 @@ def ensemble_config(codec: Codec, input_name: str, outputs: list[TensorSpec], op
     j = codec.decoded_joints
     names = {s.name: s.name for s in outputs}
     steps = [
-        {"model_name": PREPROCESS, "model_version": -1, "input_map": _map({"image": "image"}),
-         "output_map": _map({"input": "preprocessed", "image_size": "image_size"})},
-        {"model_name": NETWORK, "model_version": -1, "input_map": _map({input_name: "preprocessed"}),
-         "output_map": _map(names)},
-        {"model_name": DECODE, "model_version": -1, "input_map": _map({**names, "image_size": "image_size"}),
-         "output_map": _map({"keypoints": "keypoints", "scores": "scores", "people": "people"})},
+        {"model_name": PREPROCESS, "model_version": -1, "input_map": {"image": "image"},
+         "output_map": {"input": "preprocessed", "image_size": "image_size"}},
+        {"model_name": NETWORK, "model_version": -1, "input_map": {input_name: "preprocessed"},
+         "output_map": names},
+        {"model_name": DECODE, "model_version": -1, "input_map": {**names, "image_size": "image_size"},
+         "output_map": {"keypoints": "keypoints", "scores": "scores", "people": "people"}},
     ]  # fmt: skip
     return {
         "name": ENSEMBLE, "platform": "ensemble", "max_batch_size": options.max_batch_size,
@@ -349,18 +333,19 @@ def write_repository(
     dest = Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
         raise ConfigError(f"{dest} exists and is not empty: remove it or choose another folder")
+    configs = {
+        ENSEMBLE: ensemble_config(codec, input_name, outputs, options),
+        PREPROCESS: preprocess_config(codec, artifact.graph, options),
+        NETWORK: network_config(backend, inputs, outputs, options, filename),
+        DECODE: decode_config(codec, artifact.graph, outputs, options),
+    }
+    texts = {name: pbtxt(config) for name, config in configs.items()}  # checked by the schema before any write
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        configs = {
-            ENSEMBLE: ensemble_config(codec, input_name, outputs, options),
-            PREPROCESS: preprocess_config(codec, artifact.graph, options),
-            NETWORK: network_config(backend, inputs, outputs, options, filename),
-            DECODE: decode_config(codec, artifact.graph, outputs, options),
-        }
-        for name, config in configs.items():
+        for name, text in texts.items():
             (stage / name / "1").mkdir(parents=True)
-            atomic_write_text(stage / name / "config.pbtxt", pbtxt(config) + "\n")
+            atomic_write_text(stage / name / "config.pbtxt", text)
         for name, cls in ((PREPROCESS, "PreprocessModel"), (DECODE, "DecodeModel")) + (
             ((NETWORK, "NetworkModel"),) if backend == "python" else ()
         ):
