@@ -36,19 +36,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
+from hhrnet.choices import METHODS, TARGETS
 from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.runtime.artifact import Artifact
 
 GROUPS = ("stem", "heads", "deconv", "aggregate")
-CalibMethod = Literal["minmax", "entropy", "percentile"]
-METHODS: tuple[CalibMethod, ...] = get_args(CalibMethod)
-Int8Target = Literal["tensorrt", "cpu"]
-TARGETS: tuple[Int8Target, ...] = get_args(Int8Target)
 CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8_OPS = ("Conv", "ConvTranspose", "Add")  # weighted layers and the residual additions that follow them

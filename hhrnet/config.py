@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
+from hhrnet.choices import DatasetName
 from hhrnet.errors import ConfigError
 from hhrnet.kernels.params import OFFICIAL_COCO_ORDER
 
@@ -32,8 +33,6 @@ CROWDPOSE_FLIP_INDEX: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 1
 # Official grouping order (group.py:113-119), owned by the decoder's parameters; CrowdPose uses the first 14
 # entries (SPEC B5).
 COCO_JOINT_ORDER: tuple[int, ...] = OFFICIAL_COCO_ORDER
-
-DatasetName = Literal["coco", "crowdpose"]
 
 
 @dataclass(frozen=True)

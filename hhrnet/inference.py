@@ -18,17 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
+from hhrnet.choices import DECODERS, Decoder
 from hhrnet.codec import Codec, Prepared
 from hhrnet.errors import BackendError, InputError
 from hhrnet.images import read_image
 
 Network = Callable[[np.ndarray], Sequence[np.ndarray]]
-Decoder = Literal["fast", "reference", "cuda"]
-DECODERS: tuple[Decoder, ...] = get_args(Decoder)
 
 __all__ = ["Decoder", "Maps", "Network", "Poses", "Predictor", "read_image", "torch_network"]
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
+from hhrnet.choices import BACKENDS
 from hhrnet.codec import Codec
 from hhrnet.config import Config, layered
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.runtime.artifact import Artifact
-
-Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
-BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""CLI start-up cost and error style: --help never imports torch/tensorrt; errors are one line, no traceback."""
+"""CLI start-up cost and error style: --help never imports torch/tensorrt/onnx/NumPy; errors are one line, no
+traceback."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ def _run(code: str) -> str:
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    for argv in (["--help"], ["info", "--help"]):
+    for argv in (["--help"], ["info", "--help"], ["export", "--help"], ["predict", "--help"]):
         out = _run(
             "import sys\n"
             "from hhrnet.cli.app import main\n"
             f"code = main({argv!r})\n"
-            "print(code, 'torch' in sys.modules, 'tensorrt' in sys.modules, 'onnx' in sys.modules)"
+            "print(code, *(m in sys.modules for m in ('torch', 'tensorrt', 'onnx', 'numpy')))"
         )
-        assert out.splitlines()[-1] == "0 False False False", (argv, out)
+        assert out.splitlines()[-1] == "0 False False False False", (argv, out)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hhrnet.inference import Decoder
-from hhrnet.load import Backend
+from hhrnet.choices import Backend, Decoder
 
 if TYPE_CHECKING:
     from hhrnet.load import Loaded

@@ -7,10 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from hhrnet.choices import CalibMethod, Graph, Int8Target, NetworkBackend, Precision
 from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt
-from hhrnet.export.precision import CalibMethod, Int8Target
-from hhrnet.runtime.artifact import Graph, Precision
-from hhrnet.serve.repository import NetworkBackend
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hhrnet.config import DatasetName
+from hhrnet.choices import DatasetName
 
 _MIN_AREA_HELP = "People whose visible area (px) is below this get no keypoints, as in COCO; 0 labels everyone."
 

@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hhrnet.config import DatasetName
+from hhrnet.choices import DatasetName
 from hhrnet.errors import InputError
 from hhrnet.images import encode_jpeg
 from hhrnet.io import atomic_write_bytes, atomic_write_text
@@ -55,8 +55,6 @@ CROWDPOSE_SKELETON = (
     (13, 14), (14, 1), (14, 2), (1, 3), (3, 5), (2, 4), (4, 6), (14, 7), (14, 8), (7, 9), (9, 11), (8, 10),
     (10, 12), (7, 8),
 )  # fmt: skip
-
-Dataset = DatasetName  # the one list of dataset formats, hhrnet.config
 
 
 @dataclass(frozen=True)
@@ -243,7 +241,7 @@ def _make_image(
     rng: np.random.Generator,
     w: int,
     h: int,
-    dataset: Dataset,
+    dataset: DatasetName,
     min_people: int,
     max_people: int,
     image_id: int,
@@ -347,7 +345,7 @@ def _make_image(
     return canvas, annotations, crowd_index
 
 
-def categories(dataset: Dataset) -> list[dict[str, Any]]:
+def categories(dataset: DatasetName) -> list[dict[str, Any]]:
     names, skeleton = (
         (COCO_KEYPOINTS, COCO_SKELETON) if dataset == "coco" else (CROWDPOSE_KEYPOINTS, CROWDPOSE_SKELETON)
     )
@@ -368,7 +366,7 @@ def synthesize(
     num_train: int = 400,
     num_val: int = 100,
     image_size: int | tuple[int, int] = 256,
-    dataset: Dataset = "coco",
+    dataset: DatasetName = "coco",
     seed: int = 0,
     min_people: int = 1,
     max_people: int = 6,

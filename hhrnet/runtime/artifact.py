@@ -17,20 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
+from hhrnet.choices import GRAPHS, PRECISIONS
 from hhrnet.codec import Codec
 from hhrnet.errors import ConfigError
 
-Graph = Literal["raw", "aggregate", "peaks"]
-GRAPHS: tuple[Graph, ...] = get_args(Graph)
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "raw": ("out0", "out1"),
     "aggregate": ("heatmaps", "tags"),
     "peaks": ("heatmaps", "tags", "peak_vals", "peak_index", "peak_tags"),
 }
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 KEYS = ("hhrnet.codec", "hhrnet.config", "hhrnet.artifact")
 
 

@@ -25,10 +25,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
+from hhrnet.choices import NETWORK_BACKENDS
 from hhrnet.codec import Codec
 from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, ConfigError
@@ -41,8 +42,6 @@ PREPROCESS = "hhrnet_preprocess"
 NETWORK = "hhrnet_network"
 DECODE = "hhrnet_decode"
 MODELS = (ENSEMBLE, PREPROCESS, NETWORK, DECODE)
-NetworkBackend = Literal["onnxruntime", "tensorrt", "python"]
-NETWORK_BACKENDS: tuple[NetworkBackend, ...] = get_args(NetworkBackend)
 DEVICES = ("gpu", "cpu")
 
 _TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
