@@ -119,6 +119,11 @@ def read_rows(path: str | Path) -> list[Row]:
     return data
 
 
+def row_key(row: Row, key_fields: Sequence[str]) -> str:
+    """The case a row measures, e.g. 'benchmark=decode/case=crowd-5/17x128x128/T2'."""
+    return "/".join(f"{k}={row.get(k)}" for k in key_fields)
+
+
 @dataclass(frozen=True)
 class Regression:
     key: str
@@ -142,14 +147,10 @@ def compare(
 
     Intended for same-run ratios (speedups, backend/backend ratios): they survive machine noise.
     """
-
-    def key(row: Row) -> str:
-        return "/".join(f"{k}={row.get(k)}" for k in key_fields)
-
-    base = {key(r): r for r in baseline if metric in r}
+    base = {row_key(r, key_fields): r for r in baseline if metric in r}
     out: list[Regression] = []
     for row in current:
-        k = key(row)
+        k = row_key(row, key_fields)
         if metric not in row or k not in base:
             continue
         b, c = float(base[k][metric]), float(row[metric])

@@ -26,7 +26,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hhrnet.benchmarks.common import Regression, Row, compare, environment, parse_percent, read_rows, write_rows
+from hhrnet.benchmarks.common import (
+    Regression,
+    Row,
+    compare,
+    environment,
+    parse_percent,
+    read_rows,
+    row_key,
+    write_rows,
+)
 
 BASELINE = Path(__file__).resolve().parent / "baseline.json"
 KEY_FIELDS = ("benchmark", "case")
@@ -76,36 +85,33 @@ def measure(suites: Sequence[str] = tuple(SUITES)) -> list[Row]:
 
 
 def _key(row: Row) -> str:
-    return "/".join(f"{k}={row.get(k)}" for k in KEY_FIELDS)
+    return row_key(row, KEY_FIELDS)
 
 
-def _merge_best(runs: Sequence[Sequence[Row]]) -> list[Row]:
-    """Per case: the best speedup over the runs; identical only if every run was identical."""
-    best: dict[str, Row] = {}
-    for rows in runs:
-        for r in rows:
-            k = _key(r)
-            if k not in best:
-                best[k] = dict(r)
-                continue
-            kept = best[k]
-            identical = bool(kept.get("identical", True)) and bool(r.get("identical", True))
-            if float(r["speedup"]) > float(kept["speedup"]):
-                kept = best[k] = dict(r)
-            kept["identical"] = identical
-    return list(best.values())
-
-
-def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
-    """Per case: the median speedup over the runs (the stored baseline), with the number of runs."""
+def _by_case(runs: Sequence[Sequence[Row]]) -> list[list[Row]]:
+    """The rows of several runs grouped by case (first-seen order)."""
     by_key: dict[str, list[Row]] = {}
     for rows in runs:
         for r in rows:
             by_key.setdefault(_key(r), []).append(r)
+    return list(by_key.values())
+
+
+def _identical(rows: Sequence[Row]) -> bool:
+    return all(r.get("identical", True) for r in rows)
+
+
+def _merge_best(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """Per case: the run with the best speedup; identical only if every run was identical."""
+    return [max(rows, key=lambda r: float(r["speedup"])) | {"identical": _identical(rows)} for rows in _by_case(runs)]
+
+
+def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """Per case: the median speedup over the runs (the stored baseline), with the number of runs."""
     return [
         rows[-1] | {"speedup": round(statistics.median(float(r["speedup"]) for r in rows), 1),
-                    "identical": all(r.get("identical", True) for r in rows), "runs": len(rows)}
-        for rows in by_key.values()
+                    "identical": _identical(rows), "runs": len(rows)}
+        for rows in _by_case(runs)
     ]  # fmt: skip
 
 
@@ -156,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = run_gate(read_rows(args.baseline), max_regression=parse_percent(args.max_regression),
                       attempts=max(args.attempts, 1))  # fmt: skip
+    runs_of = {_key(r): result.runs[r["benchmark"]] for r in result.rows}  # suites are named by benchmark
     for reg in result.regressions:
         flag = "FAIL" if reg.failed else "ok"
-        runs = result.runs[reg.key.split("/")[0].removeprefix("benchmark=")]
+        runs = runs_of[reg.key]
         sys.stdout.write(f"{flag:4}  {reg.key:48}  speedup {reg.current:8.1f}x  baseline {reg.baseline:8.1f}x"
                          f"  (best of {runs} run{'s' if runs > 1 else ''})\n")  # fmt: skip
     for name in result.not_identical:
