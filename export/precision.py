@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from hhrnet.choices import METHODS, TARGETS
+from hhrnet.choices import METHODS, PRECISIONS, TARGETS
 from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.runtime.artifact import Artifact
@@ -354,7 +354,7 @@ def tensorrt_problems(model: Any) -> list[str]:
     inits = {t.name: t for t in model.graph.initializer}
     problems = []
     for n in model.graph.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        if n.op_type not in QDQ_OPS:
             continue
         zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         if zp is not None and zp.data_type != TensorProto.INT8:
@@ -391,8 +391,8 @@ def convert(
     from hhrnet.export.opsets import unsupported_ops
     from hhrnet.io import atomic_write_bytes
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     model = load_onnx(onnx_path, external_data=True)
     artifact = model_contract(model, str(onnx_path))
     if artifact.precision != "fp32":
@@ -407,7 +407,8 @@ def convert(
         converted = 0
     elif precision == "fp16":
         model, kept, extra = to_fp16(model, keep)
-        converted = sum(1 for n in model.graph.node if n.name not in set(kept) and n.op_type != "Cast")
+        kept_names = set(kept)
+        converted = sum(1 for n in model.graph.node if n.name not in kept_names and n.op_type != "Cast")
     else:
         assert calib_images is not None
         calib = calibration_set(calib_images, artifact.codec, calib_count)

@@ -127,18 +127,13 @@ def numpy_dtype(trt_dtype: Any) -> np.dtype:
 
 
 class DeviceBuffer:
-    """Raw device memory (cudaMalloc'd once) with ``__cuda_array_interface__`` for zero-copy hand-off."""
+    """Raw device memory (cudaMalloc'd once); :meth:`view` gives typed, shaped :class:`DeviceArray` views of it
+    for zero-copy hand-off."""
 
-    def __init__(self, nbytes: int, shape: Sequence[int] | None = None, dtype: Any = np.float32) -> None:
+    def __init__(self, nbytes: int) -> None:
         self.rt = _cudart()
-        self.dtype = np.dtype(dtype)
         self.nbytes = int(nbytes)
         self.ptr = int(_check(self.rt.cudaMalloc(max(self.nbytes, 1)), "cudaMalloc"))
-        self.shape = tuple(shape) if shape is not None else (self.nbytes // self.dtype.itemsize,)
-
-    @property
-    def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3}
 
     def view(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
         """The first ``prod(shape)`` elements as a typed, shaped device array (no copy)."""
@@ -256,7 +251,7 @@ class TensorRTSession:
         """The device and pinned host buffers of tensor ``name``, reallocated only to grow."""
         dev = self.device_buffers.get(name)
         if dev is None or dev.nbytes < nbytes:
-            self.device_buffers[name] = dev = DeviceBuffer(nbytes, dtype=self.dtypes[name])
+            self.device_buffers[name] = dev = DeviceBuffer(nbytes)
             self.allocations += 1
         host = self.host_buffers.get(name)
         if host is None or host.nbytes < nbytes:
