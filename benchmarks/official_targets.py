@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
+
+from hhrnet.warp import warp_affine  # the official cv2.warpAffine, on OpenCV's own kernel (hhrnet.warp)
 
 
 def naive_kernel(sigma: float) -> np.ndarray:
@@ -107,7 +108,7 @@ def naive_augment(
     masks, joint_list = [], []
     for res in output_sizes:
         mat = naive_affine_matrix(center, scale, res, rot)[:2]
-        m = cv2.warpAffine((mask * 255).astype(np.uint8), mat, (res, res)) / 255
+        m = warp_affine((mask * 255).astype(np.uint8), mat, (res, res)) / 255
         masks.append((m > 0.5).astype(np.float32))
         jt = np.array(joints, dtype=np.float64)
         for p in range(jt.shape[0]):
@@ -117,7 +118,7 @@ def naive_augment(
                 jt[p, j, 1] = np.dot(mat[1], [x, y, 1.0])
         joint_list.append(jt)
     mat_in = naive_affine_matrix(center, scale, input_size, rot)[:2]
-    out = cv2.warpAffine(image, mat_in, (input_size, input_size))
+    out = warp_affine(image, mat_in, (input_size, input_size))
     if flip:
         out = out[:, ::-1].copy()
         for i, res in enumerate(output_sizes):

@@ -30,6 +30,7 @@ import numpy as np
 
 from hhrnet.errors import ConfigError, InputError
 from hhrnet.kernels.params import DecodeParams
+from hhrnet.warp import warp_affine
 
 if TYPE_CHECKING:
     from hhrnet.config import Config
@@ -302,8 +303,6 @@ class Codec:
 
     def preprocess(self, image: np.ndarray) -> Prepared:
         """Network inputs per scale and the geometry to map poses back (official resize or letterbox)."""
-        import cv2
-
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
@@ -311,7 +310,7 @@ class Codec:
             side = self.letterbox
             center, scale = letterbox_box(w, h)
             trans = affine_transform(center, scale, 0, (side, side))
-            warped = cv2.warpAffine(image, trans, (side, side), flags=cv2.INTER_LINEAR)
+            warped = warp_affine(image, trans, (side, side))
             return Prepared([(1.0, self.normalize(warped))], (side, side), center, scale)
         min_scale = min(self.scales)
         base, center, scale = multi_scale_size(w, h, self.input_size, 1.0, min_scale)
@@ -319,7 +318,7 @@ class Codec:
         for s in self.scales:
             resized, c, sc = multi_scale_size(w, h, self.input_size, s, min_scale)
             trans = affine_transform(c, sc, 0, resized)
-            warped = cv2.warpAffine(image, trans, resized, flags=cv2.INTER_LINEAR)
+            warped = warp_affine(image, trans, resized)
             inputs.append((s, self.normalize(warped)))
             center, scale = c, sc
         return Prepared(inputs, base, center, scale)

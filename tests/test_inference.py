@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_torch_equal, torch_simd
 
 from hhrnet import samples
 from hhrnet.aggregate import aggregate as agg_torch
@@ -54,8 +55,8 @@ def test_numpy_aggregation_equals_torch_bit_for_bit(flip: bool, h: int, w: int) 
     a = agg_np(outs, flips if flip else None, **kw)
     ref = agg_torch([torch.from_numpy(o) for o in outs], [torch.from_numpy(o) for o in flips] if flip else None, **kw)
     assert a[0].shape == (b, 17, h, w) and a[1].shape == (b, 17, h, w, 2 if flip else 1)
-    np.testing.assert_array_equal(a[0], ref[0].numpy())
-    np.testing.assert_array_equal(a[1], ref[1].numpy())
+    assert_torch_equal(a[0], ref[0].numpy())
+    assert_torch_equal(a[1], ref[1].numpy())
 
 
 @pytest.mark.parametrize(("src", "dst"), [((37, 53), (129, 77)), ((100, 150), (512, 704)), ((128, 176), (96, 96))])
@@ -65,7 +66,7 @@ def test_resize_equals_torch_interpolate_at_any_ratio(src: tuple[int, int], dst:
 
     x = np.random.default_rng(7).standard_normal((1, 3, *src)).astype(np.float32)
     ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=dst, mode="bilinear", align_corners=False)
-    np.testing.assert_array_equal(resize_maps(x, dst), ref.numpy())
+    assert_torch_equal(resize_maps(x, dst), ref.numpy())
 
 
 def test_small_outputs_use_torchs_other_kernel() -> None:
@@ -131,24 +132,33 @@ def ideal_network(people_img: np.ndarray, codec: Codec, image: np.ndarray, visib
     return network
 
 
-def official_pipeline(network, codec: Codec, image: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def official_pipeline(network, codec: Codec, image: np.ndarray, torch_maps: bool = True) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The official test pipeline, literally: torch aggregation (F.interpolate), the reference parse, the
-    inverse affine. Returns final keypoints (P, J, 3) in image pixels."""
+    inverse affine. Returns final keypoints (P, J, 3) in image pixels. ``torch_maps=False`` aggregates with our
+    NumPy kernel instead (to check everything after the aggregation where torch's rounding is another CPU's)."""
     from hhrnet.kernels.reference import decode_reference
 
     prepared = codec.preprocess(image)
     x = prepared.inputs[0][1][None]
-    outs = [torch.from_numpy(o) for o in network(np.concatenate([x, x[:, :, :, ::-1]], 0))]
+    outs = network(np.concatenate([x, x[:, :, :, ::-1]], 0))
     size = (prepared.base_size[1], prepared.base_size[0])
-    hm, tags = agg_torch([o[:1] for o in outs], [o[1:] for o in outs], num_joints=codec.num_joints,
-                         flip_index=codec.flip_index, project_to=size)  # fmt: skip
-    poses, _ = decode_reference(hm[0].numpy(), tags[0].numpy(), codec.decode)
+    kw = {"num_joints": codec.num_joints, "flip_index": codec.flip_index, "project_to": size}
+    if torch_maps:
+        t = [torch.from_numpy(o) for o in outs]
+        hm, tags = (m.numpy() for m in agg_torch([o[:1] for o in t], [o[1:] for o in t], **kw))
+    else:
+        hm, tags = agg_np([o[:1] for o in outs], [o[1:] for o in outs], **kw)
+    poses, _ = decode_reference(hm[0], tags[0], codec.decode)
     return to_image_coords(poses, prepared.center, prepared.scale, prepared.base_size)[..., :3]
 
 
 def test_default_pipeline_is_official_bit_for_bit_on_real_photos() -> None:
     """Ideal maps built from the real COCO annotations (missing joints left out, so refine runs) through the
-    default Predictor (NumPy aggregation, fast decoder) and through the official pipeline: identical."""
+    default Predictor (NumPy aggregation, fast decoder) and through the official pipeline: identical.
+
+    Where torch runs its scalar kernels (no AVX2, or ``ATEN_CPU_CAPABILITY=default``) its own maps differ in the
+    last bit (the aggregation tests hold them within a few ulps), and an argmax over near-equal values can then
+    move a refined joint: there the pipeline is compared with the official one on our aggregation's maps."""
     import json
 
     data = json.loads(samples.annotation_file("coco").read_text())
@@ -160,7 +170,7 @@ def test_default_pipeline_is_official_bit_for_bit_on_real_photos() -> None:
         image = read_image(samples.folder("coco") / im["file_name"])
         net = ideal_network(kps[..., :2], codec, image, visible=kps[..., 2] > 0)
         got = Predictor(net, codec).predict(image)
-        ref = official_pipeline(net, codec, image)
+        ref = official_pipeline(net, codec, image, torch_maps=torch_simd())
         assert got.keypoints.shape == ref.shape
         np.testing.assert_array_equal(got.keypoints, ref)
         found += len(ref)

@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from hhrnet.warp import warp_affine
+
 # ImageNet statistics used by the official Normalize step (RGB order).
 IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -169,7 +171,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def _warp_mask(mask: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    warped = cv2.warpAffine((mask * 255).astype(np.uint8), matrix, (size, size)) / 255
+    warped = warp_affine((mask * 255).astype(np.uint8), matrix, (size, size)) / 255
     return (warped > 0.5).astype(np.float32)
 
 
@@ -205,8 +207,8 @@ def apply_transform(
         if scale_aware_sigma and warped.shape[-1] > 3:
             warped[..., 3] = warped[..., 3] / params.aug_scale
         joints_out.append(warped)
-    image_out = cv2.warpAffine(image, affine_matrix(center, params.scale, input_size, params.rotation),
-                               (input_size, input_size))  # fmt: skip
+    matrix = affine_matrix(center, params.scale, input_size, params.rotation)
+    image_out = warp_affine(image, matrix, (input_size, input_size))
     if params.flip:
         order = np.asarray(flip_index, dtype=np.int64)
         image_out = np.ascontiguousarray(image_out[:, ::-1])
