@@ -96,8 +96,12 @@ def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
     if not ann.is_file():
         return False
     info = json.loads(ann.read_text()).get("info", {})
-    wanted = {"num_train": train_images, "num_val": val_images, "min_keypoint_area": COCO_MIN_KEYPOINT_AREA,
-              "max_overlap": DEMO_MAX_OVERLAP}  # fmt: skip
+    wanted = {
+        "num_train": train_images,
+        "num_val": val_images,
+        "min_keypoint_area": COCO_MIN_KEYPOINT_AREA,
+        "max_overlap": DEMO_MAX_OVERLAP,
+    }
     return all(info.get(k) == v for k, v in wanted.items())
 
 
@@ -163,13 +167,18 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
         what = f"for {minutes:g} min (wall clock: a slower machine trains fewer steps, a different model)"
     else:
         train_minutes = steps * cfg.train.images_per_gpu / QUIET_IMAGES_PER_S / 60
-        what = (f"for {steps} steps ({cfg.train.end_epoch} epochs of {train_images} images, seed {cfg.train.seed}; "
-                f"~{train_minutes:.0f} min at {QUIET_IMAGES_PER_S:g} img/s on 2 quiet cores)")  # fmt: skip
+        what = (
+            f"for {steps} steps ({cfg.train.end_epoch} epochs of {train_images} images, seed {cfg.train.seed}; "
+            f"~{train_minutes:.0f} min at {QUIET_IMAGES_PER_S:g} img/s on 2 quiet cores)"
+        )
     job = time.strftime("%H:%M", time.localtime(time.time() + (train_minutes + AFTER_TRAINING_MINUTES) * 60))
-    log(f"[2/7] training the tiny preset {what} -> {root / 'train'}; the whole job should end about {job} "
-        "(the progress lines show the img/s and ETA measured here)")  # fmt: skip
-    result = train(cfg, output_dir=root / "train", data_root=data, resume=True, epochs=epochs if minutes > 0 else None,
-                   log=log)  # fmt: skip
+    log(
+        f"[2/7] training the tiny preset {what} -> {root / 'train'}; the whole job should end about {job} "
+        "(the progress lines show the img/s and ETA measured here)"
+    )
+    result = train(
+        cfg, output_dir=root / "train", data_root=data, resume=True, epochs=epochs if minutes > 0 else None, log=log
+    )
     ckpt = result.best_checkpoint or result.last_checkpoint
     last = result.history[-1] if result.history else {}
     summary.outputs["checkpoint"] = str(ckpt)
