@@ -1,10 +1,12 @@
-"""The main job, end to end on built-in data: synthesize -> train (tiny, wall-clock budget) -> evaluate AP ->
+"""The main job, end to end on built-in data: synthesize -> train (tiny, a fixed number of steps) -> evaluate AP ->
 export ONNX -> AP-parity and latency benchmarks -> predict and draw on a sample image -> summary.
 
-About 8 minutes on 2 CPU cores with the defaults: ``minutes`` of training (a wall-clock budget, so a slow
-or busy machine trains fewer steps but still ends on time), then a few minutes of evaluation, export and
-benchmarks. Re-running with the same ``out`` reuses the data and the finished training run: the training
-figures in the summary are the first run's (read from the checkpoint), not this run's.
+Training runs a fixed number of optimiser steps over a fixed data order and seed (the tiny preset's
+``end_epoch`` epochs of ``train_images / 8`` steps), so the same commit trains the same recipe on every machine:
+what varies with the machine is the time it takes (reported, with img/s and an ETA), not the number of steps.
+``minutes`` > 0 adds a wall-clock budget instead (the learning rate then follows the time, and a slow machine
+trains fewer steps: a different model). Re-running with the same ``out`` reuses the data and the finished
+training run: the training figures in the summary are the first run's (read from the checkpoint).
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from typing import Any
 Log = Callable[[str], None]
 
 # Evaluation, export, parity (200 val images), latency and drawing after training took 129 s on 2 quiet CPU cores
-# (fresh-clone hhrnet demo, commit eb0cdac, 2026-12-02; 78 s before parity covered every val image); used only for
-# the whole-job estimate printed before training (the summary has the measured times).
+# (fresh-clone hhrnet demo, commit eb0cdac, 2026-12-02; 78 s before parity covered every val image), and the tiny
+# preset trained at ~32 img/s there; used only for the estimate printed before training (the progress lines then
+# show the measured img/s and ETA, the summary the measured times).
 AFTER_TRAINING_MINUTES = 2.2
+QUIET_IMAGES_PER_S = 32.0
+# The demo's synthetic data re-places a figure whose box overlaps an earlier one by more than this fraction of
+# the smaller box (synthesize(max_overlap=...)): overlaps stay, total overlaps become rare (benchmarks/TRAINING.md).
+DEMO_MAX_OVERLAP = 0.3
 # The sample drawing shows the poses the model is confident about; weaker ones are mostly fragments of people
 # already drawn (their count is in the summary).
 DRAW_MIN_SCORE = 0.2
@@ -89,12 +96,19 @@ def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
     if not ann.is_file():
         return False
     info = json.loads(ann.read_text()).get("info", {})
-    wanted = {"num_train": train_images, "num_val": val_images, "min_keypoint_area": COCO_MIN_KEYPOINT_AREA}
+    wanted = {
+        "num_train": train_images,
+        "num_val": val_images,
+        "min_keypoint_area": COCO_MIN_KEYPOINT_AREA,
+        "max_overlap": DEMO_MAX_OVERLAP,
+    }
     return all(info.get(k) == v for k, v in wanted.items())
 
 
-def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, val_images: int = 200,
-             log: Log = print) -> DemoSummary:  # fmt: skip
+def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0, train_images: int = 400,
+             val_images: int = 200, log: Log = print) -> DemoSummary:  # fmt: skip
+    """The main job into ``out``; ``epochs`` defaults to the tiny preset's ``end_epoch``, ``minutes`` > 0 trains to a
+    wall-clock budget instead (at most ``epochs`` when given)."""
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
     from hhrnet.benchmarks.parity import Variant
@@ -134,19 +148,37 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     else:
         log(f"[1/7] synthesizing {train_images} train / {val_images} val images -> {data}")
         synthesize(data, num_train=train_images, num_val=val_images, image_size=256, seed=0, force=True,
-                   min_keypoint_area=COCO_MIN_KEYPOINT_AREA)  # fmt: skip
+                   min_keypoint_area=COCO_MIN_KEYPOINT_AREA, max_overlap=DEMO_MAX_OVERLAP)  # fmt: skip
         if (root / "train").exists():  # a run on other data must not be resumed
             shutil.rmtree(root / "train")
     ann, images = data / "annotations" / "person_keypoints_val.json", data / "images" / "val"
     stage_done("synthesize")
 
     # validation happens once, in step 3, with the full pipeline; training only trains
-    cfg = apply_overrides(preset("tiny"), [f"train.minutes={minutes}", "train.val_every=0"])
-    end = time.strftime("%H:%M", time.localtime(time.time() + minutes * 60))
-    job = time.strftime("%H:%M", time.localtime(time.time() + (minutes + AFTER_TRAINING_MINUTES) * 60))
-    log(f"[2/7] training the tiny preset for {minutes:g} min (wall clock, until about {end}) -> {root / 'train'}; "
-        f"the whole job should end about {job}")  # fmt: skip
-    result = train(cfg, output_dir=root / "train", data_root=data, resume=True, log=log)
+    overrides = ["train.val_every=0"]
+    if epochs is not None:
+        overrides.append(f"train.end_epoch={epochs}")
+    if minutes > 0:
+        overrides.append(f"train.minutes={minutes}")
+    cfg = apply_overrides(preset("tiny"), overrides)
+    steps = cfg.train.end_epoch * max(train_images // cfg.train.images_per_gpu, 1)
+    if minutes > 0:
+        train_minutes = minutes
+        what = f"for {minutes:g} min (wall clock: a slower machine trains fewer steps, a different model)"
+    else:
+        train_minutes = steps * cfg.train.images_per_gpu / QUIET_IMAGES_PER_S / 60
+        what = (
+            f"for {steps} steps ({cfg.train.end_epoch} epochs of {train_images} images, seed {cfg.train.seed}; "
+            f"~{train_minutes:.0f} min at {QUIET_IMAGES_PER_S:g} img/s on 2 quiet cores)"
+        )
+    job = time.strftime("%H:%M", time.localtime(time.time() + (train_minutes + AFTER_TRAINING_MINUTES) * 60))
+    log(
+        f"[2/7] training the tiny preset {what} -> {root / 'train'}; the whole job should end about {job} "
+        "(the progress lines show the img/s and ETA measured here)"
+    )
+    result = train(
+        cfg, output_dir=root / "train", data_root=data, resume=True, epochs=epochs if minutes > 0 else None, log=log
+    )
     ckpt = result.best_checkpoint or result.last_checkpoint
     last = result.history[-1] if result.history else {}
     summary.outputs["checkpoint"] = str(ckpt)
@@ -160,7 +192,7 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
         summary.numbers["grouped"] = round(last["grouped"], 3)
     stage_done("train")
     log(f"      trained {fmt_seconds(result.train_seconds)}: {summary.numbers['epochs']} epochs, "
-        f"{result.steps_done} steps")  # fmt: skip
+        f"{result.steps_done} steps, {summary.numbers['train_images_per_s']} img/s")  # fmt: skip
 
     log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
     model, cfg = load_model(ckpt)
@@ -220,7 +252,8 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
 
     log("[7/7] predicting and drawing skeletons on a sample image")
     poses = pred.predict(sample)
-    drawn = draw_poses(sample, poses.keypoints, poses.scores, min_score=DRAW_MIN_SCORE)
+    caption = f"{int((poses.scores >= DRAW_MIN_SCORE).sum())} poses with score >= {DRAW_MIN_SCORE}"
+    drawn = draw_poses(sample, poses.keypoints, poses.scores, min_score=DRAW_MIN_SCORE, caption=caption)
     atomic_write_bytes(root / "sample_pose.jpg", encode_jpeg(drawn))
     summary.outputs["drawing"] = str(root / "sample_pose.jpg")
     summary.numbers["sample_people"] = int((poses.scores >= DRAW_MIN_SCORE).sum())

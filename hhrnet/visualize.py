@@ -23,16 +23,26 @@ def _colour(i: int) -> tuple[int, int, int]:
 
 
 def draw_poses(
-    image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | None = None, threshold: float = 0.1,
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray | None = None,
+    threshold: float = 0.1,
     min_score: float = 0.0,
-) -> np.ndarray:  # fmt: skip
-    """RGB uint8 image + keypoints (P, J, 3) in pixels -> a new RGB image with the skeletons drawn."""
+    caption: str | None = None,
+) -> np.ndarray:
+    """RGB uint8 image + keypoints (P, J, 3) in pixels -> a new RGB image with the skeletons drawn.
+
+    Each pose scoring at least ``min_score`` is drawn in a colour of its own: its joints whose score exceeds
+    ``threshold`` and the limbs between two such joints of that pose only. ``caption`` (e.g. the thresholds) is
+    written in the top-left corner."""
     out = image.copy()
     thick = max(1, round(max(image.shape[:2]) / 300))
+    drawn = 0
     for p, kp in enumerate(keypoints):
         if scores is not None and scores[p] < min_score:
             continue
-        colour = _colour(p)
+        colour = _colour(drawn)
+        drawn += 1
         visible = kp[:, 2] > threshold
         for a, b in limbs_for(len(kp)):
             if visible[a] and visible[b]:
@@ -41,4 +51,9 @@ def draw_poses(
                 cv2.line(out, pa, pb, colour, thick, cv2.LINE_AA)
         for j in np.flatnonzero(visible):
             cv2.circle(out, (int(round(kp[j, 0])), int(round(kp[j, 1]))), thick + 1, colour, -1, cv2.LINE_AA)
+    if caption:
+        scale = max(image.shape[:2]) / 700
+        (w, h), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(out, (0, 0), (w + 4, h + base + 4), (0, 0, 0), -1)
+        cv2.putText(out, caption, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

@@ -148,3 +148,37 @@ def test_cli_labels_like_coco_by_default(tmp_path: Path) -> None:
         result = runner.invoke(app, ["synth", str(out), "--train", "1", "--val", "1", "--size", "64", *args])
         assert result.exit_code == 0, result.output
         assert _anns(out, "val")["info"]["min_keypoint_area"] == area
+
+
+def _heavy_overlap_share(root: Path) -> float:
+    """Share of pairs of labelled people in one image whose keypoint boxes overlap by > 0.3 of the smaller box."""
+    from hhrnet.data.synth import _box_overlap
+
+    doc = _anns(root, "train")
+    boxes: dict[int, list[np.ndarray]] = {}
+    for a in doc["annotations"]:
+        k = np.array(a["keypoints"], float).reshape(-1, 3)
+        k = k[k[:, 2] > 0]
+        if len(k) >= 5:
+            boxes.setdefault(a["image_id"], []).append(np.concatenate([k[:, :2].min(0), k[:, :2].max(0)]))
+    pairs = [_box_overlap(b[i], b[j]) for b in boxes.values() for i in range(len(b)) for j in range(i)]
+    return float(np.mean(np.array(pairs) > 0.3))
+
+
+def test_max_overlap_makes_total_overlaps_rare(tmp_path: Path) -> None:
+    """max_overlap re-places figures that overlap earlier ones heavily (the people's sizes stay); 1 is the default."""
+    synthesize(tmp_path / "any", num_train=40, num_val=1, image_size=192, seed=5)
+    synthesize(tmp_path / "spread", num_train=40, num_val=1, image_size=192, seed=5, max_overlap=0.3)
+    assert _anns(tmp_path / "spread", "train")["info"]["max_overlap"] == 0.3
+    assert _anns(tmp_path / "any", "train")["info"]["max_overlap"] == 1.0
+    before, after = _heavy_overlap_share(tmp_path / "any"), _heavy_overlap_share(tmp_path / "spread")
+    assert after < 0.5 * before, (before, after)
+
+
+def test_box_overlap() -> None:
+    from hhrnet.data.synth import _box_overlap
+
+    a = np.array([0.0, 0.0, 10.0, 10.0])
+    assert _box_overlap(a, np.array([2.0, 2.0, 4.0, 4.0])) == 1.0  # inside: the smaller box is covered
+    assert _box_overlap(a, np.array([5.0, 0.0, 15.0, 10.0])) == pytest.approx(0.5)
+    assert _box_overlap(a, np.array([10.0, 0.0, 20.0, 10.0])) == 0.0  # touching

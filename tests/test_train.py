@@ -254,3 +254,40 @@ def test_mid_epoch_resume_is_exact(data_root: Path, tmp_path: Path) -> None:
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert meta_a["optimizer"]["state"][0]["step"] == meta_b["optimizer"]["state"][0]["step"] == 8
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from hhrnet.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)[0]
+
+
+def test_seeded_runs_are_identical_whatever_the_machine_speed(data_root: Path, tmp_path: Path) -> None:
+    """An epoch-based run's schedule follows its steps, not the clock: two runs of one seed give the same weights
+    even when one machine is 50x slower than the other; another seed gives other weights."""
+    from hhrnet.training import train
+
+    cfg = _cfg("train.lr_schedule=cosine", "train.warmup=0.2", "train.end_epoch=2", "train.channels_last=True")
+    slow = itertools.count(step=50)
+    fast = train(cfg, output_dir=tmp_path / "fast", data_root=data_root, progress=False, clock=_fake_clock())
+    slower = train(
+        cfg, output_dir=tmp_path / "slow", data_root=data_root, progress=False, clock=lambda: float(next(slow))
+    )
+    assert fast.steps_done == slower.steps_done == 8 and slower.train_seconds > 40 * fast.train_seconds
+    a, b = _weights(tmp_path / "fast" / "checkpoint.pth"), _weights(tmp_path / "slow" / "checkpoint.pth")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    train(
+        _cfg(
+            "train.lr_schedule=cosine",
+            "train.warmup=0.2",
+            "train.end_epoch=2",
+            "train.channels_last=True",
+            "train.seed=1",
+        ),
+        output_dir=tmp_path / "seed1",
+        data_root=data_root,
+        progress=False,
+    )
+    c = _weights(tmp_path / "seed1" / "checkpoint.pth")
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())

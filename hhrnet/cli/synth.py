@@ -21,6 +21,10 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     max_people: Annotated[int, typer.Option(help="Most people per image.")] = 6,
     min_keypoint_area: Annotated[float, typer.Option(help=_MIN_AREA_HELP)] = 32.0**2,  # as COCO_MIN_KEYPOINT_AREA
+    max_overlap: Annotated[
+        float,
+        typer.Option(help="Re-place a figure whose box overlaps an earlier one by more than this fraction; 1: off."),
+    ] = 1.0,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty OUT_DIR.")] = False,
 ) -> None:
     """Synthesize a multi-person keypoint dataset with no downloads."""
@@ -31,6 +35,7 @@ def synth(
     summary = synthesize(
         out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset, seed=seed,
         max_people=max_people, force=force, min_keypoint_area=min_keypoint_area,
+        max_overlap=max_overlap,
     )  # fmt: skip
     console = Console(soft_wrap=True)
     for split in ("train", "val"):

@@ -30,9 +30,11 @@ def train(
 ) -> None:
     """Train HigherHRNet; writes checkpoint.pth every epoch, model_best.pth (by val AP) and model_final.pth.
 
-    Progress shows the loss terms, `grouped` (the fraction of people whose joints the tags group correctly)
-    and the ETA of the whole run. With --minutes the run stops when the budget is spent; resuming it continues
-    with the budget left."""
+    By default a run is a fixed number of optimiser steps (train.end_epoch epochs; the learning rate follows the
+    step), so a seeded run repeats bit for bit on one machine and thread count, however fast the machine is.
+    Progress shows the loss terms, `grouped` (the fraction of people whose joints the tags group correctly), img/s
+    and the ETA of the whole run. With --minutes the run stops when the budget is spent instead (the learning rate
+    then follows the time, and a slower machine trains fewer steps); resuming it continues with the budget left."""
     from hhrnet.config import resolve
     from hhrnet.training import train as run_train
 

@@ -237,6 +237,27 @@ def _mask_polygon(mask: np.ndarray) -> list[list[float]]:
     return [p for p in polys if len(p) >= 6]
 
 
+# With ``max_overlap`` < 1 a figure is placed up to this many times, keeping the first placement within the bound
+# (else the least overlapping one).
+PLACEMENT_TRIES = 20
+
+
+def _figure_box(fig: _Figure) -> np.ndarray:
+    """(x0, y0, x1, y1) of the figure's joints and head top."""
+    pts = np.concatenate([fig.joints, fig.head_top[None]])
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection of two boxes over the smaller one's area: 1 when one lies inside the other."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(iw * ih / max(smaller, 1e-9))
+
+
 def _make_image(
     rng: np.random.Generator,
     w: int,
@@ -246,6 +267,7 @@ def _make_image(
     max_people: int,
     image_id: int,
     min_keypoint_area: float = 0.0,
+    max_overlap: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]], float]:
     canvas = _background(rng, w, h)
     annotations: list[dict[str, Any]] = []
@@ -254,9 +276,18 @@ def _make_image(
     for _ in range(count):
         small = rng.random() < 0.2
         height = h * (rng.uniform(0.16, 0.28) if small else rng.uniform(0.3, 0.85))
-        cx = rng.uniform(-0.05, 1.05) * w
-        cy = rng.uniform(0.25, 0.85) * h
-        figures.append(_pose_figure(rng, cx, cy, height))
+        best: tuple[float, _Figure] | None = None
+        for _ in range(1 if max_overlap >= 1.0 else PLACEMENT_TRIES):  # the size stays: only the place is redrawn
+            cx = rng.uniform(-0.05, 1.05) * w
+            cy = rng.uniform(0.25, 0.85) * h
+            fig = _pose_figure(rng, cx, cy, height)
+            overlap = max((_box_overlap(_figure_box(fig), _figure_box(f)) for f in figures), default=0.0)
+            if best is None or overlap < best[0]:
+                best = (overlap, fig)
+            if overlap <= max_overlap:
+                break
+        assert best is not None
+        figures.append(best[1])
     masks = []
     for fig in figures:  # draw in order: later figures occlude earlier ones
         m = np.zeros((h, w), np.uint8)
@@ -373,12 +404,18 @@ def synthesize(
     force: bool = False,
     quality: int = 95,
     min_keypoint_area: float = 0.0,
+    max_overlap: float = 1.0,
 ) -> SynthSummary:
     """Write the dataset under ``root``; deterministic for a given seed. Returns counts and paths.
 
     ``min_keypoint_area``: people whose visible area (px) is below it get no keypoints (``num_keypoints`` 0,
     their polygon kept), as COCO leaves people under 32^2 px unlabelled: an ignore region for training, and
-    ignored by the evaluation. 0 labels everyone."""
+    ignored by the evaluation. 0 labels everyone.
+
+    ``max_overlap`` < 1: each figure is placed again (up to :data:`PLACEMENT_TRIES` times) while its box (joints
+    and head top) overlaps an earlier figure's box by more than this fraction of the smaller box, and the least
+    overlapping placement is kept when none is within the bound: overlaps stay, total overlaps become rare.
+    1 (the default) places every figure where it first falls."""
     root = Path(root)
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     if dataset not in ("coco", "crowdpose"):
@@ -397,7 +434,7 @@ def synthesize(
         for i in range(count):
             image_id = offset + i
             canvas, image_anns, crowd_index = _make_image(
-                rng, w, h, dataset, min_people, max_people, image_id, min_keypoint_area
+                rng, w, h, dataset, min_people, max_people, image_id, min_keypoint_area, max_overlap
             )
             name = f"{image_id:012d}.jpg"
             atomic_write_bytes(img_dir / name, encode_jpeg(canvas, quality))
@@ -418,6 +455,7 @@ def synthesize(
                 "image_size": [w, h],
                 "max_people": max_people,
                 "min_keypoint_area": min_keypoint_area,
+                "max_overlap": max_overlap,
             },
             "images": entries,
             "annotations": anns,
