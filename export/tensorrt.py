@@ -47,84 +47,21 @@ from typing import Any
 
 from hhrnet.errors import BackendError, InputError
 from hhrnet.runtime.artifact import Artifact
+from hhrnet.runtime.tensorrt import MAX_ASPECT, Profile, Shape, default_profiles, network_batch
 
-Shape = tuple[int, int, int, int]
+__all__ = [
+    "MAX_ASPECT",
+    "BuildSpec",
+    "Profile",
+    "Shape",
+    "build_engine",
+    "builder_flags",
+    "default_profiles",
+    "network_batch",
+    "verify_facts",
+]
+
 MIN_TENSORRT = 10  # strongly typed networks with explicit Q/DQ int8 and fp16 casts
-MAX_ASPECT = 2  # default profiles cover images up to 2:1 under the official resize
-
-
-@dataclass(frozen=True)
-class Profile:
-    """min / opt / max input shapes of one optimization profile."""
-
-    min: Shape
-    opt: Shape
-    max: Shape
-
-    @classmethod
-    def parse(cls, text: str) -> Profile:
-        """'1x3x256x256:1x3x512x512:4x3x1024x1024' -> Profile."""
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise InputError(f"profile {text!r} must be MIN:OPT:MAX, each BxCxHxW")
-        shapes = []
-        for part in parts:
-            try:
-                dims = tuple(int(d) for d in part.lower().split("x"))
-            except ValueError:
-                raise InputError(f"profile shape {part!r} is not BxCxHxW") from None
-            if len(dims) != 4 or dims[1] != 3 or any(d <= 0 for d in dims):
-                raise InputError(f"profile shape {part!r} must be Bx3xHxW with positive sizes")
-            if dims[2] % 32 or dims[3] % 32:
-                raise InputError(f"profile shape {part!r}: H and W must be multiples of 32")
-            shapes.append(dims)
-        lo, mid, hi = shapes
-        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)):
-            raise InputError(f"profile {text!r} must satisfy MIN <= OPT <= MAX in every dimension")
-        return cls(lo, mid, hi)  # type: ignore[arg-type]
-
-    def contains(self, shape: Sequence[int]) -> bool:
-        return all(a <= s <= b for a, s, b in zip(self.min, shape, self.max, strict=True))
-
-    def text(self) -> str:
-        return ":".join("x".join(map(str, s)) for s in (self.min, self.opt, self.max))
-
-
-def _up64(x: float) -> int:
-    return int(-(-x // 64) * 64)
-
-
-def network_batch(artifact: Artifact, images: int) -> int:
-    """Rows of the network batch that carries ``images`` images: a ``raw`` graph with flip gets each image's
-    flipped copy appended to the same batch (:meth:`hhrnet.inference.Predictor.run_network`); the other
-    graphs flip inside the graph."""
-    return images * (2 if artifact.graph == "raw" and artifact.codec.flip else 1)
-
-
-def default_profiles(artifact: Artifact, max_batch: int = 1) -> tuple[Profile, ...]:
-    """The profile of every input the runtime sends for this contract, with up to ``max_batch`` images a call.
-
-    The batch axis runs from 1 to :func:`network_batch` of ``max_batch`` (a raw graph with flip: twice the
-    images). Static export: its fixed (H, W). Letterbox codec: the letterbox square; OPT is the full batch,
-    since batching (``predict --batch-size``, Triton's dynamic batcher filling up to its ``max_batch_size``)
-    is what sends a square. Official resize: every image has its own shape and runs alone, so OPT is one
-    image; the short side is the input size at each test scale (rounded up to 64 like the codec), the long
-    side up to :data:`MAX_ASPECT` times that; OPT is the short side by a 4:3 long side at scale 1.
-    """
-    if max_batch < 1:
-        raise InputError(f"max batch must be positive, got {max_batch}")
-    codec = artifact.codec
-    top, one = network_batch(artifact, max_batch), network_batch(artifact, 1)
-    if artifact.static_hw is not None or codec.letterbox:
-        h, w = artifact.static_hw or (codec.letterbox, codec.letterbox)
-        return (Profile((1, 3, h, w), (top, 3, h, w), (top, 3, h, w)),)
-    min_scale = min(codec.scales)
-    base = _up64(min_scale * codec.input_size)
-    shorts = [int(base * s / min_scale) for s in codec.scales]
-    lo, hi = min(shorts), max(shorts)
-    short1 = int(base / min_scale)
-    opt = (one, 3, short1, _up64(short1 * 4 / 3))
-    return (Profile((1, 3, lo, lo), opt, (top, 3, MAX_ASPECT * hi, MAX_ASPECT * hi)),)
 
 
 # Whether an engine of each precision may compute fp32 layers in TF32 (BuilderFlag.TF32, on by default).
@@ -248,8 +185,11 @@ def _set_timing_cache(config: Any, data: bytes) -> str:
         return "reused" if data else "new"
     if not data:
         raise BackendError("TensorRT refused a new, empty timing cache")
-    warnings.warn("the stored TensorRT timing cache does not match this TensorRT/GPU: building with a new one",
-                  RuntimeWarning, stacklevel=3)  # fmt: skip
+    warnings.warn(
+        "the stored TensorRT timing cache does not match this TensorRT/GPU: building with a new one",
+        RuntimeWarning,
+        stacklevel=3,
+    )
     if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
         raise BackendError("TensorRT refused a new, empty timing cache")
     return "replaced (the stored one did not match this TensorRT/GPU)"
@@ -375,10 +315,12 @@ def _matmul_onnx(path: Path, k: int = 256, n: int = 64) -> Any:
 
     w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "matmul",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", n])], [numpy_helper.from_array(w, "w")],
-    )  # fmt: skip
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", n])],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".weights", size_threshold=0)
     return w
