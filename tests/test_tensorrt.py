@@ -320,14 +320,12 @@ def test_external_weights_are_parsed_from_the_path_and_keyed(
         build_engine(path, cache_dir=tmp_path / "cache")
 
 
-def test_refusals_reported_by_return_value_are_checked(
+def test_a_stale_timing_cache_is_replaced_not_silently_unused(
     exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Defect 5: ``set_timing_cache`` returns False for a cache from another TensorRT/GPU (it would go unused),
-    ``add_optimization_profile`` returns -1 for a profile the network cannot take."""
-    import onnx
-
-    from hhrnet.export.tensorrt import Profile, build_engine, timing_cache_path
+    """Defect 5: ``set_timing_cache(..., ignore_mismatch=False)`` returns False for a cache from another
+    TensorRT/GPU, which is then not used."""
+    from hhrnet.export.tensorrt import build_engine, timing_cache_path
     from hhrnet.runtime.tensorrt import sidecar
 
     trt, _, state = fake_trt()
@@ -337,9 +335,21 @@ def test_refusals_reported_by_return_value_are_checked(
     with pytest.warns(RuntimeWarning, match="timing cache does not match"):
         engine = build_engine(exports["fp32"], cache_dir=tmp_path)
     assert json.loads(sidecar(engine).read_text())["timing_cache"].startswith("replaced")
-    assert stale.read_bytes() != b"a timing cache from another driver"  # the fresh cache replaced it
-    # a file whose input has a fixed 128x128 square: a profile asking for other sizes is refused (-1)
-    model = onnx.load(str(exports["fp32"]))
+    assert state["timing_in"] == b""  # the build ran with a fresh cache, which then replaced the stale file
+    assert stale.read_bytes() != b"a timing cache from another driver"
+
+
+def test_a_refused_profile_is_an_error(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 5: ``add_optimization_profile`` returns -1 for a profile the network cannot take."""
+    import onnx
+
+    from hhrnet.export.tensorrt import Profile, build_engine
+
+    trt, _, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    model = onnx.load(str(exports["fp32"]))  # its input fixed at 128x128: a profile asking for other sizes is refused
     for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
         d.ClearField("dim_param")
         d.dim_value = 128
@@ -680,6 +690,8 @@ class FakeContext:
 
     def execute_async_v3(self, stream: int) -> bool:
         assert stream == 7 and self.cudart.current == self.device, "the engine runs on its own device"
+        if set(self.addresses) != {"image", "heatmaps", "tags"}:
+            return False  # a tensor without an address: TensorRT cannot enqueue
         for name, ptr in self.addresses.items():
             need = int(np.prod(self.get_tensor_shape(name))) * 4
             assert need <= len(self.cudart.blocks[ptr]) - 512, f"{name}'s buffer is too small"
@@ -812,14 +824,15 @@ def test_run_device_hands_outputs_over_without_a_host_copy(tmp_path: Path, monke
 def test_runtime_selects_its_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect 4: the session's stream, buffers and engine belong to its device, and each call selects it again
     (the current device is per host thread: another thread or library may have changed it)."""
-    session, cudart = _fake_session(tmp_path, monkeypatch, device="cuda:1")
-    assert session.device == "cuda:1" and cudart.devices[7] == 1  # the stream
+    session, cudart = _fake_session(tmp_path, monkeypatch, device=1)
+    assert cudart.devices[7] == 1  # the stream
     x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
     for _ in range(2):
         cudart.current = 0  # someone else selected device 0 in the meantime
         for got, want in zip(session(x), _expected(x), strict=True):
             np.testing.assert_array_equal(got, want)
     assert {d for p, d in cudart.devices.items() if p != 7} == {1}  # every device buffer on GPU 1
+    assert _fake_session(tmp_path, monkeypatch, device="cuda:1")[0].device_index == 1  # as --device gives it
     with pytest.raises(InputError, match=r"cuda or cuda:N"):
         _fake_session(tmp_path, monkeypatch, device="cpu")
 
