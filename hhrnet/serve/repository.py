@@ -180,10 +180,10 @@ def _check_engine(
     meta: dict[str, Any], served: Artifact, max_batch: int, path: Path, server_tensorrt: str | None
 ) -> None:
     """ConfigError unless the plan's profiles cover what Triton sends (batches 1..``max_batch`` of the letterbox
-    square: :func:`hhrnet.export.tensorrt.default_profiles` of the served contract, the one place that decides)
+    square: :func:`hhrnet.runtime.tensorrt.default_profiles` of the served contract, the one place that decides)
     and, when the server's TensorRT is declared, the plan was built with that TensorRT (a plan only loads in
     the TensorRT version that built it)."""
-    from hhrnet.export.tensorrt import Profile, default_profiles
+    from hhrnet.runtime.tensorrt import Profile, default_profiles
 
     built = str(meta.get("tensorrt", ""))
     if server_tensorrt is not None and not _same_tensorrt(built, server_tensorrt):
