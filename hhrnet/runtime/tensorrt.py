@@ -456,12 +456,13 @@ class TensorRTSession:
         """Release the context, the engine, the buffers (a :class:`DeviceArray` still held keeps its own) and
         the stream; idempotent."""
         stream, self.stream = getattr(self, "stream", None), None
+        if stream is not None:
+            self._select_device()  # everything below was made on this device
         self.context = None  # the context before the engine it came from
         self.engine = None
         self.device_buffers, self.host_buffers = {}, {}
         self._profile = self._shape = None
         if stream is not None:
-            self._select_device()
             _check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
     def __enter__(self) -> TensorRTSession:
