@@ -492,6 +492,39 @@ def test_default_profile_fits_what_the_predictor_sends(letterbox: int) -> None:
     assert profile.opt[0] == (2 * max_batch if letterbox else 2)
 
 
+def test_cli_engine_of_a_raw_graph_takes_the_predictors_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 1, end to end: ``hhrnet export --format engine`` of a raw graph with flip (the defaults) records a
+    profile that the runtime's own check accepts for every batch the predictor sends."""
+    from test_export import TINY_128, tiny_model
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+    from hhrnet.export.onnx import export_onnx, read_contract
+    from hhrnet.inference import Predictor
+    from hhrnet.runtime.tensorrt import check_input_shape, read_sidecar
+
+    model, cfg = tiny_model(TINY_128)
+    onnx_path = export_onnx(model, cfg, tmp_path / "raw.onnx", graph="raw", sample_size=(128, 128)).path
+    codec = read_contract(onnx_path).codec
+    assert codec.flip
+    trt, _, _ = fake_trt()
+    _patch_build(monkeypatch, trt)
+    res = CliRunner().invoke(
+        app, ["export", "--format", "engine", "--onnx", str(onnx_path), "--out", str(tmp_path / "e")]
+    )
+    assert res.exit_code == 0, res.output
+    profiles = read_sidecar(tmp_path / "e")["profiles"]
+    net = ShapeRecorder(codec.num_joints)
+    predictor = Predictor(net, codec, graph="raw")
+    rng = np.random.default_rng(1)
+    for h, w in ((120, 90), (90, 170), (128, 128), (70, 140)):  # up to 2:1 (MAX_ASPECT)
+        predictor.predict(rng.integers(0, 255, (h, w, 3), np.uint8))
+    assert {s[0] for s in net.shapes} == {2}  # each image with its flipped copy
+    assert all(check_input_shape(s, profiles) == 0 for s in net.shapes)
+
+
 def test_engine_for_triton_from_the_cli(
     exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
