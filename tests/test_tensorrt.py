@@ -497,6 +497,7 @@ def test_cli_engine_of_a_raw_graph_takes_the_predictors_batches(
 ) -> None:
     """Defect 1, end to end: ``hhrnet export --format engine`` of a raw graph with flip (the defaults) records a
     profile that the runtime's own check accepts for every batch the predictor sends."""
+    monkeypatch.chdir(tmp_path)  # the engine cache (.hhrnet-cache) goes into the working directory
     from test_export import TINY_128, tiny_model
     from typer.testing import CliRunner
 
@@ -531,6 +532,7 @@ def test_engine_for_triton_from_the_cli(
     """``hhrnet export --format engine --max-batch 8`` of a letterboxed export: the Triton writer takes the engine
     for batches up to 8 (OPT 8, what dynamic batching sends); a default engine (1 image) it refuses, naming
     the profile to build."""
+    monkeypatch.chdir(tmp_path)  # the engine cache (.hhrnet-cache) goes into the working directory
     from test_export import TINY_128, tiny_model
     from typer.testing import CliRunner
 
