@@ -93,7 +93,7 @@ def open_model(
             raise BackendError("the tensorrt backend needs --engine (build one with hhrnet export --format engine)")
         from hhrnet.runtime.tensorrt import TensorRTSession
 
-        session: Any = TensorRTSession(engine)
+        session: Any = TensorRTSession(engine, device=device if device.startswith("cuda") else 0)
         codec, cfg = artifact_codec(session.artifact, config, overrides, flip, scales, letterbox)
         return Loaded(session, codec, cfg, "tensorrt", session.graph, session.artifact.precision, session.artifact)
     if backend == "onnxruntime":

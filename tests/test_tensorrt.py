@@ -14,14 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hhrnet.errors import BackendError, InputError
+from hhrnet.errors import BackendError, ConfigError, InputError
 
-REMOVED = ("BuilderFlag", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IInt8Calibrator", "set_flag",
-           "int8_calibrator", "set_calibration_profile", "precision", "set_output_type")  # fmt: skip
+# What TensorRT 11 removed (NVIDIA: "Removed Python APIs and Replacements", 10.x -> 11.x) and 10.12+ deprecated:
+# the builder must never touch them.
+REMOVED = ("FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
+           "DIRECT_IO", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IInt8Calibrator", "int8_calibrator",
+           "set_calibration_profile", "precision", "set_output_type")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
-# a fake of the TensorRT builder API that records every call and attribute the builder touches
+# a fake of the TensorRT builder API with TensorRT's semantics where the builder could go wrong:
+# builder flags start at TensorRT's defaults (TF32 on); parse() without a path cannot find external
+# weights, parse_from_file() can; add_optimization_profile() returns -1 for a profile that does not fit
+# the network's input; set_timing_cache() returns False for a cache from another TensorRT/GPU.
 # --------------------------------------------------------------------------------------------
 
 
@@ -47,48 +53,144 @@ class Recorder:
         self._members[item] = value
 
 
-def fake_trt(version: str = "10.13.0.35", strongly_typed_member: bool = True) -> tuple[Any, list[str], dict]:
+def _onnx_input(model: Any) -> tuple[str, tuple[int, ...]]:
+    first = model.graph.input[0]
+    return first.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in first.type.tensor_type.shape.dim)
+
+
+class FakeParser:
+    """OnnxParser: ``parse(bytes)`` without a path cannot load weights stored outside the file."""
+
+    def __init__(self, state: dict[str, Any], log: list[str]) -> None:
+        self.state, self.log, self.errors = state, log, []
+
+    @property
+    def num_errors(self) -> int:
+        return len(self.errors)
+
+    def get_error(self, i: int) -> str:
+        return self.errors[i]
+
+    def _load(self, model: Any, where: str | None) -> bool:
+        from onnx.external_data_helper import uses_external_data
+
+        external = [t.name for t in model.graph.initializer if uses_external_data(t)]
+        if external and where is None:
+            self.errors.append(f"failed to import initializer {external[0]}: no path to find its external data")
+            return False
+        self.state["network_input"] = _onnx_input(model)
+        self.state["parsed"].append(where)
+        return True
+
+    def parse(self, data: bytes, path: str | None = None) -> bool:
+        import onnx
+
+        self.log.append("parser.parse")
+        return self._load(onnx.load_from_string(bytes(data)), path)
+
+    def parse_from_file(self, path: str) -> bool:
+        import onnx
+
+        self.log.append(f"parser.parse_from_file({path})")
+        return self._load(onnx.load(path), path)
+
+
+class FakeBuiltEngine:
+    """What the fake runtime deserialises from the fake builder's output: the profiles it was built with."""
+
+    def __init__(self, data: bytes) -> None:
+        self.profiles = json.loads(bytes(data))["profiles"]
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
+        entry = self.profiles[index]
+        assert entry[0] == name
+        return [tuple(s) for s in entry[1:]]
+
+
+def fake_trt(
+    version: str = "10.13.0.35", strongly_typed_member: bool = True, tf32_member: bool = True
+) -> tuple[Any, list[str], dict]:
     log: list[str] = []
-    state: dict[str, Any] = {"profiles": [], "timing_in": None}
+    state: dict[str, Any] = {"profiles": [], "timing_in": None, "parsed": [], "network_input": None}
+    timing_blob = f"timing-cache {version}".encode()  # what this TensorRT/GPU serialises
+    flag_members = {"DEBUG": 2, "REFIT": 4} | ({"TF32": 6} if tf32_member else {})
 
     def call(name: str, result: Any = None) -> Any:
         def f(*args: Any, **kwargs: Any) -> Any:
             log.append(f"{name}{args}")
-            return result(*args) if callable(result) else result
+            return result
 
         return f
 
     def create_network(flags: int) -> Any:
         state["flags"] = flags
         log.append(f"create_network({flags})")
-        return network
+        return Recorder(log, "network", get_input=lambda i: Recorder(log, "input", name=state["network_input"][0]))
 
-    def set_shape(name: str, lo: tuple, opt: tuple, hi: tuple) -> None:
-        state["profiles"].append((name, lo, opt, hi))
+    def make_profile() -> Any:
+        shapes: dict[str, tuple] = {}
 
-    def create_timing_cache(data: bytes) -> Any:
-        state["timing_in"] = data
-        return Recorder(log, "timing", serialize=call("timing.serialize", b"timing-bytes"))
+        def set_shape(name: str, lo: tuple, opt: tuple, hi: tuple) -> None:
+            shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
 
-    network = Recorder(log, "network", get_input=call("get_input", Recorder(log, "input", name="image")))
-    config = Recorder(
-        log, "config", set_memory_pool_limit=call("set_memory_pool_limit"), builder_optimization_level=3,
-        create_timing_cache=create_timing_cache, set_timing_cache=call("set_timing_cache", True),
-        add_optimization_profile=call("add_optimization_profile", 0),
-        get_timing_cache=lambda: Recorder(log, "timing", serialize=lambda: b"timing-bytes"),
-    )  # fmt: skip
+        return Recorder(log, "profile", set_shape=set_shape, shapes=shapes)
+
+    def make_config() -> Any:
+        flags = {flag_members["TF32"]} if tf32_member else set()  # TensorRT's default: TF32 on
+        cfg: dict[str, Any] = {"profiles": [], "timing": None}
+
+        def add_profile(profile: Any) -> int:
+            shapes = object.__getattribute__(profile, "_members")["shapes"]
+            name, dims = state["network_input"]
+            if name not in shapes:
+                return -1  # incomplete: the input's shape was never set
+            lo, opt, hi = shapes[name]
+            fits = len(lo) == len(dims) and all(
+                a <= b <= c and (d < 0 or a == c == d) for a, b, c, d in zip(lo, opt, hi, dims, strict=True)
+            )
+            if not fits:
+                return -1  # outside the network's fixed dimensions
+            cfg["profiles"].append((name, lo, opt, hi))
+            return len(cfg["profiles"]) - 1
+
+        def create_timing_cache(data: bytes) -> Any:
+            state["timing_in"] = bytes(data)
+            return Recorder(log, "timing", data=bytes(data), serialize=lambda: timing_blob)
+
+        def set_timing_cache(cache: Any, ignore_mismatch: bool) -> bool:
+            data = object.__getattribute__(cache, "_members")["data"]
+            if data not in (b"", timing_blob) and not ignore_mismatch:
+                return False  # a cache from another TensorRT/GPU: not used
+            cfg["timing"] = cache
+            return True
+
+        return Recorder(
+            log, "config", set_memory_pool_limit=call("set_memory_pool_limit"), builder_optimization_level=3,
+            set_flag=flags.add, clear_flag=flags.discard, get_flag=lambda f: f in flags,
+            create_timing_cache=create_timing_cache, set_timing_cache=set_timing_cache,
+            add_optimization_profile=add_profile, get_timing_cache=lambda: cfg["timing"], flags=flags, cfg=cfg,
+        )  # fmt: skip
+
+    def build(network: Any, config: Any) -> bytes:
+        members = object.__getattribute__(config, "_members")
+        state["built_flags"] = {name for name, v in flag_members.items() if v in members["flags"]}
+        state["profiles"] = list(members["cfg"]["profiles"])
+        log.append("build_serialized_network")
+        return json.dumps({"profiles": state["profiles"]}).encode()
+
     builder = Recorder(
-        log, "builder", create_network=create_network, create_builder_config=lambda: config,
-        create_optimization_profile=lambda: Recorder(log, "profile", set_shape=set_shape),
-        build_serialized_network=call("build_serialized_network", b"serialized-engine"),
+        log, "builder", create_network=create_network, create_builder_config=make_config,
+        create_optimization_profile=make_profile, build_serialized_network=build,
     )  # fmt: skip
     flags = {"EXPLICIT_BATCH": 0} | ({"STRONGLY_TYPED": 1} if strongly_typed_member else {})
     logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    runtime = types.SimpleNamespace(deserialize_cuda_engine=FakeBuiltEngine)
     module = Recorder(
         log, "trt", __version__=version, Logger=logger_cls, Builder=lambda logger: builder,
-        OnnxParser=lambda net, logger: Recorder(log, "parser", parse=call("parse", True), num_errors=0),
+        OnnxParser=lambda network, logger: FakeParser(state, log),
+        BuilderFlag=Recorder(log, "BuilderFlag", **flag_members),
         NetworkDefinitionCreationFlag=types.SimpleNamespace(**flags),
-        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0), Runtime=lambda logger: runtime,
     )  # fmt: skip
     return module, log, state
 
@@ -134,18 +236,44 @@ def test_build_is_strongly_typed_and_touches_no_removed_api(
     assert state["flags"] == 1 << 1  # STRONGLY_TYPED requested, nothing else
     touched = {entry.split("(")[0].split(".")[-1].rstrip("=") for entry in log}
     assert not touched & set(REMOVED), touched & set(REMOVED)
-    assert engine.read_bytes() == b"serialized-engine"
     side = json.loads(sidecar(engine).read_text())
     assert side["precision"] == precision and side["strongly_typed"] and side["gpu"] == "NVIDIA H200"
     assert engine_contract(engine) == read_contract(exports[precision])  # calibration provenance travels too
     prof = default_profiles(read_contract(exports[precision]))[0]
     assert state["profiles"] == [("image", prof.min, prof.opt, prof.max)]
+    assert side["profiles"] == [{"min": list(prof.min), "opt": list(prof.opt), "max": list(prof.max)}]
     timing = next(tmp_path.glob("timing-*.cache"))
-    assert timing.read_bytes() == b"timing-bytes" and "10.13.0.35" in timing.name and "H200" in timing.name
-    # an unchanged build is served from the cache without touching the builder
+    assert "10.13.0.35" in timing.name and "H200" in timing.name and side["timing_cache"] == "new"
+    # an unchanged build is served from the cache without touching the builder; the stored timing cache is
+    # handed to the next build that needs one
     log.clear()
     assert build_engine(exports[precision], cache_dir=tmp_path) == engine
     assert not any(e.startswith("create_network") for e in log)
+    build_engine(exports[precision], cache_dir=tmp_path, max_batch=2)
+    assert state["timing_in"] == timing.read_bytes() != b""
+    second = next(p for p in tmp_path.glob("*.engine") if p != engine)
+    assert json.loads(sidecar(second).read_text())["timing_cache"] == "reused"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_builder_flags_are_explicit_and_recorded(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """Defect 2: TensorRT enables TF32 by default, so an engine left at the defaults computes fp32 layers in TF32."""
+    from hhrnet.export.tensorrt import build_engine
+    from hhrnet.runtime.tensorrt import sidecar
+
+    trt, _, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    engine = build_engine(exports[precision], cache_dir=tmp_path / "10")
+    assert "TF32" not in state["built_flags"]  # cleared: the fake starts with TensorRT's default (on)
+    assert json.loads(sidecar(engine).read_text())["builder_flags"] == {"TF32": False}
+    # a TensorRT without the member (should 11.x drop it): nothing set, recorded as absent, and a new cache key
+    trt11, _, state11 = fake_trt("11.4.0", tf32_member=False)
+    _patch_build(monkeypatch, trt11)
+    engine11 = build_engine(exports[precision], cache_dir=tmp_path / "11")
+    assert state11["built_flags"] == set()
+    assert json.loads(sidecar(engine11).read_text())["builder_flags"] == {"TF32": None}
 
 
 def test_tensorrt_11_and_too_old_versions(
@@ -163,6 +291,92 @@ def test_tensorrt_11_and_too_old_versions(
         network_flags(fake_trt("10.0.1", strongly_typed_member=False)[0])
     with pytest.raises(BackendError, match="TensorRT 8.6.1 is too old"):
         network_flags(fake_trt("8.6.1")[0])
+
+
+def test_external_weights_are_parsed_from_the_path_and_keyed(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 6: ``parse(bytes)`` has no path from which to find weights stored beside the file."""
+    import onnx
+
+    from hhrnet.export.tensorrt import build_engine
+
+    model = onnx.load(str(exports["fp32"]))
+    path = tmp_path / "ext" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save(model, str(path), save_as_external_data=True, location="m.weights", size_threshold=0)
+    trt, log, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    engine = build_engine(path, cache_dir=tmp_path / "cache")
+    assert state["parsed"] == [str(path)] and "parser.parse" not in log
+    # the weights are part of what the engine is built from: changing them changes the cache key
+    weights = path.parent / "m.weights"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert build_engine(path, cache_dir=tmp_path / "cache") != engine
+    weights.unlink()
+    with pytest.raises(BackendError, match="keeps weights in m.weights, which is missing"):
+        build_engine(path, cache_dir=tmp_path / "cache")
+
+
+def test_a_stale_timing_cache_is_replaced_not_silently_unused(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 5: ``set_timing_cache(..., ignore_mismatch=False)`` returns False for a cache from another
+    TensorRT/GPU, which is then not used."""
+    from hhrnet.export.tensorrt import build_engine, timing_cache_path
+    from hhrnet.runtime.tensorrt import sidecar
+
+    trt, _, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    stale = timing_cache_path(tmp_path, trt.__version__, "NVIDIA H200", "9.0")
+    stale.write_bytes(b"a timing cache from another driver")
+    with pytest.warns(RuntimeWarning, match="timing cache does not match"):
+        engine = build_engine(exports["fp32"], cache_dir=tmp_path)
+    assert json.loads(sidecar(engine).read_text())["timing_cache"].startswith("replaced")
+    assert state["timing_in"] == b""  # the build ran with a fresh cache, which then replaced the stale file
+    assert stale.read_bytes() != b"a timing cache from another driver"
+
+
+def test_a_refused_profile_is_an_error(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 5: ``add_optimization_profile`` returns -1 for a profile the network cannot take."""
+    import onnx
+
+    from hhrnet.export.tensorrt import Profile, build_engine
+
+    trt, _, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    model = onnx.load(str(exports["fp32"]))  # its input fixed at 128x128: a profile asking for other sizes is refused
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.ClearField("dim_param")
+        d.dim_value = 128
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    wide = Profile.parse("1x3x128x128:1x3x128x256:1x3x128x512")
+    with pytest.raises(BackendError, match=r"refused the optimization profile 1x3x128x128:1x3x128x256:1x3x128x512"):
+        build_engine(fixed, cache_dir=tmp_path, profiles=[wide])
+    square = Profile.parse("1x3x128x128:1x3x128x128:2x3x128x128")
+    build_engine(fixed, cache_dir=tmp_path, profiles=[square])
+    assert state["profiles"] == [("image", square.min, square.opt, square.max)]
+
+
+@pytest.mark.parametrize("tf32_member", [True, False])
+def test_verify_facts_reports_what_it_finds(tf32_member: bool) -> None:
+    """The GPU check's probe, run against the fake: it reports the fake's semantics back, so on a real TensorRT
+    it reports TensorRT's (see test_verify_facts_on_a_real_tensorrt)."""
+    from hhrnet.export.tensorrt import verify_facts
+
+    trt, log, _ = fake_trt("11.4.0", tf32_member=tf32_member)
+    facts = verify_facts(trt, execute=False)
+    assert facts["tensorrt"] == "11.4.0" and facts["tf32_flag"] is tf32_member
+    assert facts["tf32_default"] is (True if tf32_member else None)
+    assert facts["parse_without_path"] is False and facts["parse_from_file"] is True
+    assert facts["empty_profile_index"] == -1 and facts["build_tf32_cleared"] is True
+    assert facts["profile_shape"] == [[1, 256], [4, 256], [4, 256]]
+    assert not any(k.startswith("matmul_error") for k in facts)
 
 
 def test_cpu_int8_file_is_refused_before_building(
@@ -223,12 +437,134 @@ def test_profiles_parse_and_come_from_the_contract() -> None:
     (boxed,) = default_profiles(make_artifact(cfg, codec.replace(letterbox=640), "aggregate", False))
     assert boxed == Profile((1, 3, 640, 640), (1, 3, 640, 640), (1, 3, 640, 640))
     (static,) = default_profiles(make_artifact(cfg, codec, "aggregate", True), max_batch=2)
-    assert static == Profile((1, 3, 512, 512), (1, 3, 512, 512), (2, 3, 512, 512))
+    assert static == Profile((1, 3, 512, 512), (2, 3, 512, 512), (2, 3, 512, 512))  # a square is sent in batches
     (multi,) = default_profiles(make_artifact(cfg, codec.replace(scales=(2.0, 1.0, 0.5)), "raw", False))
-    assert multi.min == (1, 3, 256, 256) and multi.max == (1, 3, 2048, 2048)
+    assert multi.min == (1, 3, 256, 256) and multi.max == (2, 3, 2048, 2048)  # raw + flip: 2 rows an image
     prepared = codec.replace(scales=(2.0, 1.0, 0.5)).preprocess(np.zeros((480, 640, 3), np.uint8))
     shapes = [x.shape for _, x in prepared.inputs]
-    assert all(multi.contains((1, *s)) for s in shapes)
+    assert all(multi.contains((2, *s)) for s in shapes)
+
+
+class ShapeRecorder:
+    """A raw network that records every batch it is sent (heatmaps at 1/4, tags... as the raw graph's two
+    outputs: out0 (B, 2J, H/4, W/4), out1 (B, J, H/2, W/2))."""
+
+    def __init__(self, joints: int) -> None:
+        self.j, self.shapes = joints, []  # type: ignore[var-annotated]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        self.shapes.append(tuple(x.shape))
+        b, _, h, w = x.shape
+        return [
+            np.zeros((b, 2 * self.j, h // 4, w // 4), np.float32),
+            np.zeros((b, self.j, h // 2, w // 2), np.float32),
+        ]
+
+
+@pytest.mark.parametrize("letterbox", [0, 256])
+def test_default_profile_fits_what_the_predictor_sends(letterbox: int) -> None:
+    """Defect 1: a raw graph with flip sends each image with its flipped copy (twice the rows); the default
+    profile (``hhrnet export --format engine``) must take every batch the predictor sends, at every shape."""
+    from hhrnet.codec import Codec
+    from hhrnet.config import apply_overrides, preset
+    from hhrnet.export.onnx import make_artifact
+    from hhrnet.export.tensorrt import default_profiles
+    from hhrnet.inference import Predictor
+
+    cfg = apply_overrides(preset("tiny"), ["data.input_size=128", "data.output_size=[32,64]"])
+    codec = Codec.from_config(cfg).replace(letterbox=letterbox)
+    assert codec.flip  # the configuration default
+    artifact = make_artifact(cfg, codec, "raw", False)
+    net = ShapeRecorder(codec.num_joints)
+    predictor = Predictor(net, codec, graph="raw")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), np.uint8) for h, w in ((120, 90), (90, 170), (64, 64), (200, 130))]
+    max_batch = 4 if letterbox else 1
+    (profile,) = default_profiles(artifact, max_batch)
+    if letterbox:
+        predictor.predict_batch(images)
+    else:
+        for im in images:
+            predictor.predict(im)
+    assert net.shapes and all(profile.contains(s) for s in net.shapes), (profile, net.shapes)
+    assert max(s[0] for s in net.shapes) == profile.max[0]  # and no larger than it must be
+    # OPT: a square goes in full batches; the official resize sends one image (with its flip) at a time
+    assert profile.opt[0] == (2 * max_batch if letterbox else 2)
+
+
+def test_cli_engine_of_a_raw_graph_takes_the_predictors_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 1, end to end: ``hhrnet export --format engine`` of a raw graph with flip (the defaults) records a
+    profile that the runtime's own check accepts for every batch the predictor sends."""
+    monkeypatch.chdir(tmp_path)  # the engine cache (.hhrnet-cache) goes into the working directory
+    from test_export import TINY_128, tiny_model
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+    from hhrnet.export.onnx import export_onnx, read_contract
+    from hhrnet.inference import Predictor
+    from hhrnet.runtime.tensorrt import check_input_shape, read_sidecar
+
+    model, cfg = tiny_model(TINY_128)
+    onnx_path = export_onnx(model, cfg, tmp_path / "raw.onnx", graph="raw", sample_size=(128, 128)).path
+    codec = read_contract(onnx_path).codec
+    assert codec.flip
+    trt, _, _ = fake_trt()
+    _patch_build(monkeypatch, trt)
+    res = CliRunner().invoke(
+        app, ["export", "--format", "engine", "--onnx", str(onnx_path), "--out", str(tmp_path / "e")]
+    )
+    assert res.exit_code == 0, res.output
+    profiles = read_sidecar(tmp_path / "e")["profiles"]
+    net = ShapeRecorder(codec.num_joints)
+    predictor = Predictor(net, codec, graph="raw")
+    rng = np.random.default_rng(1)
+    for h, w in ((120, 90), (90, 170), (128, 128), (70, 140)):  # up to 2:1 (MAX_ASPECT)
+        predictor.predict(rng.integers(0, 255, (h, w, 3), np.uint8))
+    assert {s[0] for s in net.shapes} == {2}  # each image with its flipped copy
+    assert all(check_input_shape(s, profiles) == 0 for s in net.shapes)
+
+
+def test_engine_for_triton_from_the_cli(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hhrnet export --format engine --max-batch 8`` of a letterboxed export: the Triton writer takes the engine
+    for batches up to 8 (OPT 8, what dynamic batching sends); a default engine (1 image) it refuses, naming
+    the profile to build."""
+    monkeypatch.chdir(tmp_path)  # the engine cache (.hhrnet-cache) goes into the working directory
+    from test_export import TINY_128, tiny_model
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+    from hhrnet.codec import Codec
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.runtime.tensorrt import read_sidecar
+    from hhrnet.serve.repository import ServeOptions, read_contract, write_repository
+
+    model, cfg = tiny_model(TINY_128)
+    boxed = Codec.from_config(cfg).replace(letterbox=128)
+    onnx_path = export_onnx(model, cfg, tmp_path / "boxed.onnx", codec=boxed, sample_size=(128, 128)).path
+    trt, _, state = fake_trt()
+    _patch_build(monkeypatch, trt)
+    runner = CliRunner()
+    command = ["export", "--format", "engine", "--onnx", str(onnx_path)]
+    res = runner.invoke(app, [*command, "--max-batch", "8", "--out", str(tmp_path / "b8.engine")])
+    assert res.exit_code == 0, res.output
+    assert state["profiles"] == [("image", (1, 3, 128, 128), (8, 3, 128, 128), (8, 3, 128, 128))]
+    assert "builder flags: TF32 off" in res.output
+    eight = ServeOptions(max_batch_size=8)
+    repo = write_repository(tmp_path / "repo", engine=tmp_path / "b8.engine", options=eight, server_tensorrt="10.13.0")
+    assert read_contract(repo.path)["tensorrt"] == read_sidecar(tmp_path / "b8.engine")["tensorrt"] == "10.13.0.35"
+    res = runner.invoke(app, [*command, "--out", str(tmp_path / "b1.engine")])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(ConfigError, match=r"--profile 1x3x128x128:8x3x128x128:8x3x128x128"):
+        write_repository(tmp_path / "r1", engine=tmp_path / "b1.engine", options=eight)
+    # Defect 7: a plan only loads in the TensorRT that built it: a declared server version is compared
+    with pytest.raises(ConfigError, match=r"TensorRT 10\.13\.0\.35, but the server runs TensorRT 10\.11\.0"):
+        write_repository(tmp_path / "r2", engine=tmp_path / "b8.engine", options=eight, server_tensorrt="10.11.0")
+    with pytest.raises(ConfigError, match="MAJOR.MINOR.PATCH"):
+        write_repository(tmp_path / "r3", engine=tmp_path / "b8.engine", server_tensorrt="10")
 
 
 def test_engine_guard_refuses_foreign_engines(tmp_path: Path) -> None:
@@ -267,35 +603,53 @@ def test_tensorrt_missing_is_one_clear_error(exports: dict[str, Path]) -> None:
 
 
 class FakeCudart:
-    """cuda-python's runtime calls over host memory: (err, value) tuples, real memcpy, call counts."""
+    """cuda-python's runtime calls over host memory: (err, value) tuples, real memcpy, call counts, and one current
+    device (what cudaSetDevice selects) that every allocation, stream and copy is checked against."""
 
     class cudaMemcpyKind:  # noqa: N801 - mirrors cuda-python
         cudaMemcpyHostToDevice = 1
         cudaMemcpyDeviceToHost = 2
 
-    def __init__(self) -> None:
-        self.blocks: dict[int, Any] = {}
+    def __init__(self, misalign: int = 0) -> None:
+        self.blocks: dict[int, Any] = {}  # kept until the test ends: a freed pointer is recorded, never reused
         self.calls: dict[str, int] = {}
         self.copies: list[tuple[int, int]] = []  # (kind, nbytes)
+        self.sizes: dict[str, list[int]] = {"cudaMalloc": [], "cudaMallocHost": []}
+        self.devices: dict[int, int] = {}  # device allocation or stream -> the device it was made on
+        self.freed: list[int] = []
+        self.current = 0
+        self.misalign = misalign  # cudaMalloc returns 256-byte aligned memory; a nonzero value breaks that
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
 
-    def _alloc(self, nbytes: int) -> tuple[int, int]:
-        block = ctypes.create_string_buffer(nbytes)
-        self.blocks[ctypes.addressof(block)] = block
-        return 0, ctypes.addressof(block)
+    def _alloc(self, nbytes: int, offset: int = 0) -> tuple[int, int]:
+        block = ctypes.create_string_buffer(nbytes + 512)
+        base = ctypes.addressof(block)
+        ptr = base + (-base % 256) + offset
+        self.blocks[ptr] = block
+        return 0, ptr
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:  # noqa: N802
+        self._count("cudaSetDevice")
+        self.current = device
+        return (0,)
 
     def cudaMalloc(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
         self._count("cudaMalloc")
-        return self._alloc(nbytes)
+        self.sizes["cudaMalloc"].append(nbytes)
+        err, ptr = self._alloc(nbytes, self.misalign)
+        self.devices[ptr] = self.current
+        return err, ptr
 
     def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
         self._count("cudaMallocHost")
+        self.sizes["cudaMallocHost"].append(nbytes)
         return self._alloc(nbytes)
 
     def cudaFree(self, ptr: int) -> tuple[int]:  # noqa: N802
         self._count("cudaFree")
+        self.freed.append(ptr)
         return (0,)
 
     def cudaFreeHost(self, ptr: int) -> tuple[int]:  # noqa: N802
@@ -304,13 +658,20 @@ class FakeCudart:
 
     def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: Any) -> tuple[int]:  # noqa: N802
         assert stream == 7, "every copy goes on the session's stream"
+        assert self.current == self.devices[7], "a copy queued on a stream of another device"
         ctypes.memmove(dst, src, nbytes)
         self.copies.append((kind, nbytes))
         return (0,)
 
     def cudaStreamCreate(self) -> tuple[int, int]:  # noqa: N802
         self._count("cudaStreamCreate")
+        self.devices[7] = self.current
         return 0, 7
+
+    def cudaStreamDestroy(self, stream: Any) -> tuple[int]:  # noqa: N802
+        assert stream == 7
+        self._count("cudaStreamDestroy")
+        return (0,)
 
     def cudaStreamSynchronize(self, stream: Any) -> tuple[int]:  # noqa: N802
         assert stream == 7
@@ -324,34 +685,51 @@ def _read(ptr: int, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarr
 
 
 class FakeContext:
-    """heatmaps[b, j] = x[b, 0] + j; tags[b, j, ..., t] = x[b, 1] * (t + 1); J = 3, T = 2."""
+    """heatmaps[b, j] = x[b, 0] + j; tags[b, j, ..., t] = x[b, 1] * (t + 1); J = 3, T = 2.
+
+    TensorRT's rules: ``set_input_shape`` refuses a shape outside the active profile; ``set_tensor_address``
+    refuses a pointer that is not 256-byte aligned; execution needs the engine's device current and every
+    bound buffer large enough for its tensor."""
 
     J = 3
 
-    def __init__(self) -> None:
+    def __init__(self, profiles: list[dict[str, list[int]]], cudart: FakeCudart, device: int) -> None:
+        self.profiles, self.cudart, self.device = profiles, cudart, device
         self.addresses: dict[str, int] = {}
         self.shape: tuple[int, ...] = ()
-        self.profiles: list[int] = []
+        self.active = 0
+        self.selected: list[int] = []
 
     def set_optimization_profile_async(self, index: int, stream: int) -> bool:
         assert stream == 7
-        self.profiles.append(index)
+        self.selected.append(index)
+        self.active = index
         return True
 
     def set_input_shape(self, name: str, shape: tuple) -> bool:
+        p = self.profiles[self.active]
+        if not all(a <= s <= b for a, s, b in zip(p["min"], shape, p["max"], strict=True)):
+            return False
         self.shape = tuple(shape)
         return True
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         b, _, h, w = self.shape
-        return (b, self.J, h, w) if name == "heatmaps" else (b, self.J, h, w, 2)
+        return {"image": self.shape, "heatmaps": (b, self.J, h, w), "tags": (b, self.J, h, w, 2)}[name]
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if ptr % 256:
+            return False
         self.addresses[name] = ptr
         return True
 
     def execute_async_v3(self, stream: int) -> bool:
-        assert stream == 7
+        assert stream == 7 and self.cudart.current == self.device, "the engine runs on its own device"
+        if set(self.addresses) != {"image", "heatmaps", "tags"}:
+            return False  # a tensor without an address: TensorRT cannot enqueue
+        for name, ptr in self.addresses.items():
+            need = int(np.prod(self.get_tensor_shape(name))) * 4
+            assert need <= len(self.cudart.blocks[ptr]) - 512, f"{name}'s buffer is too small"
         x = _read(self.addresses["image"], self.shape)
         hm = x[:, :1] + np.arange(self.J, dtype=np.float32)[None, :, None, None]
         tags = np.stack([np.repeat(x[:, 1:2], self.J, 1) * (t + 1) for t in range(2)], -1)
@@ -360,7 +738,17 @@ class FakeContext:
         return True
 
 
-def _fake_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static: bool = False) -> tuple[Any, FakeCudart]:
+PROFILE = {"min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [2, 3, 256, 256]}
+
+
+def _fake_session(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    static: bool = False,
+    profiles: list[dict] | None = None,
+    device: int | str = 0,
+    cudart: FakeCudart | None = None,
+) -> tuple[Any, FakeCudart]:
     import hhrnet.deps
     import hhrnet.runtime.tensorrt as rt
     from hhrnet.codec import Codec
@@ -373,27 +761,34 @@ def _fake_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static: bool 
                                    calibration={"method": "percentile", "count": 2})  # fmt: skip
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
-    profiles = [{"min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [2, 3, 256, 256]}]
+    profiles = profiles or [PROFILE]
     rt.sidecar(engine).write_text(json.dumps(sidecar_payload(
         artifact, key="k", trt_version="10.13.0", gpu="NVIDIA H200", compute_capability="9.0", precision="int8",
         profiles=profiles, onnx_sha256="0")))  # fmt: skip
-    cudart = FakeCudart()
-    context = FakeContext()
+    cudart = cudart or FakeCudart()
     dtype = types.SimpleNamespace(name="FLOAT")
     mode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     names = ["image", "heatmaps", "tags"]
-    eng = types.SimpleNamespace(
-        num_io_tensors=3, get_tensor_name=names.__getitem__, get_tensor_dtype=lambda n: dtype,
-        get_tensor_mode=lambda n: "in" if n == "image" else "out", create_execution_context=lambda: context,
-    )  # fmt: skip
-    runtime = types.SimpleNamespace(deserialize_cuda_engine=lambda data: eng if data == b"engine" else None)
+
+    def deserialize(data: bytes) -> Any:
+        if data != b"engine":
+            return None
+        on = cudart.current  # an engine lives on the device current when it is deserialised
+        return types.SimpleNamespace(
+            num_io_tensors=3, get_tensor_name=names.__getitem__, get_tensor_dtype=lambda n: dtype,
+            get_tensor_mode=lambda n: "in" if n == "image" else "out",
+            create_execution_context=lambda: FakeContext(profiles, cudart, on),
+            get_tensor_profile_shape=lambda n, i: [tuple(profiles[i][k]) for k in ("min", "opt", "max")],
+        )  # fmt: skip
+
+    runtime = types.SimpleNamespace(deserialize_cuda_engine=deserialize)
     trt = types.SimpleNamespace(__version__="10.13.0", Logger=type("Logger", (), {"WARNING": 2,
                                 "__init__": lambda self, lvl: None}), Runtime=lambda logger: runtime,
                                 TensorIOMode=mode)  # fmt: skip
     monkeypatch.setattr(hhrnet.deps, "require_tensorrt", lambda: trt)
     monkeypatch.setattr(rt, "_cudart", lambda: cudart)
     monkeypatch.setattr(rt, "device_info", lambda device=0: rt.DeviceInfo("NVIDIA H200", "9.0"))
-    return rt.TensorRTSession(engine), cudart
+    return rt.TensorRTSession(engine, device=device), cudart  # type: ignore[arg-type]
 
 
 def _expected(x: np.ndarray) -> list[np.ndarray]:
@@ -402,31 +797,50 @@ def _expected(x: np.ndarray) -> list[np.ndarray]:
     return [hm, tags]
 
 
-def test_runtime_allocates_once_per_shape_and_grows_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _max_bytes(profile: dict[str, list[int]]) -> list[int]:
+    """Bytes of image, heatmaps (J = 3) and tags (T = 2) at the profile's maximum, f32."""
+    b, _, h, w = profile["max"]
+    return [b * 3 * h * w * 4, b * 3 * h * w * 4, b * 3 * h * w * 2 * 4]
+
+
+def test_runtime_allocates_once_per_profile_at_its_maximum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 3: buffers are made once, at the profile's maximum (get_tensor_profile_shape), when the profile is
+    chosen; no shape inside the profile allocates again."""
     session, cudart = _fake_session(tmp_path, monkeypatch)
     assert session.precision == "int8" and session.graph == "aggregate"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 128, 128)).astype(np.float32)
     for got, want in zip(session(x), _expected(x), strict=True):
         np.testing.assert_array_equal(got, want)
-    first = dict(cudart.calls)
-    assert first["cudaMalloc"] == 3 and first["cudaMallocHost"] == 3 and first["cudaStreamCreate"] == 1
+    assert cudart.calls["cudaStreamCreate"] == 1
+    assert cudart.sizes["cudaMalloc"] == _max_bytes(PROFILE)  # input, heatmaps, tags at (2, 3, 256, 256)
+    assert sorted(cudart.sizes["cudaMallocHost"]) == sorted(_max_bytes(PROFILE))  # the host path's staging
     for _ in range(3):  # the same shape again: no allocation, the input copied once, outputs once each
         cudart.copies.clear()
         y = rng.standard_normal(x.shape).astype(np.float32)
         for got, want in zip(session(y), _expected(y), strict=True):
             np.testing.assert_array_equal(got, want)
         assert [k for k, _ in cudart.copies] == [1, 2, 2]
-    small = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)  # smaller: reuses the buffers
-    outs = session(small)
-    np.testing.assert_array_equal(outs[1], _expected(small)[1])
-    assert cudart.calls["cudaMalloc"] == 3 and cudart.calls["cudaMallocHost"] == 3
-    big = rng.standard_normal((2, 3, 192, 256)).astype(np.float32)  # larger: grows, once
-    np.testing.assert_array_equal(session(big)[0], _expected(big)[0])
-    session(big)
-    assert cudart.calls["cudaMalloc"] == 6 and cudart.calls["cudaMallocHost"] == 6
+    for shape in ((1, 3, 64, 96), (2, 3, 192, 256), (2, 3, 256, 256), (1, 3, 128, 64)):
+        z = rng.standard_normal(shape).astype(np.float32)
+        for got, want in zip(session(z), _expected(z), strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert cudart.calls["cudaMalloc"] == 3 and cudart.calls["cudaMallocHost"] == 3  # never again
     with pytest.raises(BackendError, match="outside the engine's profiles"):
         session(np.zeros((1, 3, 512, 512), np.float32))
+
+
+def test_runtime_keeps_one_set_of_buffers_per_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96], "max": [1, 3, 128, 128]}
+    large = {"min": [1, 3, 129, 129], "opt": [2, 3, 192, 192], "max": [2, 3, 256, 256]}
+    session, cudart = _fake_session(tmp_path, monkeypatch, profiles=[small, large])
+    rng = np.random.default_rng(2)
+    for shape in ((1, 3, 96, 96), (2, 3, 256, 192), (1, 3, 64, 128), (1, 3, 160, 160)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        for got, want in zip(session.run_device(x), _expected(x), strict=True):
+            np.testing.assert_array_equal(_read(got.ptr, want.shape), want)  # each profile's own buffers bound
+    assert cudart.sizes["cudaMalloc"] == _max_bytes(small) + _max_bytes(large)
+    assert session.context.selected == [0, 1, 0, 1]
 
 
 def test_run_device_hands_outputs_over_without_a_host_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,10 +849,59 @@ def test_run_device_hands_outputs_over_without_a_host_copy(tmp_path: Path, monke
     cudart.copies.clear()
     outs = session.run_device(x)
     assert [k for k, _ in cudart.copies] == [1]  # the input went up; nothing came back
+    assert cudart.sizes["cudaMallocHost"] == _max_bytes(PROFILE)[:1]  # no pinned output buffers on this path
     for arr, want in zip(outs, _expected(x), strict=True):
         cai = arr.__cuda_array_interface__
         assert cai["shape"] == want.shape and cai["typestr"] == "<f4" and cai["version"] == 3
         np.testing.assert_array_equal(_read(cai["data"][0], want.shape), want)
+
+
+def test_runtime_selects_its_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 4: the session's stream, buffers and engine belong to its device, and each call selects it again
+    (the current device is per host thread: another thread or library may have changed it)."""
+    session, cudart = _fake_session(tmp_path, monkeypatch, device=1)
+    assert cudart.devices[7] == 1  # the stream
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    for _ in range(2):
+        cudart.current = 0  # someone else selected device 0 in the meantime
+        for got, want in zip(session(x), _expected(x), strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert {d for p, d in cudart.devices.items() if p != 7} == {1}  # every device buffer on GPU 1
+    assert _fake_session(tmp_path, monkeypatch, device="cuda:1")[0].device_index == 1  # as --device gives it
+    with pytest.raises(InputError, match=r"cuda or cuda:N"):
+        _fake_session(tmp_path, monkeypatch, device="cpu")
+
+
+def test_runtime_checks_tensor_addresses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 5: ``set_tensor_address`` returns False for an address TensorRT cannot use (here: misaligned)."""
+    session, _ = _fake_session(tmp_path, monkeypatch, cudart=FakeCudart(misalign=16))
+    with pytest.raises(BackendError, match="refused the address of tensor 'image'"):
+        session(np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_runtime_close_and_output_lifetimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: ``close()`` / ``with`` destroy the stream; device views keep their memory until dropped."""
+    import gc
+
+    with _fake_session(tmp_path, monkeypatch)[0] as session:
+        x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+        outs = session.run_device(x)
+        cudart = session.rt
+    assert cudart.calls["cudaStreamDestroy"] == 1
+    with pytest.raises(BackendError, match="closed"):
+        session(x)
+    del session
+    gc.collect()
+    ptrs = [o.ptr for o in outs]
+    assert not set(ptrs) & set(cudart.freed)  # the views hold their buffers
+    np.testing.assert_array_equal(_read(ptrs[0], outs[0].shape), _expected(x)[0])
+    del outs
+    gc.collect()
+    assert set(ptrs) <= set(cudart.freed)  # released with the last view
+    session, cudart = _fake_session(tmp_path / "", monkeypatch)
+    session.close()
+    session.close()  # idempotent
+    assert cudart.calls["cudaStreamDestroy"] == 1
 
 
 def test_runtime_static_engine_refuses_other_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -490,6 +953,23 @@ def test_tensorrt_engines_match_onnxruntime(
             session.rt.cudaMemcpy(host.ctypes.data, d.ptr, d.nbytes, session.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
             np.testing.assert_allclose(host, b, atol=atol)
     assert build_engine(exports[precision], cache_dir=tmp_path, profiles=profiles) == engine
+
+
+@pytest.mark.tensorrt
+def test_verify_facts_on_a_real_tensorrt() -> None:
+    """What reading NVIDIA's documentation could not settle, measured: TF32 is still a builder flag (on by
+    default) that a strongly typed build honours, external weights need the path, an incomplete profile is -1."""
+    _need_tensorrt()
+    from hhrnet.deps import require_tensorrt
+    from hhrnet.export.tensorrt import verify_facts
+
+    facts = verify_facts(require_tensorrt())
+    assert facts["parse_without_path"] is False and facts["parse_from_file"] is True, facts
+    assert facts["empty_profile_index"] == -1 and facts["build_tf32_cleared"] is True, facts
+    assert facts["profile_shape"] == [[1, 256], [4, 256], [4, 256]], facts
+    assert facts["matmul_error_tf32_off"] < 1e-3, facts
+    if facts["tf32_flag"]:
+        assert facts["tf32_default"] is True, facts
 
 
 @pytest.mark.tensorrt

@@ -79,7 +79,21 @@ def export(
             "else onnxruntime; python runs it in the Python backend, e.g. under hhrnet serve)."
         ),
     ] = None,  # fmt: skip
-    max_batch: Annotated[int, typer.Option(help="--format triton: largest network batch.")] = 8,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest batch of images a network call takes: --format engine sizes its profile for it "
+            "(default 1; a raw graph with flip runs twice the rows), --format triton batches up to it "
+            "(default 8)."
+        ),
+    ] = None,
+    server_tensorrt: Annotated[
+        str | None,
+        typer.Option(
+            help="--format triton with --engine: the serving Triton's TensorRT version (e.g. 10.13.0); "
+            "the engine must have been built with it."
+        ),
+    ] = None,
     batch_window_us: Annotated[int, typer.Option(help="--format triton: dynamic batching window (µs).")] = 2000,
     instances: Annotated[int, typer.Option(help="--format triton: instances of each model.")] = 1,
     triton_device: Annotated[
@@ -95,8 +109,8 @@ def export(
     if format == "triton" and out is None:
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
     if format == "triton" and (onnx is not None or engine is not None):
-        _triton(console, out, onnx, engine, network_backend, letterbox, max_batch, batch_window_us, instances,
-                triton_device)  # fmt: skip
+        _triton(console, out, onnx, engine, network_backend, letterbox, max_batch or 8, batch_window_us, instances,
+                triton_device, server_tensorrt)  # fmt: skip
         return
     if format == "engine":
         from hhrnet.export.onnx import read_contract
@@ -111,8 +125,9 @@ def export(
                 f"make a {precision} file first with hhrnet export --onnx {onnx} --precision {precision}"
             )
         profiles = [Profile.parse(p) for p in profile] if profile else None
-        path = build_engine(onnx, profiles=profiles, out=out)
+        path = build_engine(onnx, profiles=profiles, max_batch=max_batch or 1, out=out)
         console.print(f"engine ({have}, strongly typed): {path}")
+        _print_engine(console, path)
         return
     prec: Precision = precision or "fp32"
     if onnx is not None:
@@ -172,15 +187,15 @@ def export(
         import shutil
 
         try:
-            _triton(console, out, path, None, network_backend, letterbox, max_batch, batch_window_us, instances,
-                    triton_device)  # fmt: skip
+            _triton(console, out, path, None, network_backend, letterbox, max_batch or 8, batch_window_us,
+                    instances, triton_device, None)  # fmt: skip
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
 def _triton(
     console: Console, out: Path | None, onnx: Path | None, engine: Path | None, backend: NetworkBackend | None,
-    letterbox: int | None, max_batch: int, window_us: int, instances: int, device: str,
+    letterbox: int | None, max_batch: int, window_us: int, instances: int, device: str, server_tensorrt: str | None,
 ) -> None:  # fmt: skip
     """Write the Triton model repository for an ONNX file or a TensorRT engine."""
     from hhrnet.errors import ConfigError
@@ -191,11 +206,30 @@ def _triton(
     options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device=device)
     repo = write_repository(out, onnx=onnx if engine is None else None, engine=engine,
                             network_backend=backend, letterbox=letterbox,
-                            options=options)  # fmt: skip
+                            options=options, server_tensorrt=server_tensorrt)  # fmt: skip
     side = repo.codec.letterbox
     console.print(f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "
                   f"the {repo.network_backend} backend, {side}x{side} letterbox, batches up to {max_batch}, "
                   f"{instances} instance(s) per model", highlight=False)  # fmt: skip
+    if engine is not None:
+        from hhrnet.runtime.tensorrt import read_sidecar
+
+        built = read_sidecar(engine).get("tensorrt")
+        note = f"the plan was built with TensorRT {built}: serve it with a Triton running that TensorRT"
+        console.print(f"{note} (check with --server-tensorrt)", highlight=False)
+
+
+def _print_engine(console: Any, path: Path) -> None:
+    """The engine's profiles and builder flags, from its sidecar."""
+    from hhrnet.runtime.tensorrt import read_sidecar
+
+    meta = read_sidecar(path)
+    for p in meta.get("profiles", []):
+        shapes = ":".join("x".join(map(str, p[k])) for k in ("min", "opt", "max"))
+        console.print(f"  profile {shapes}", highlight=False)
+    states = {True: "on", False: "off", None: "absent"}
+    flags = ", ".join(f"{k} {states[v]}" for k, v in meta.get("builder_flags", {}).items())
+    console.print(f"  builder flags: {flags or 'none set'}; timing cache {meta.get('timing_cache') or '-'}")
 
 
 def _print_export(console: Any, report: Any, opset: int) -> None:

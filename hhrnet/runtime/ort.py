@@ -83,5 +83,5 @@ def open_session(path: str | Path, *, device: str = "cpu", threads: int | None =
     if p.suffix in (".engine", ".plan", ".trt"):
         from hhrnet.runtime.tensorrt import TensorRTSession
 
-        return TensorRTSession(p)
+        return TensorRTSession(p, device=device if device.startswith("cuda") else 0)
     return OrtSession(p, device=device, threads=threads)

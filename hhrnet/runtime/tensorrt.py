@@ -6,10 +6,17 @@ Deserialising an engine built for another GPU or TensorRT version (or with no GP
 engine's sidecar (written by :func:`hhrnet.export.tensorrt.build_engine`) with the running TensorRT and GPU
 and raises a :class:`~hhrnet.errors.BackendError` naming the mismatch; only then is the engine loaded.
 
-Buffers are allocated once per tensor and grown only when a larger shape arrives; the host side of every
-copy is page-locked (cudaMallocHost) and everything is queued on one stream. :meth:`TensorRTSession.run_device`
-returns the outputs as :class:`DeviceArray` objects exposing ``__cuda_array_interface__`` so they go
-straight to GPU post-processing (the CUDA decoder); ``__call__`` copies them to the host.
+What the runtime sends decides an engine's optimization profile (:func:`default_profiles`): the engine
+builder and the Triton repository writer both read it from here.
+
+A session selects its GPU (``cudaSetDevice``) before it creates anything and again on every call (the
+current device is per host thread). Buffers are allocated once per optimization profile, at the profile's
+maximum shapes (``get_tensor_profile_shape``), when the profile is first chosen; the host side of every copy
+is page-locked (cudaMallocHost) and everything is queued on one stream. :meth:`TensorRTSession.run_device`
+returns the outputs as :class:`DeviceArray` objects exposing ``__cuda_array_interface__`` (each keeps its
+buffer alive) so they go straight to GPU post-processing (the CUDA decoder) and no pinned output buffer is
+ever made for them; ``__call__`` copies the outputs to the host. :meth:`TensorRTSession.close` (or ``with``)
+destroys the stream and releases the engine.
 Not run on the project's CPU machines (no TensorRT, no GPU): the guard, the buffer management and the
 data path are tested there against a fake CUDA runtime and engine that move real bytes in host memory.
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,83 @@ from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, InputError
 from hhrnet.io import read_json
 from hhrnet.runtime.artifact import Artifact
+
+Shape = tuple[int, int, int, int]
+MAX_ASPECT = 2  # default profiles cover images up to 2:1 under the official resize
+
+
+@dataclass(frozen=True)
+class Profile:
+    """min / opt / max input shapes of one optimization profile."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @classmethod
+    def parse(cls, text: str) -> Profile:
+        """'1x3x256x256:1x3x512x512:4x3x1024x1024' -> Profile."""
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise InputError(f"profile {text!r} must be MIN:OPT:MAX, each BxCxHxW")
+        shapes = []
+        for part in parts:
+            try:
+                dims = tuple(int(d) for d in part.lower().split("x"))
+            except ValueError:
+                raise InputError(f"profile shape {part!r} is not BxCxHxW") from None
+            if len(dims) != 4 or dims[1] != 3 or any(d <= 0 for d in dims):
+                raise InputError(f"profile shape {part!r} must be Bx3xHxW with positive sizes")
+            if dims[2] % 32 or dims[3] % 32:
+                raise InputError(f"profile shape {part!r}: H and W must be multiples of 32")
+            shapes.append(dims)
+        lo, mid, hi = shapes
+        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)):
+            raise InputError(f"profile {text!r} must satisfy MIN <= OPT <= MAX in every dimension")
+        return cls(lo, mid, hi)  # type: ignore[arg-type]
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        return all(a <= s <= b for a, s, b in zip(self.min, shape, self.max, strict=True))
+
+    def text(self) -> str:
+        return ":".join("x".join(map(str, s)) for s in (self.min, self.opt, self.max))
+
+
+def _up64(x: float) -> int:
+    return int(-(-x // 64) * 64)
+
+
+def network_batch(artifact: Artifact, images: int) -> int:
+    """Rows of the network batch that carries ``images`` images: a ``raw`` graph with flip gets each image's
+    flipped copy appended to the same batch (:meth:`hhrnet.inference.Predictor.run_network`); the other
+    graphs flip inside the graph."""
+    return images * (2 if artifact.graph == "raw" and artifact.codec.flip else 1)
+
+
+def default_profiles(artifact: Artifact, max_batch: int = 1) -> tuple[Profile, ...]:
+    """The profile of every input the runtime sends for this contract, with up to ``max_batch`` images a call.
+
+    The batch axis runs from 1 to :func:`network_batch` of ``max_batch`` (a raw graph with flip: twice the
+    images). Static export: its fixed (H, W). Letterbox codec: the letterbox square; OPT is the full batch,
+    since batching (``predict --batch-size``, Triton's dynamic batcher filling up to its ``max_batch_size``)
+    is what sends a square. Official resize: every image has its own shape and runs alone, so OPT is one
+    image; the short side is the input size at each test scale (rounded up to 64 like the codec), the long
+    side up to :data:`MAX_ASPECT` times that; OPT is the short side by a 4:3 long side at scale 1.
+    """
+    if max_batch < 1:
+        raise InputError(f"max batch must be positive, got {max_batch}")
+    codec = artifact.codec
+    top, one = network_batch(artifact, max_batch), network_batch(artifact, 1)
+    if artifact.static_hw is not None or codec.letterbox:
+        h, w = artifact.static_hw or (codec.letterbox, codec.letterbox)
+        return (Profile((1, 3, h, w), (top, 3, h, w), (top, 3, h, w)),)
+    min_scale = min(codec.scales)
+    base = _up64(min_scale * codec.input_size)
+    shorts = [int(base * s / min_scale) for s in codec.scales]
+    lo, hi = min(shorts), max(shorts)
+    short1 = int(base / min_scale)
+    opt = (one, 3, short1, _up64(short1 * 4 / 3))
+    return (Profile((1, 3, lo, lo), opt, (top, 3, MAX_ASPECT * hi, MAX_ASPECT * hi)),)
 
 
 def sidecar(engine_path: str | Path) -> Path:
@@ -59,6 +143,19 @@ def _cudart() -> Any:
         except ImportError:
             raise BackendError(f"cuda-python is not installed ({install_hint('tensorrt')})") from None
     return runtime
+
+
+def gpu_index(device: int | str) -> int:
+    """The CUDA device ordinal of ``0``, ``"cuda"`` or ``"cuda:1"``; InputError otherwise."""
+    if isinstance(device, int) and device >= 0:
+        return device
+    text = str(device)
+    if text == "cuda":
+        return 0
+    head, _, tail = text.partition(":")
+    if head == "cuda" and tail.isdigit():
+        return int(tail)
+    raise InputError(f"a TensorRT engine runs on a CUDA device (cuda or cuda:N), not {device!r}")
 
 
 def device_info(device: int = 0) -> DeviceInfo:
@@ -136,8 +233,9 @@ class DeviceBuffer:
         self.ptr = int(_check(self.rt.cudaMalloc(max(self.nbytes, 1)), "cudaMalloc"))
 
     def view(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
-        """The first ``prod(shape)`` elements as a typed, shaped device array (no copy)."""
-        arr = DeviceArray(self.ptr, tuple(int(d) for d in shape), np.dtype(dtype))
+        """The first ``prod(shape)`` elements as a typed, shaped device array (no copy) that keeps this buffer
+        alive."""
+        arr = DeviceArray(self.ptr, tuple(int(d) for d in shape), np.dtype(dtype), owner=self)
         if arr.nbytes > self.nbytes:
             raise BackendError(f"a {arr.shape} {arr.dtype} view needs {arr.nbytes} bytes; the buffer has {self.nbytes}")
         return arr
@@ -161,12 +259,14 @@ class DeviceArray:
     """A shaped, typed view of device memory: what :meth:`TensorRTSession.run_device` returns.
 
     Any consumer of ``__cuda_array_interface__`` (Numba ``cuda.as_cuda_array``, CuPy, the CUDA decoder)
-    reads it in place. Valid until the session's next call, which reuses the memory.
+    reads it in place. Its contents are valid until the session's next call, which reuses the memory; the
+    memory itself stays allocated while the view exists (``owner``), even after the session is closed.
     """
 
     ptr: int
     shape: tuple[int, ...]
     dtype: np.dtype
+    owner: Any = field(default=None, repr=False, compare=False)  # the DeviceBuffer this views
 
     @property
     def nbytes(self) -> int:
@@ -201,44 +301,54 @@ class PinnedBuffer:
 
 
 class TensorRTSession:
-    """Runs an engine: ``(B, 3, H, W) f32 -> [outputs of its graph]``.
+    """Runs an engine: ``(B, 3, H, W) f32 -> [outputs of its graph]``, on GPU ``device``.
 
-    One CUDA stream; device buffers allocated per tensor once and grown only when a larger shape arrives;
-    page-locked host buffers for the input and the outputs. :meth:`run_device` leaves the outputs on the
-    device (for the CUDA decoder), ``__call__`` copies them to the host.
+    One CUDA stream; for each optimization profile, one device buffer per tensor and a page-locked input
+    buffer, allocated at the profile's maximum shapes when the profile is first chosen (page-locked output
+    buffers only once ``__call__`` needs them). :meth:`run_device` leaves the outputs on the device (for the
+    CUDA decoder), ``__call__`` copies them to the host. ``close()`` or ``with`` releases it.
     """
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0) -> None:
+    def __init__(self, engine_path: str | Path, device: int | str = 0) -> None:
         from hhrnet.deps import require_tensorrt
 
+        device = gpu_index(device)
         trt = require_tensorrt()
         info = device_info(device)
         self.meta = check_engine(engine_path, trt.__version__, info)  # before deserialising anything
         self.artifact = engine_contract(engine_path, self.meta)
         self.precision = self.artifact.precision
         self.device = f"cuda:{device}"
+        self.device_index = int(device)
         self.rt = _cudart()
+        self.stream: Any = None
+        self.engine: Any = None
+        self.context: Any = None
+        self._select_device()  # stream, buffers, engine and context all belong to this GPU
         self.stream = _check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
         self.stream_handle = int(self.stream)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
+            self.close()
             raise BackendError(f"TensorRT could not deserialise {engine_path}")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
+            self.close()
             raise BackendError(f"{engine_path}: expected one input tensor, found {inputs}")
         self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
         self.dtypes = {n: numpy_dtype(self.engine.get_tensor_dtype(n)) for n in names}
         if self.dtypes[self.input_name] != np.float32:
+            self.close()
             raise BackendError(f"{engine_path}: the input is {self.dtypes[self.input_name]}, expected float32")
-        self.device_buffers: dict[str, DeviceBuffer] = {}
-        self.host_buffers: dict[str, PinnedBuffer] = {}
-        self.allocations = 0  # device + pinned allocations so far (they happen on growth only)
+        self.device_buffers: dict[int, dict[str, DeviceBuffer]] = {}  # per profile, at its maximum shapes
+        self.host_buffers: dict[int, dict[str, PinnedBuffer]] = {}  # per profile: input; outputs once needed
+        self.allocations = 0  # device + pinned allocations so far
         self._profile: int | None = None
         self._shape: tuple[int, ...] | None = None
         self._out_shapes: dict[str, tuple[int, ...]] = {}
@@ -247,20 +357,42 @@ class TensorRTSession:
     def graph(self) -> str:
         return self.artifact.graph
 
-    def _buffer(self, name: str, nbytes: int) -> tuple[DeviceBuffer, PinnedBuffer]:
-        """The device and pinned host buffers of tensor ``name``, reallocated only to grow."""
-        dev = self.device_buffers.get(name)
-        if dev is None or dev.nbytes < nbytes:
-            self.device_buffers[name] = dev = DeviceBuffer(nbytes)
+    def _select_device(self) -> None:
+        _check(self.rt.cudaSetDevice(self.device_index), f"cudaSetDevice({self.device_index})")
+
+    def _address(self, name: str, ptr: int) -> None:
+        if not self.context.set_tensor_address(name, ptr):
+            raise BackendError(f"TensorRT refused the address of tensor {name!r}")
+
+    def _allocate(self, profile: int) -> None:
+        """Buffers of ``profile`` at its maximum shapes: the input's from ``get_tensor_profile_shape``, each
+        output's as the context infers it for that input."""
+        lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, profile)
+        top = tuple(int(d) for d in hi)
+        if not self.context.set_input_shape(self.input_name, top):
+            raise BackendError(f"TensorRT refused the input shape {top}, the maximum of profile {profile}")
+        sizes = {self.input_name: int(np.prod(top)) * self.dtypes[self.input_name].itemsize}
+        for name in self.output_names:
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"TensorRT could not infer the shape of {name} for input {top}")
+            sizes[name] = int(np.prod(shape)) * self.dtypes[name].itemsize
+        self.device_buffers[profile] = {name: DeviceBuffer(n) for name, n in sizes.items()}
+        self.host_buffers[profile] = {self.input_name: PinnedBuffer(sizes[self.input_name])}
+        self.allocations += len(sizes) + 1
+
+    def _host(self, name: str) -> PinnedBuffer:
+        """The page-locked buffer of tensor ``name`` in the current profile (outputs: made on first need)."""
+        assert self._profile is not None
+        hosts = self.host_buffers[self._profile]
+        if name not in hosts:
+            hosts[name] = PinnedBuffer(self.device_buffers[self._profile][name].nbytes)
             self.allocations += 1
-        host = self.host_buffers.get(name)
-        if host is None or host.nbytes < nbytes:
-            self.host_buffers[name] = host = PinnedBuffer(nbytes)
-            self.allocations += 1
-        return dev, host
+        return hosts[name]
 
     def _bind(self, shape: tuple[int, ...]) -> None:
-        """Select the profile, set the input shape and bind every tensor's address (only when the shape changes)."""
+        """Select the profile (allocating its buffers the first time), set the input shape and bind every
+        tensor's address (only when the shape changes)."""
         if shape == self._shape:
             return
         static = self.artifact.static_hw
@@ -270,47 +402,78 @@ class TensorRTSession:
         if profile != self._profile:
             if not self.context.set_optimization_profile_async(profile, self.stream_handle):
                 raise BackendError(f"TensorRT refused optimization profile {profile}")
-            self._profile = profile
+            self._profile, self._shape = profile, None
+            if profile not in self.device_buffers:
+                self._allocate(profile)
+            for name, buf in self.device_buffers[profile].items():
+                self._address(name, buf.ptr)
         if not self.context.set_input_shape(self.input_name, shape):
             raise BackendError(f"TensorRT refused the input shape {shape}")
-        nbytes = int(np.prod(shape)) * 4
-        dev, _ = self._buffer(self.input_name, nbytes)
-        self.context.set_tensor_address(self.input_name, dev.ptr)
         for name in self.output_names:
             out_shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
             if any(d < 0 for d in out_shape):
                 raise BackendError(f"TensorRT could not infer the shape of {name} for input {shape}")
-            dev, _ = self._buffer(name, int(np.prod(out_shape)) * self.dtypes[name].itemsize)
-            self.context.set_tensor_address(name, dev.ptr)
             self._out_shapes[name] = out_shape
         self._shape = shape
 
     def _launch(self, batch: np.ndarray) -> None:
         """Input to the device through its pinned buffer, then the engine, all queued on the one stream."""
+        if self.context is None:
+            raise BackendError("this TensorRT session is closed")
         shape = tuple(int(d) for d in batch.shape)
         if len(shape) != 4 or shape[1] != 3:
             raise BackendError(f"expected a (B, 3, H, W) batch, got {shape}")
+        self._select_device()
         self._bind(shape)
-        dev, host = self._buffer(self.input_name, int(np.prod(shape)) * 4)
-        staged = host.array(shape, np.float32)
+        assert self._profile is not None
+        staged = self._host(self.input_name).array(shape, np.float32)
         np.copyto(staged, batch, casting="same_kind")
-        dev.copy_from_host(staged, self.stream)
+        self.device_buffers[self._profile][self.input_name].copy_from_host(staged, self.stream)
         if not self.context.execute_async_v3(self.stream_handle):
             raise BackendError("TensorRT execution failed")
 
     def run_device(self, batch: np.ndarray) -> list[DeviceArray]:
-        """Run and return the outputs as device arrays (no host copy); valid until the next call."""
+        """Run and return the outputs as device arrays (no host copy); their contents are valid until the next
+        call."""
         self._launch(batch)
         _check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return [self.device_buffers[n].view(self._out_shapes[n], self.dtypes[n]) for n in self.output_names]
+        assert self._profile is not None
+        buffers = self.device_buffers[self._profile]
+        return [buffers[n].view(self._out_shapes[n], self.dtypes[n]) for n in self.output_names]
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         self._launch(batch)
+        assert self._profile is not None
         views = []
         for name in self.output_names:
-            shape, dtype = self._out_shapes[name], self.dtypes[name]
-            host = self.host_buffers[name].array(shape, dtype)
-            self.device_buffers[name].copy_to_host(host, self.stream)
+            host = self._host(name).array(self._out_shapes[name], self.dtypes[name])
+            self.device_buffers[self._profile][name].copy_to_host(host, self.stream)
             views.append(host)
         _check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return [v.copy() for v in views]  # the pinned buffers are reused by the next call
+
+    def close(self) -> None:
+        """Release the context, the engine, the buffers (a :class:`DeviceArray` still held keeps its own) and
+        the stream; idempotent."""
+        stream, self.stream = getattr(self, "stream", None), None
+        if stream is not None:
+            self._select_device()  # everything below was made on this device
+        self.context = None  # the context before the engine it came from
+        self.engine = None
+        self.device_buffers, self.host_buffers = {}, {}
+        self._profile = self._shape = None
+        if stream is not None:
+            _check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
+
+    def __enter__(self) -> TensorRTSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "stream", None) is not None:
+            try:
+                self.close()
+            except BackendError:
+                pass  # at interpreter exit CUDA may already be gone

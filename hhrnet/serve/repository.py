@@ -176,15 +176,39 @@ def _check_onnx(path: Path, codec: Codec, expected: list[TensorSpec]) -> str:
     return str(declared.name)
 
 
-def _check_engine_profiles(meta: dict[str, Any], side: int, max_batch: int, path: Path) -> None:
+def _check_engine(
+    meta: dict[str, Any], served: Artifact, max_batch: int, path: Path, server_tensorrt: str | None
+) -> None:
+    """ConfigError unless the plan's profiles cover what Triton sends (batches 1..``max_batch`` of the letterbox
+    square: :func:`hhrnet.runtime.tensorrt.default_profiles` of the served contract, the one place that decides)
+    and, when the server's TensorRT is declared, the plan was built with that TensorRT (a plan only loads in
+    the TensorRT version that built it)."""
+    from hhrnet.runtime.tensorrt import Profile, default_profiles
+
+    built = str(meta.get("tensorrt", ""))
+    if server_tensorrt is not None and not _same_tensorrt(built, server_tensorrt):
+        raise ConfigError(
+            f"{path} was built with TensorRT {built or 'unknown'}, but the server runs TensorRT {server_tensorrt}: "
+            "rebuild it with that TensorRT (hhrnet export --format engine on the serving machine's version)"
+        )
+    (need,) = default_profiles(served, max_batch)
     for p in meta.get("profiles", []):
-        lo, hi = p["min"], p["max"]
-        if lo[0] <= 1 <= max_batch <= hi[0] and lo[2] <= side <= hi[2] and lo[3] <= side <= hi[3]:
+        have = Profile(tuple(p["min"]), tuple(p.get("opt", p["min"])), tuple(p["max"]))  # type: ignore[arg-type]
+        if have.contains(need.min) and have.contains(need.max):
             return
     raise ConfigError(
-        f"{path}'s optimisation profiles do not cover batches 1..{max_batch} of {side}x{side}: rebuild it with "
-        f"--profile 1x3x{side}x{side}:{max(1, max_batch // 2)}x3x{side}x{side}:{max_batch}x3x{side}x{side}"
+        f"{path}'s optimisation profiles do not cover batches 1..{max_batch} of {need.max[2]}x{need.max[3]}: rebuild "
+        f"it with --profile {need.text()}"
     )
+
+
+def _same_tensorrt(built: str, server: str) -> bool:
+    """Whether a plan built by TensorRT ``built`` (e.g. 10.13.0.35) matches the declared ``server`` version: every
+    component the declaration gives must agree, and it must give at least major.minor.patch."""
+    want = server.strip().split(".")
+    if len(want) < 3 or not all(w.isdigit() for w in want):
+        raise ConfigError(f"give the server's TensorRT as MAJOR.MINOR.PATCH[.BUILD], got {server!r}")
+    return built.split(".")[: len(want)] == want
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,8 +321,12 @@ def write_repository(
     letterbox: int | None = None,
     options: ServeOptions | None = None,
     overwrite: bool = False,
+    server_tensorrt: str | None = None,
 ) -> Repository:
     """Write the repository for an ONNX file or a TensorRT engine; ``network_backend`` defaults by source.
+
+    ``server_tensorrt``: the TensorRT version of the Triton that will serve an engine (its release notes name
+    it); the engine must have been built with it. The engine's version is recorded in ``contract.json``.
 
     ``python`` runs the network inside Triton's Python backend with hhrnet's own runtime (for Triton builds
     without the ONNX Runtime / TensorRT backends, such as PyTriton's bundled server).
@@ -325,7 +353,7 @@ def write_repository(
         filename = "model.onnx"
     else:
         assert engine_path is not None and engine_meta is not None
-        _check_engine_profiles(engine_meta, codec.letterbox, options.max_batch_size, engine_path)
+        _check_engine(engine_meta, served, options.max_batch_size, engine_path, server_tensorrt)
         input_name, filename = "image", "model.plan"
     inputs = [TensorSpec(input_name, "float32", (3, codec.letterbox, codec.letterbox))]
 
@@ -360,7 +388,8 @@ def write_repository(
             shutil.copyfile(onnx_path, stage / NETWORK / "1" / filename)
         contract = {"served_codec": json.loads(codec.to_json()), "artifact": served.metadata(),
                     "network_backend": backend, "options": asdict(options), "hhrnet_version": hhrnet.__version__,
-                    "source": str(onnx_path or engine_path)}  # fmt: skip
+                    "source": str(onnx_path or engine_path),
+                    "tensorrt": engine_meta.get("tensorrt") if engine_meta else None}  # fmt: skip
         atomic_write_text(stage / ENSEMBLE / "contract.json", json.dumps(contract, indent=1, sort_keys=True))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
