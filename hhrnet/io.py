@@ -56,6 +56,26 @@ def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
         raise error(f"cannot read {path}: {exc}") from None
 
 
+def check_writable_file(path: str | Path) -> Path:
+    """ConfigError when ``path`` is a folder or its folder cannot be created or written (a probe file is made and
+    removed; ``path`` itself is not touched)."""
+    from hhrnet.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder, not a file")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{p} cannot be written: {exc.strerror or exc}") from None
+    if p.exists() and not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
+        raise ConfigError(f"{p} cannot be written: permission denied")
+    return p
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with _atomic(path, "wb") as fh:
         fh.write(data)
