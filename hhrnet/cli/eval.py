@@ -54,6 +54,12 @@ def evaluate(
     from hhrnet.errors import ConfigError
     from hhrnet.evaluate import evaluate_model, evaluate_predictions, write_results
 
+    from hhrnet.cli.common import check_number, check_output_file
+
+    check_output_file("--out", out)  # before any work
+    check_output_file("--json", json_out)
+    if max_images is not None:
+        check_number("--max-images", max_images, 1, None)
     failures: list[tuple[str, str]] = []
     count: int | None = None
     if predictions is not None:
