@@ -82,7 +82,8 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
             return None
         tag, kind = struct.unpack(end + "HH", data[at : at + 4])
         if tag in (256, 257):
-            size[tag] = struct.unpack(end + ("H" if kind == 3 else "I"), data[at + 8 : at + (10 if kind == 3 else 12)])[0]
+            short = kind == 3  # SHORT, else LONG
+            size[tag] = struct.unpack(end + ("H" if short else "I"), data[at + 8 : at + (10 if short else 12)])[0]
     return (size[256], size[257]) if len(size) == 2 else None
 
 

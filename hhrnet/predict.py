@@ -1,7 +1,8 @@
 """The predict job: poses for images, folders, globs and videos, drawn and written as the run goes.
 
 * Inputs: a file, a folder (its images and videos) or a glob; every file is taken once (by resolved path, so a
-  symlink loop in a ``**`` glob repeats nothing), and nothing under the output folder is ever read back.
+  symlink loop in a ``**`` glob repeats nothing), and predict's own drawings in the output folder are never
+  read back (an ``--out`` equal to or inside the source folder is safe).
 * The output folder is checked for writability before any model is loaded. At the start ``predictions.json``
   is replaced by a manifest saying the run is in progress (``complete: false``), so the results of an earlier
   run never look current; stale temporary videos of a killed run are removed.
@@ -44,8 +45,17 @@ def _resolved(p: Path) -> Path:
         return p.absolute()
 
 
-def _is_under(path: Path, folder: Path | None) -> bool:
-    return folder is not None and (path == folder or folder in path.parents)
+DRAWING_SUFFIX = "_pose"  # drawings are <name>_pose.jpg, videos <name>_pose.mp4 / .avi
+
+
+def _is_output(path: Path, out: Path | None) -> bool:
+    """A file predict writes (a drawing or drawn video) inside the output folder ``out``."""
+    return (
+        out is not None
+        and out in path.parents
+        and (path.stem.endswith(DRAWING_SUFFIX) or path.name.startswith("."))
+        and path.suffix.lower() in {".jpg", ".mp4", ".avi"}
+    )
 
 
 def _glob(pattern: str) -> Iterator[Path]:
@@ -57,10 +67,12 @@ def _glob(pattern: str) -> Iterator[Path]:
 
 def collect_sources(source: str | Path, exclude: str | Path | None = None) -> list[Path]:
     """An image or video file, a folder (its images and videos, sorted) or a glob; each file once (by its
-    resolved path), none under ``exclude`` (the output folder: drawings are never predicted again)."""
+    resolved path); predict's own drawings (``*_pose.jpg|mp4|avi``) inside ``exclude`` (the output folder) are
+    never taken, so a run whose --out is (or is inside) its source does not predict its drawings again."""
     p = Path(source)
     if p.is_dir():
-        found: Iterator[Path] = iter(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES))
+        kinds = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        found: Iterator[Path] = iter(sorted(f for f in p.iterdir() if f.suffix.lower() in kinds))
     elif p.exists():
         found = iter([p])
     else:
@@ -70,13 +82,13 @@ def collect_sources(source: str | Path, exclude: str | Path | None = None) -> li
     files: list[Path] = []
     for f in found:
         real = _resolved(f)
-        if real in seen or _is_under(real, skip) or not f.is_file():
+        if real in seen or _is_output(real, skip) or not f.is_file():
             continue
         seen.add(real)
         files.append(f)
     files.sort()
     if not files:
-        raise InputError(f"no images or videos found at {source}" + (f" outside {exclude}" if exclude else ""))
+        raise InputError(f"no images or videos found at {source}")
     return files
 
 

@@ -11,7 +11,9 @@ from hhrnet.cli.common import EngineOpt, OnnxOpt
 
 HostOpt = Annotated[
     str,
-    typer.Option(help="Bind address of HTTP, gRPC and metrics (default 127.0.0.1: this machine only; 0.0.0.0: every interface)."),
+    typer.Option(
+        help="Bind address of HTTP, gRPC and metrics (default 127.0.0.1: this machine only; 0.0.0.0: every interface)."
+    ),
 ]
 PortOpt = Annotated[int, typer.Option(help="Port.")]
 InstancesOpt = Annotated[int, typer.Option(help="Instances of each model (preprocess, network, decode).")]
@@ -56,12 +58,11 @@ def serve(
 
     from rich.console import Console
 
+    from hhrnet.cli.common import check_number
     from hhrnet.errors import ConfigError
     from hhrnet.serve.pipeline import ImageLimits
     from hhrnet.serve.repository import ENSEMBLE, ServeOptions, read_contract, write_repository
     from hhrnet.serve.server import Endpoints, TritonServer, require_pytriton
-
-    from hhrnet.cli.common import check_number
 
     console = Console(stderr=True, soft_wrap=True)
     check_number("--instances", instances, 1, 64)

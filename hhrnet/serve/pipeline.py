@@ -1,8 +1,9 @@
 """The served pipeline's steps, free of Triton, torch and tritonclient: what the backend models run.
 
 * :func:`image_size` (:func:`hhrnet.images.header_size`) reads the pixel size from a JPEG, PNG, BMP, WebP or
-  TIFF header, so an image far too large is refused before a single pixel is decoded; :func:`decode_request_image` applies :class:`ImageLimits` and the
-  truncation checks of :func:`hhrnet.images.decode_image`;
+  TIFF header, so an image far too large is refused before a single pixel is decoded;
+  :func:`decode_request_image` applies :class:`~hhrnet.images.ImageLimits` and the truncation checks of
+  :func:`hhrnet.images.decode_image`; a file without a readable header is refused, never decoded unchecked;
 * :class:`ServedPipeline` letterboxes images into the network's square (:meth:`~ServedPipeline.prepare`)
   and turns one image's network outputs plus its original size back into poses in image pixels
   (:meth:`~ServedPipeline.poses`), with the same :class:`~hhrnet.inference.Predictor` steps as ``predict``;
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
