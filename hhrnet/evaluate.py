@@ -279,7 +279,7 @@ def evaluate_model(
     for i, im in enumerate(images):
         path = Path(image_dir) / im["file_name"]
         try:
-            poses = predictor.predict(read_image(path))
+            poses = predictor.predict(read_image(path, fits=codec.check_size))  # bounded before decoding
         except InputError as exc:
             failures.append((str(path), str(exc)))
         else:

@@ -13,6 +13,7 @@ reported, not guessed.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +152,19 @@ def check_header(data: bytes, name: str = "image", limits: ImageLimits | None = 
     return w, h
 
 
-def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = None) -> np.ndarray:
-    """Encoded bytes -> RGB uint8 (H, W, 3); InputError naming ``name`` when too large, corrupt or truncated."""
+SizeCheck = Callable[[int, int, str], None]  # (width, height, name) -> None or InputError, e.g. Codec.check_size
+
+
+def decode_image(
+    data: bytes, name: str = "image", limits: ImageLimits | None = None, fits: SizeCheck | None = None
+) -> np.ndarray:
+    """Encoded bytes -> RGB uint8 (H, W, 3); InputError naming ``name`` when too large, corrupt or truncated.
+    ``fits`` (e.g. :meth:`hhrnet.codec.Codec.check_size`) is asked about the header's size before decoding."""
     import cv2
 
     w, h = check_header(data, name, limits)
+    if fits is not None:
+        fits(w, h, name)
     why = truncation(data)
     if why is not None:
         raise InputError(f"cannot use {name}: {why}")
@@ -168,7 +177,7 @@ def decode_image(data: bytes, name: str = "image", limits: ImageLimits | None = 
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | Path, limits: ImageLimits | None = None) -> np.ndarray:
+def read_image(path: str | Path, limits: ImageLimits | None = None, fits: SizeCheck | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) as the official code reads it (``IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION``); the
     file's size and header are checked against ``limits`` first."""
     p = Path(path)
@@ -182,7 +191,7 @@ def read_image(path: str | Path, limits: ImageLimits | None = None) -> np.ndarra
         data = p.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
-    return decode_image(data, str(p), limits)
+    return decode_image(data, str(p), limits, fits)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from hhrnet.errors import HHRNetError, InputError
-from hhrnet.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageLimits, check_header, decode_image, encode_jpeg
+from hhrnet.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageLimits, encode_jpeg, read_image
 
 Progress = Callable[[str], None]
 FrameProgress = Callable[[str, int, int], None]  # (file, frames done, frames in the file or 0 when unknown)
@@ -175,17 +175,7 @@ class _Stream:
 
 def read_input(path: Path, limits: ImageLimits, codec: Any) -> np.ndarray:
     """Step 1: an image file -> RGB uint8 (H, W, 3), its bytes, header and network input bounded before decoding."""
-    try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise InputError(f"{path} is {size} bytes; at most {limits.max_bytes} are accepted (--max-image-bytes)")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    w, h = check_header(data, str(path), limits)
-    if codec is not None:
-        codec.check_size(w, h, str(path))
-    return decode_image(data, str(path), limits)
+    return read_image(path, limits, codec.check_size if codec is not None else None)
 
 
 def write_drawing(out_dir: Path, name: str, image: np.ndarray, poses: Any, min_score: float) -> Path:
