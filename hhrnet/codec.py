@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from hhrnet.config import Config
 
 SCHEMA = 1
+MAX_INPUT_PIXELS = 4096 * 1024  # default bound on one network input (h * w), largest scale: 4.2 MP
+MAX_INPUT_SIDE = 4096  # default bound on its longest side
+HARD_MAX_INPUT_PIXELS = 1 << 28  # what an override may raise the bounds to (268 MP, about 50 GB of float maps)
+HARD_MAX_INPUT_SIDE = 1 << 15
+MAX_SCALES = 8
+# keys added after schema 1 was first written: an older artifact without them gets the defaults
+_ADDED_KEYS = {"max_input_pixels": MAX_INPUT_PIXELS, "max_input_side": MAX_INPUT_SIDE}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -162,6 +169,9 @@ class Codec:
     letterbox: int = 0  # 0: the official resize; > 0: pad every image into this square (fixed shapes)
     drop_center: bool = False  # the last heatmap/tag channel is a centre joint and is not decoded
     decode: DecodeParams = field(default_factory=DecodeParams)
+    # bounds on one network input (largest scale): an image whose official resize exceeds them is refused
+    max_input_pixels: int = MAX_INPUT_PIXELS  # h * w
+    max_input_side: int = MAX_INPUT_SIDE  # max(h, w)
 
     def __post_init__(self) -> None:
         if self.dataset not in ("coco", "crowdpose"):
@@ -174,13 +184,39 @@ class Codec:
             raise ConfigError("codec: stage masks must have one entry per stage and select some heatmaps")
         if not any(self.stage_tags):
             raise ConfigError("codec: no stage provides tags")
-        if not self.scales or 1.0 not in self.scales or any(s <= 0 for s in self.scales):
-            raise ConfigError(f"codec scales {self.scales} must be positive and include 1.0 (tags come from scale 1)")
+        if not (1 <= self.max_input_side <= HARD_MAX_INPUT_SIDE):
+            raise ConfigError(f"test.max_input_side must be in 1..{HARD_MAX_INPUT_SIDE}, got {self.max_input_side}")
+        if not (1 <= self.max_input_pixels <= HARD_MAX_INPUT_PIXELS):
+            raise ConfigError(
+                f"test.max_input_pixels must be in 1..{HARD_MAX_INPUT_PIXELS}, got {self.max_input_pixels}"
+            )
+        if (
+            not self.scales
+            or 1.0 not in self.scales
+            or not all(isinstance(s, int | float) and math.isfinite(s) and s > 0 for s in self.scales)
+        ):
+            raise ConfigError(
+                f"codec scales {self.scales} must be finite, positive and include 1.0 (tags come from scale 1)"
+            )
+        if len(self.scales) > MAX_SCALES:
+            raise ConfigError(f"at most {MAX_SCALES} test scales, got {len(self.scales)}")
         object.__setattr__(self, "scales", tuple(sorted((float(s) for s in self.scales), reverse=True)))
         if self.input_size < 32 or self.input_size % 32:
             raise ConfigError(f"codec input_size must be a positive multiple of 32, got {self.input_size}")
+        short = self.input_size * max(self.scales)
+        if short > self.max_input_side or short * short > self.max_input_pixels:
+            raise ConfigError(
+                f"input size {self.input_size} at scale {max(self.scales):g} is a {short:g}-pixel short side, over "
+                f"the network input bound ({self.max_input_side} px per side, {self.max_input_pixels} pixels; "
+                "test.max_input_side / test.max_input_pixels)"
+            )
         if self.letterbox < 0 or self.letterbox % 64:
             raise ConfigError(f"letterbox size must be a multiple of 64 (0 = official resize), got {self.letterbox}")
+        if self.letterbox > self.max_input_side or self.letterbox**2 > self.max_input_pixels:
+            raise ConfigError(
+                f"letterbox {self.letterbox} is over the network input bound ({self.max_input_side} px per side, "
+                f"{self.max_input_pixels} pixels; test.max_input_side / test.max_input_pixels)"
+            )
         if self.letterbox and len(self.scales) != 1:
             raise ConfigError("letterbox runs one scale; drop the extra test scales")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -214,6 +250,8 @@ class Codec:
             letterbox=int(letterbox or 0),
             drop_center=bool(cfg.data.with_center and test.ignore_center),
             decode=DecodeParams.from_config(cfg),
+            max_input_pixels=test.max_input_pixels,
+            max_input_side=test.max_input_side,
         )
 
     def replace(self, **changes: Any) -> Codec:
@@ -257,6 +295,8 @@ class Codec:
         if schema != SCHEMA:
             raise ConfigError(f"{source}: codec schema {schema!r} is not {SCHEMA}; re-export with this hhrnet")
         names = {f.name for f in fields(cls)}
+        for key, default in _ADDED_KEYS.items():
+            data.setdefault(key, default)
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ConfigError(f"{source}: codec keys unknown {unknown} / missing {missing}; re-export with this hhrnet")
@@ -301,11 +341,32 @@ class Codec:
         x = image.astype(np.float32) / np.float32(255.0)
         return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
 
+    def input_hw(self, width: int, height: int) -> tuple[int, int]:
+        """(H, W) of the largest network input an image of this size gets (official resize or letterbox)."""
+        if self.letterbox:
+            return self.letterbox, self.letterbox
+        (w_r, h_r), _, _ = multi_scale_size(width, height, self.input_size, max(self.scales), min(self.scales))
+        return h_r, w_r
+
+    def check_size(self, width: int, height: int, name: str = "image") -> None:
+        """InputError naming the sizes when an image of ``width`` x ``height`` would need a network input over
+        the bounds (extreme aspect ratios under the official resize): refused, never letterboxed silently."""
+        if width < 1 or height < 1:
+            raise InputError(f"{name} is {width}x{height} pixels: nothing to predict")
+        h, w = self.input_hw(width, height)
+        if max(h, w) > self.max_input_side or h * w > self.max_input_pixels:
+            raise InputError(
+                f"{name} is {width}x{height}: the official resize makes it a {w}x{h} network input, over the bound "
+                f"of {self.max_input_side} px per side and {self.max_input_pixels} pixels (test.max_input_side / "
+                "test.max_input_pixels); use --letterbox SIZE for extreme aspect ratios"
+            )
+
     def preprocess(self, image: np.ndarray) -> Prepared:
         """Network inputs per scale and the geometry to map poses back (official resize or letterbox)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
+        self.check_size(w, h)
         if self.letterbox:
             side = self.letterbox
             center, scale = letterbox_box(w, h)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -177,6 +178,9 @@ class TestConfig:
     unique_person_keys: bool = False  # B1: never merge a new person into one with an equal tag key
     ties_positive: bool = False  # B3: on equal neighbours, keep x (no -0.25 shift) instead of -0.25
     pose_nms: float = 0.0  # not official: OKS threshold of person-level NMS after decoding (0 = off), e.g. 0.9
+    # bounds on one network input (not official): an image whose resize exceeds them is refused (hhrnet.codec)
+    max_input_pixels: int = 4096 * 1024
+    max_input_side: int = 4096
 
 
 @dataclass(frozen=True)
@@ -561,9 +565,13 @@ def load_yaml(path: str | Path) -> Config:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        tree = yaml.safe_load(p.read_text())
+        tree = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse YAML {p}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     if not isinstance(tree, Mapping):
         raise ConfigError(f"config file {p} does not contain a mapping")
     if "model" in tree and isinstance(tree.get("model"), Mapping):  # our own dump format
@@ -645,11 +653,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a boolean, got {value!r}")
         return bool(value)
     if tp in (int, float):
-        try:
-            num = float(value) if tp is float else int(_literal(value) if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-        return num
+        raw = _literal(value) if isinstance(value, str) else value
+        if isinstance(raw, str):  # nan, inf, 1_000 ...: what float() reads but literal_eval does not
+            try:
+                raw = float(raw)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        if not math.isfinite(raw):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if tp is int and raw != int(raw):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return float(raw) if tp is float else int(raw)
     if tp is str:
         return "" if value is None else str(value)
     return value
@@ -709,8 +725,91 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
     return from_dict(tree)
 
 
+# Ranges of the numeric fields, checked where values enter (YAML, --set, checkpoints, artifacts): (low, high),
+# inclusive; None is unbounded. Every value must also be finite (_coerce). Sizes have upper bounds so no value can
+# ask for unbounded memory or time; rates and factors only a sign (a huge lr is a legitimate way to test the
+# NaN guard).
+_BIG = 1 << 20
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "model.num_joints": (1, 1024),
+    "model.stem_channels": (1, 4096),
+    "model.layer1_blocks": (1, 64),
+    "model.final_conv_kernel": (1, 15),
+    "data.num_joints": (1, 1024),
+    "data.max_num_people": (1, 10_000),
+    "data.input_size": (32, 4096),
+    "data.output_size": (1, 4096),
+    "data.max_rotation": (0, 360),
+    "data.min_scale": (1e-3, 100),
+    "data.max_scale": (1e-3, 100),
+    "data.max_translate": (0, 4096),
+    "data.flip": (0, 1),
+    "data.sigma": (1e-3, 1000),
+    "data.base_size": (1e-3, 1e6),
+    "data.base_sigma": (1e-3, 1000),
+    "loss.num_stages": (1, 8),
+    "loss.push_loss_factor": (0, None),
+    "loss.pull_loss_factor": (0, None),
+    "loss.heatmaps_loss_factor": (0, None),
+    "train.lr": (0, None),
+    "train.lr_factor": (0, None),
+    "train.lr_step": (0, _BIG),
+    "train.warmup": (0, 1),
+    "train.minutes": (0, 1e7),
+    "train.momentum": (0, 1),
+    "train.wd": (0, None),
+    "train.begin_epoch": (0, _BIG),
+    "train.end_epoch": (0, _BIG),
+    "train.images_per_gpu": (1, 4096),
+    "train.workers": (0, 1024),
+    "train.print_freq": (1, None),
+    "train.seed": (0, 2**63 - 1),
+    "train.val_every": (0, _BIG),
+    "test.images_per_gpu": (1, 4096),
+    "test.scale_factor": (1e-3, 8),
+    "test.detection_threshold": (0, 1),
+    "test.tag_threshold": (0, None),
+    "test.nms_kernel": (1, 255),
+    "test.nms_padding": (0, 127),
+    "test.max_persons": (0, 10_000),
+    "test.pose_nms": (0, 1),
+    "test.max_input_pixels": (1, 1 << 28),
+    "test.max_input_side": (32, 1 << 15),
+}
+_STAGE_RANGES: dict[str, tuple[float, float]] = {"num_modules": (1, 64), "num_branches": (1, 8),
+                                                 "num_blocks": (1, 64), "num_channels": (1, 4096)}  # fmt: skip
+
+
+def _check_range(where: str, value: Any, low: float | None, high: float | None) -> None:
+    for v in value if isinstance(value, tuple) else (value,):
+        if (low is not None and v < low) or (high is not None and v > high):
+            span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise ConfigError(f"{where}={v!r} is out of range ({span})")
+
+
+def check_ranges(cfg: Config) -> None:
+    """ConfigError naming the first numeric field outside its range (:data:`_RANGES`)."""
+    for key, (low, high) in _RANGES.items():
+        section, name = key.split(".")
+        _check_range(key, getattr(getattr(cfg, section), name), low, high)
+    for stage in ("stage2", "stage3", "stage4"):
+        st = getattr(cfg.model, stage)
+        for name, (low, high) in _STAGE_RANGES.items():
+            _check_range(f"model.{stage}.{name}", getattr(st, name), low, high)
+    d = cfg.model.deconv
+    _check_range("model.deconv.num_deconvs", d.num_deconvs, 0, 4)
+    _check_range("model.deconv.num_channels", d.num_channels, 1, 4096)
+    _check_range("model.deconv.kernel_size", d.kernel_size, 2, 4)
+    _check_range("model.deconv.num_basic_blocks", d.num_basic_blocks, 0, 64)
+    if cfg.data.min_scale > cfg.data.max_scale:
+        raise ConfigError(f"data.min_scale={cfg.data.min_scale} is above data.max_scale={cfg.data.max_scale}")
+    if cfg.test.nms_kernel % 2 == 0:
+        raise ConfigError(f"test.nms_kernel={cfg.test.nms_kernel} must be odd")
+
+
 def validate(cfg: Config) -> Config:
-    """Cross-field checks the official code asserts (check_config) plus our own."""
+    """Cross-field checks the official code asserts (check_config) plus our own, and every numeric range."""
+    check_ranges(cfg)
     loss, test, model, data = cfg.loss, cfg.test, cfg.model, cfg.data
     for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "with_ae_loss", "push_loss_factor",
                  "pull_loss_factor"):  # fmt: skip

@@ -68,8 +68,10 @@ def _gt(ann: str | Path | Mapping[str, Any], dataset: str) -> Any:
     from pycocotools.coco import COCO
 
     data = copy.deepcopy(dict(ann)) if isinstance(ann, Mapping) else _load_json(ann, "annotation file")
+    source = str(ann) if not isinstance(ann, Mapping) else "annotations"
     if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
-        raise InputError(f"{ann if not isinstance(ann, Mapping) else 'annotations'} is not a COCO keypoint file")
+        raise InputError(f"{source} is not a COCO keypoint file")
+    _check_ground_truth(data, source, 17 if dataset == "coco" else 14)
     data.setdefault("categories", [{"id": 1, "name": "person"}])
     for a in data["annotations"]:
         if dataset == "crowdpose":
@@ -122,13 +124,24 @@ class Stats(dict[str, float]):
         self.warnings = list(warnings)
 
 
+MAX_ABS_VALUE = 1e9  # a keypoint coordinate or score beyond this is no pixel position or confidence
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _check_results(dets: Any, source: str, num_joints: int) -> list[dict[str, Any]]:
-    """Results entries with J*3 keypoint values each; InputError naming the first bad entry."""
+    """Results entries with J*3 finite keypoint values and a finite score each; InputError naming the first bad
+    entry (pycocotools would score NaN keypoints as a perfect match and rank NaN scores arbitrarily)."""
     if not isinstance(dets, list):
         raise InputError(f"{source} is not a keypoint results list (expected a JSON list of detections)")
     for i, d in enumerate(dets):
-        if not isinstance(d, dict) or "keypoints" not in d or "image_id" not in d:
-            raise InputError(f"{source}: entry {i} lacks image_id/keypoints")
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: entry {i} is not a JSON object")
+        missing = [k for k in ("image_id", "keypoints", "score") if k not in d]
+        if missing:
+            raise InputError(f"{source}: entry {i} lacks {', '.join(missing)}")
         kp = d["keypoints"]
         if not isinstance(kp, list) or len(kp) != 3 * num_joints:
             n = len(kp) if isinstance(kp, list) else type(kp).__name__
@@ -136,9 +149,39 @@ def _check_results(dets: Any, source: str, num_joints: int) -> list[dict[str, An
                 f"{source}: entry {i} has {n} keypoint values; this dataset needs {3 * num_joints} "
                 f"({num_joints} joints x (x, y, score))"
             )
-        if not all(isinstance(v, int | float) for v in kp) or not isinstance(d.get("score", 0.0), int | float):
+        if not all(_number(v) for v in kp) or not _number(d["score"]):
             raise InputError(f"{source}: entry {i} has non-numeric keypoints or score")
+        values = np.asarray([*kp, d["score"]], np.float64)
+        if not np.isfinite(values).all():
+            raise InputError(f"{source}: entry {i} has non-finite (NaN or inf) keypoints or score")
+        if np.abs(values).max() > MAX_ABS_VALUE:
+            raise InputError(f"{source}: entry {i} has a keypoint or score beyond +-{MAX_ABS_VALUE:g}")
     return [dict(d) for d in dets]
+
+
+def _check_ground_truth(data: Any, source: str, num_joints: int) -> None:
+    """InputError naming the problem when the ground truth cannot give a meaningful AP: no annotations, or
+    annotations without J*3 finite keypoints, a bbox or an image id."""
+    anns = data.get("annotations")
+    if not isinstance(anns, list) or not isinstance(data.get("images"), list):
+        raise InputError(f"{source} is not a COCO keypoint file (images and annotations lists needed)")
+    if not anns:
+        raise InputError(f"{source} has no annotations: AP is undefined (pycocotools would print -1)")
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise InputError(f"{source}: annotation {i} is not a JSON object")
+        missing = [k for k in ("image_id", "keypoints", "bbox") if k not in a]
+        if missing:
+            raise InputError(f"{source}: annotation {i} lacks {', '.join(missing)}")
+        kp, box = a["keypoints"], a["bbox"]
+        if not isinstance(kp, list) or len(kp) != 3 * num_joints or not all(_number(v) for v in kp):
+            raise InputError(f"{source}: annotation {i} needs {3 * num_joints} numeric keypoint values")
+        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+            raise InputError(f"{source}: annotation {i} needs a bbox of 4 numbers")
+        if not np.isfinite(np.asarray([*kp, *box], np.float64)).all():
+            raise InputError(f"{source}: annotation {i} has non-finite keypoints or bbox")
+    if not any(isinstance(a.get("num_keypoints", 1), int | float) and a.get("num_keypoints", 1) > 0 for a in anns):
+        raise InputError(f"{source} has no annotation with labelled keypoints: AP is undefined")
 
 
 def evaluate_predictions(
@@ -236,7 +279,7 @@ def evaluate_model(
     for i, im in enumerate(images):
         path = Path(image_dir) / im["file_name"]
         try:
-            poses = predictor.predict(read_image(path))
+            poses = predictor.predict(read_image(path, fits=codec.check_size))  # bounded before decoding
         except InputError as exc:
             failures.append((str(path), str(exc)))
         else:

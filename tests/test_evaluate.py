@@ -83,7 +83,7 @@ def test_results_format_and_errors(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):
         evaluate_predictions(bad, samples.annotation_file("coco"))
-    with pytest.raises(InputError, match="entry 0 lacks image_id/keypoints"):
+    with pytest.raises(InputError, match="entry 0 lacks image_id, keypoints, score"):
         evaluate_predictions([{"x": 1}], samples.annotation_file("coco"))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hhrnet.cli.common import CheckpointOpt, ConfigOpt, JsonOpt, OnnxOpt, SetOpt
+from hhrnet.cli.common import CheckpointOpt, ConfigOpt, JsonOpt, OnnxOpt, SetOpt, check_output_file
 from hhrnet.cli.output import print_table
 
 bench_app = typer.Typer(help="Latency, AP-parity, serving and the CI regression gate.", no_args_is_help=True)
@@ -41,6 +41,7 @@ def latency(
 ) -> None:
     """Per-stage p50/p90/p99 for each backend given (host aggregation share included), decode vs people;
     with --variant, the network latency of each precision against --onnx, interleaved in one run."""
+    check_output_file("--json", json_out)  # before any work
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.latency import batch_rows, people_rows, precision_rows, stage_rows
     from hhrnet.benchmarks.report import COLUMNS
@@ -110,6 +111,7 @@ def parity(
 ) -> None:
     """ΔAP and agreement AP of every backend x decoder against PyTorch fp32 + the reference decoder; gated.
     Each --variant file (fp16 / int8 export) is gated by its precision's limit."""
+    check_output_file("--json", json_out)  # before any work
     import os
 
     from numba import cuda
@@ -177,6 +179,7 @@ def serve(
     json_out: JsonOpt = None,
 ) -> None:
     """Images/s and p50/p99 latency through a real Triton server vs in-process predict, same images, same run."""
+    check_output_file("--json", json_out)  # before any work
     from hhrnet.benchmarks.common import write_rows
     from hhrnet.benchmarks.serve import run
     from hhrnet.predict import collect_sources

@@ -39,15 +39,52 @@ JsonOpt = Annotated[
 ]
 
 
+MaxImagePixelsOpt = Annotated[
+    int, typer.Option(help="Refuse images larger than this (width x height), read from the header before decoding.")
+]
+MaxImageBytesOpt = Annotated[int, typer.Option(help="Refuse image files larger than this (bytes).")]
+
+
+def check_number(flag: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """ConfigError naming ``flag`` when ``value`` is not finite or outside [low, high]."""
+    import math
+
+    from hhrnet.errors import ConfigError
+
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        raise ConfigError(f"{flag}={value} is out of range ({span})")
+
+
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
+    import math
+
     from hhrnet.errors import ConfigError
 
     try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise ConfigError(f"--scales must be numbers separated by commas, got {text!r}") from None
+    if not scales or not all(math.isfinite(s) and 0 < s <= 8 for s in scales):
+        raise ConfigError(f"--scales must be finite numbers in (0, 8], got {text!r}")
+    return scales
+
+
+def check_output_file(flag: str, path: Path | None) -> None:
+    """Before any work: ConfigError naming ``flag`` when ``path`` is a folder or cannot be written."""
+    if path is None:
+        return
+    from hhrnet.errors import ConfigError
+    from hhrnet.io import check_writable_file
+
+    try:
+        check_writable_file(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag} {exc}") from None
 
 
 def open_model(

@@ -16,9 +16,11 @@ def config(
     out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
 ) -> None:
     """Print or write a config as YAML; edit it and pass it back with --config FILE."""
+    from hhrnet.cli.common import check_output_file
     from hhrnet.config import dump_yaml, resolve
     from hhrnet.io import atomic_write_text
 
+    check_output_file("--out", out)
     text = dump_yaml(resolve(name, set_ or []))
     if out is None:
         typer.echo(text, nl=False)

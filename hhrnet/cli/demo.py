@@ -31,7 +31,14 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
+    from hhrnet.cli.common import check_number
     from hhrnet.demo import run_demo
+    from hhrnet.predict import check_output_dir
+
+    check_number("--minutes", minutes, 0.01, 100_000)
+    check_number("--train-images", train_images, 1, 1_000_000)
+    check_number("--val-images", val_images, 1, 1_000_000)
+    check_output_dir(out)
 
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # a log keeps whole rows
     summary = run_demo(out, epochs=epochs, minutes=minutes, train_images=train_images, val_images=val_images,

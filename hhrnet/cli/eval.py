@@ -48,12 +48,17 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
+    from hhrnet.cli.common import check_number, check_output_file
     from hhrnet.cli.output import print_table, write_json
     from hhrnet.config import layered
     from hhrnet.environment import running_in_ci
     from hhrnet.errors import ConfigError
     from hhrnet.evaluate import evaluate_model, evaluate_predictions, write_results
 
+    check_output_file("--out", out)  # before any work
+    check_output_file("--json", json_out)
+    if max_images is not None:
+        check_number("--max-images", max_images, 1, None)
     failures: list[tuple[str, str]] = []
     count: int | None = None
     if predictions is not None:

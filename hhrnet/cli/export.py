@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from hhrnet.choices import CalibMethod, Graph, Int8Target, NetworkBackend, Precision
-from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt
+from hhrnet.cli.common import CheckpointOpt, ConfigOpt, FlipOpt, LetterboxOpt, SetOpt, check_output_file
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -108,6 +108,8 @@ def export(
     console = Console(soft_wrap=True)
     if format == "triton" and out is None:
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
+    if format != "triton":
+        check_output_file("--out", out)  # before any work: a bad --out must not cost an export
     if format == "triton" and (onnx is not None or engine is not None):
         _triton(console, out, onnx, engine, network_backend, letterbox, max_batch or 8, batch_window_us, instances,
                 triton_device, server_tensorrt)  # fmt: skip

@@ -9,7 +9,12 @@ import typer
 
 from hhrnet.cli.common import EngineOpt, OnnxOpt
 
-HostOpt = Annotated[str, typer.Option(help="Bind address of HTTP and gRPC (127.0.0.1: this machine only).")]
+HostOpt = Annotated[
+    str,
+    typer.Option(
+        help="Bind address of HTTP, gRPC and metrics (default 127.0.0.1: this machine only; 0.0.0.0: every interface)."
+    ),
+]
 PortOpt = Annotated[int, typer.Option(help="Port.")]
 InstancesOpt = Annotated[int, typer.Option(help="Instances of each model (preprocess, network, decode).")]
 MaxBatchOpt = Annotated[int, typer.Option(help="Largest batch the network runs (and images per request).")]
@@ -26,7 +31,7 @@ def serve(
         Path | None,
         typer.Option(help="Serve a repository written by hhrnet export --format triton --network-backend python."),
     ] = None,
-    host: HostOpt = "0.0.0.0",
+    host: HostOpt = "127.0.0.1",
     http_port: PortOpt = 8000,
     grpc_port: PortOpt = 8001,
     metrics_port: PortOpt = 8002,
@@ -53,12 +58,19 @@ def serve(
 
     from rich.console import Console
 
+    from hhrnet.cli.common import check_number
     from hhrnet.errors import ConfigError
     from hhrnet.serve.pipeline import ImageLimits
     from hhrnet.serve.repository import ENSEMBLE, ServeOptions, read_contract, write_repository
     from hhrnet.serve.server import Endpoints, TritonServer, require_pytriton
 
     console = Console(stderr=True, soft_wrap=True)
+    check_number("--instances", instances, 1, 64)
+    check_number("--max-batch", max_batch, 1, 1024)
+    check_number("--batch-window-us", batch_window_us, 0, 10_000_000)
+    check_number("--threads", threads, 0, 1024)
+    check_number("--max-image-pixels", max_image_pixels, 1, 1 << 30)
+    check_number("--max-image-bytes", max_image_bytes, 1, 1 << 31)
     given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
     if len(given) != 1:
         raise ConfigError("give one of --onnx, --engine or --repository to serve")

@@ -30,7 +30,14 @@ def synth(
     """Synthesize a multi-person keypoint dataset with no downloads."""
     from rich.console import Console
 
+    from hhrnet.cli.common import check_number
     from hhrnet.data.synth import synthesize
+
+    check_number("--size", size, 32, 4096)
+    check_number("--train", train, 0, 1_000_000)
+    check_number("--val", val, 0, 1_000_000)
+    check_number("--max-people", max_people, 1, 100)
+    check_number("--min-keypoint-area", min_keypoint_area, 0, None)
 
     summary = synthesize(
         out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset, seed=seed,

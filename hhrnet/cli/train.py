@@ -35,13 +35,20 @@ def train(
     Progress shows the loss terms, `grouped` (the fraction of people whose joints the tags group correctly), img/s
     and the ETA of the whole run. With --minutes the run stops when the budget is spent instead (the learning rate
     then follows the time, and a slower machine trains fewer steps); resuming it continues with the budget left."""
+    from hhrnet.cli.common import check_number
     from hhrnet.config import resolve
+    from hhrnet.predict import check_output_dir
     from hhrnet.training import train as run_train
 
+    for flag, value in (("--epochs", epochs), ("--max-steps-per-epoch", max_steps_per_epoch),
+                        ("--val-max-images", val_max_images)):  # fmt: skip
+        if value is not None:
+            check_number(flag, value, 1, None)
     overrides = list(set_ or [])
     if minutes is not None:
         overrides.append(f"train.minutes={minutes}")
     cfg = resolve(config, overrides)
+    check_output_dir(out if out is not None else cfg.train.output_dir)  # before any data is read
     result = run_train(
         cfg,
         output_dir=out,

@@ -9,13 +9,15 @@ Three metadata entries travel with every artifact (ONNX ``metadata_props``, Tens
 
 :meth:`Artifact.check` refuses a codec that contradicts what the graph bakes in (e.g. ``--no-flip`` on a
 graph that flips inside), so a command can change decode thresholds on an artifact but never run it with
-a pipeline it was not built for.
+a pipeline it was not built for. :meth:`Artifact.check_graph` compares the contract with the graph itself
+(input rank and channels, output names, ranks, joint and tag channel counts) when a runtime opens it, so an
+unrelated model carrying copied metadata, or a 14-joint contract on a 17-joint graph, is refused.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,10 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "peaks": ("heatmaps", "tags", "peak_vals", "peak_index", "peak_tags"),
 }
 KEYS = ("hhrnet.codec", "hhrnet.config", "hhrnet.artifact")
+
+
+def _shape(dims: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" if d is None or not isinstance(d, int) else str(d) for d in dims) + ")"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,53 @@ class Artifact:
                 raise ConfigError(
                     f"this export has a fixed {self.static_hw[0]}x{self.static_hw[1]} input: it runs with letterbox "
                     f"{side}, not {codec.letterbox or 'the official resize'}"
+                )
+
+    def expected_outputs(self) -> dict[str, tuple[int | None, ...]]:
+        """Output name -> expected shape (None: any size) of this graph under the contract: J heatmap channels,
+        the codec's tag channels, T = 2 with flip; a raw graph's stages carry tags where the model says."""
+        c = self.codec
+        j, t = c.num_joints, c.tag_channels
+        if self.graph == "raw":
+            model = self.config.get("model", {}) if isinstance(self.config, dict) else {}
+            stages = list(model.get("tag_stages", [True] + [False] * (len(c.stage_tags) - 1)))
+            return {f"out{i}": (None, j + (t if has else 0), None, None) for i, has in enumerate(stages)}
+        shapes: dict[str, tuple[int | None, ...]] = {
+            "heatmaps": (None, j, None, None),
+            "tags": (None, t, None, None, c.tag_dims),
+        }
+        if self.graph == "peaks":
+            shapes |= {"peak_vals": (None, j, None), "peak_index": (None, j, None), "peak_tags": (None, j, None, None)}
+        return shapes
+
+    def check_graph(
+        self, inputs: Sequence[tuple[str, Sequence[Any]]], outputs: Sequence[tuple[str, Sequence[Any]]], source: str
+    ) -> None:
+        """ConfigError naming the first mismatch between the graph's declared inputs/outputs (name, shape with
+        ints or symbolic dims) and this contract: one (B, 3, H, W) image input (fixed to ``static_hw`` when
+        static), the graph kind's outputs in order with their ranks and channel counts."""
+        if len(inputs) != 1:
+            raise ConfigError(f"{source}: the graph has {len(inputs)} inputs; an hhrnet export has one image input")
+        name, shape = inputs[0]
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise ConfigError(f"{source}: input {name!r} is {_shape(shape)}; the contract needs (B, 3, H, W)")
+        fixed = tuple(shape[2:]) if all(isinstance(d, int) for d in shape[2:]) else None
+        if fixed != self.static_hw and not (fixed is None and self.static_hw is None):
+            raise ConfigError(
+                f"{source}: input {name!r} is {_shape(shape)} but the contract says "
+                + (f"a fixed {self.static_hw[0]}x{self.static_hw[1]} input" if self.static_hw else "any image size")
+            )
+        expected = self.expected_outputs()
+        names = [n for n, _ in outputs]
+        if names != list(expected):
+            raise ConfigError(f"{source}: outputs {names} do not match its {self.graph} graph ({list(expected)})")
+        for (out, got), want in zip(outputs, expected.values(), strict=True):
+            if len(got) != len(want) or any(
+                w is not None and isinstance(g, int) and g != w for g, w in zip(got, want, strict=True)
+            ):
+                raise ConfigError(
+                    f"{source}: output {out!r} is {_shape(got)}, but the contract ({self.codec.num_joints} joints, "
+                    f"{self.codec.tag_channels} tag channels, {self.graph} graph) needs {_shape(want)}"
                 )
 
     def with_codec(self, codec: Codec) -> Artifact:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hhrnet.errors import BackendError, InputError
+from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.runtime.artifact import Artifact
 
 
@@ -50,11 +50,14 @@ class OrtSession:
         self.artifact = Artifact.from_metadata(meta, str(p))
         self.path = p
         self.device = "cuda" if providers[0] != "CPUExecutionProvider" else "cpu"
-        self.input_name = self.session.get_inputs()[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        if tuple(names) != self.artifact.outputs:
-            raise BackendError(f"{p}: outputs {names} do not match its {self.artifact.graph} graph")
-        self.output_names = names
+        inputs = [(i.name, list(i.shape)) for i in self.session.get_inputs()]
+        outputs = [(o.name, list(o.shape)) for o in self.session.get_outputs()]
+        try:
+            self.artifact.check_graph(inputs, outputs, str(p))
+        except ConfigError as exc:
+            raise BackendError(str(exc)) from None
+        self.input_name = inputs[0][0]
+        self.output_names = [n for n, _ in outputs]
 
     @property
     def graph(self) -> str:

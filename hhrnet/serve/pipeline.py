@@ -1,8 +1,9 @@
 """The served pipeline's steps, free of Triton, torch and tritonclient: what the backend models run.
 
-* :func:`image_size` reads the pixel size from a JPEG or PNG header, so an image far too large is refused
-  before a single pixel is decoded; :func:`decode_request_image` applies :class:`ImageLimits` and the
-  truncation checks of :func:`hhrnet.images.decode_image`;
+* :func:`image_size` (:func:`hhrnet.images.header_size`) reads the pixel size from a JPEG, PNG, BMP, WebP or
+  TIFF header, so an image far too large is refused before a single pixel is decoded;
+  :func:`decode_request_image` applies :class:`~hhrnet.images.ImageLimits` and the truncation checks of
+  :func:`hhrnet.images.decode_image`; a file without a readable header is refused, never decoded unchecked;
 * :class:`ServedPipeline` letterboxes images into the network's square (:meth:`~ServedPipeline.prepare`)
   and turns one image's network outputs plus its original size back into poses in image pixels
   (:meth:`~ServedPipeline.poses`), with the same :class:`~hhrnet.inference.Predictor` steps as ``predict``;
@@ -11,64 +12,18 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from hhrnet.codec import Codec, Prepared, letterbox_box
 from hhrnet.errors import ConfigError, InputError
-from hhrnet.images import decode_image
+from hhrnet.images import ImageLimits, decode_image, header_size
 from hhrnet.inference import Maps, Poses, Predictor, check_finite_maps
 
 SERVABLE_GRAPHS = ("aggregate", "peaks")
 
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC are not frames
-_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What a request image may be. Far larger inputs are refused before decoding."""
-
-    max_bytes: int = 32 << 20  # encoded size
-    max_pixels: int = 40_000_000  # width * height (an 8K frame is 33 MP)
-
-    def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.max_pixels < 1:
-            raise ConfigError(f"image limits must be positive, got {self.max_bytes} bytes / {self.max_pixels} pixels")
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, None for other formats or when no header is found."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n = 2, len(data)
-    while i + 1 < n:
-        if data[i] != 0xFF:
-            return None  # not at a marker: a corrupt stream, left to the decoder to report
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        i += 2
-        if marker in _STANDALONE:
-            continue
-        if marker in (0xD9, 0xDA) or i + 2 > n:  # end of image or start of scan before any frame header
-            return None
-        length = (data[i] << 8) | data[i + 1]
-        if marker in _SOF:
-            if i + 7 > n:
-                return None
-            h, w = struct.unpack(">HH", data[i + 3 : i + 7])
-            return int(w), int(h)
-        i += length
-    return None
+image_size = header_size  # (width, height) from the header; None when unreadable
 
 
 def decode_request_image(data: bytes, limits: ImageLimits, name: str = "image") -> np.ndarray:
@@ -84,11 +39,7 @@ def decode_request_image(data: bytes, limits: ImageLimits, name: str = "image") 
         )
     if size is not None and min(size) == 0:
         raise InputError(f"{name} has a zero-sized header ({size[0]}x{size[1]})")
-    image = decode_image(data, name)
-    h, w = image.shape[:2]
-    if w * h > limits.max_pixels:  # formats whose header is not read above
-        raise InputError(f"{name} is {w}x{h} pixels; this server accepts at most {limits.max_pixels} pixels")
-    return image
+    return decode_image(data, name, limits)  # refuses what has no readable header: nothing unchecked is decoded
 
 
 def served_codec(codec: Codec, static_hw: tuple[int, int] | None = None, letterbox: int | None = None) -> Codec:

@@ -33,7 +33,7 @@ from hhrnet.serve.repository import ENSEMBLE, MODELS
 class Endpoints:
     """Where the server listens."""
 
-    host: str = "0.0.0.0"  # bind address of HTTP and gRPC (127.0.0.1: loopback only)
+    host: str = "127.0.0.1"  # bind address of HTTP, gRPC and metrics (loopback by default; 0.0.0.0: all interfaces)
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -73,6 +73,18 @@ class Endpoints:
             for s in socks:
                 s.close()
         return cls("127.0.0.1", *ports)
+
+
+def metrics_binding(config_cls: Any, host: str) -> dict[str, Any]:
+    """TritonConfig arguments that make the metrics endpoint follow ``host``: ``metrics_address`` where this
+    PyTriton has it; otherwise metrics are switched off unless every interface was asked for (an older
+    PyTriton cannot bind them anywhere but 0.0.0.0)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
+    if "metrics_address" in names:
+        return {"metrics_address": host}
+    return {} if host in ("0.0.0.0", "") else {"allow_metrics": False}
 
 
 def libpython_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -143,6 +155,7 @@ class TritonServer:
             model_repository=self.repository.resolve(), http_address=e.host, http_port=e.http_port,
             grpc_address=e.host, grpc_port=e.grpc_port, metrics_port=e.metrics_port, log_file=self.log_file,
             log_verbose=self.log_verbose, exit_timeout_secs=self.exit_timeout_s, strict_readiness=True,
+            **metrics_binding(TritonConfig, e.host),
         )  # fmt: skip
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # PyTriton's default: statistics, model control, shared memory, trace and logging need this token
