@@ -26,10 +26,11 @@ from numba import njit, prange
 from hhrnet.errors import InputError
 from hhrnet.kernels.group import group_jm
 from hhrnet.kernels.params import DecodeParams
-from hhrnet.kernels.peaks import peaks_jhw, peaks_jhw_parallel
+from hhrnet.kernels.peaks import peaks_blocks_jhw, peaks_blocks_jhw_parallel
 from hhrnet.kernels.posenms import suppress
 from hhrnet.kernels.refine import (
     GRID_COST,
+    TILE,
     adjust_pj,
     refine_pj,
     refine_pj_parallel,
@@ -67,7 +68,7 @@ def _decode_one(
     do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """det (J, H, W) f32, tags (J, H, W, T) f32, block summaries -> poses (P, J, 3+T) f32, scores (P,) f32."""
-    vals, inds, tag_k = peaks_jhw(det, tags, max_num_people, pad)  # (J, M), (J, M), (J, M, T)
+    vals, inds, tag_k = peaks_blocks_jhw(det, tags, max_num_people, pad, det_max, TILE)  # (J, M), (J, M), (J, M, T)
     return decode_peaks_jhw(det, tags, vals, inds, tag_k, det_max, tag_lo, tag_hi, joint_order, max_num_people,
                             detection_threshold, tag_threshold, use_detection_val, ignore_too_much, do_adjust,
                             do_refine, unique_keys, max_persons, ties_positive, grid_cost)  # fmt: skip
@@ -80,7 +81,7 @@ def _decode_one_parallel(
     do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """:func:`decode_jhw` with peaks and refine spread over the joints (all cores)."""
-    vals, inds, tag_k = peaks_jhw_parallel(det, tags, max_num_people, pad)
+    vals, inds, tag_k = peaks_blocks_jhw_parallel(det, tags, max_num_people, pad, det_max, TILE)
     persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
     if do_adjust:
