@@ -1,4 +1,4 @@
-"""``hhrnet bench latency | parity | serve | gate``: measured numbers, never typed by hand."""
+"""``hhrnet bench latency | peak | parity | serve | gate``: measured numbers, never typed by hand."""
 
 from __future__ import annotations
 
@@ -92,6 +92,46 @@ def latency(
                 "decode vs people (ms)")  # fmt: skip
     print_table([r for r in rows if r["benchmark"] == "latency_batch"],
                 ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size")  # fmt: skip
+    if json_out is not None:
+        write_rows(json_out, rows)
+
+
+@bench_app.command("peak")
+def peak(
+    onnx: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--onnx",
+            exists=True,
+            dir_okay=False,
+            help="Exported network(s) to measure against the peak of their precision (repeatable).",
+        ),
+    ] = None,
+    size: Annotated[int, typer.Option(help="Network input side (1x3xSIZExSIZE).")] = 512,
+    repeats: Annotated[int, typer.Option(help="Timed runs per probe (networks: half, at least 3).")] = 10,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default, all cores).")] = 0,
+    json_out: JsonOpt = None,
+) -> None:
+    """This CPU's achievable fp32 and int8 multiply-add rates in ONNX Runtime (large Conv / GEMM probes), and
+    each --onnx network's rate (its Conv/MatMul multiply-adds over its median time) as a fraction of them."""
+    import onnx as onnx_mod
+
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.peak import COLUMNS, run
+    from hhrnet.errors import InputError
+    from hhrnet.runtime.artifact import Artifact
+
+    if size < 32 or repeats < 1 or threads < 0:
+        raise InputError(f"--size must be >= 32, --repeats >= 1 and --threads >= 0; got {size}, {repeats}, {threads}")
+    nets = []
+    for path in onnx or []:
+        meta = {p.key: p.value for p in onnx_mod.load(str(path), load_external_data=False).metadata_props}
+        nets.append((path.name, Artifact.from_metadata(meta, str(path)).precision, str(path)))
+    Console(stderr=True, soft_wrap=True).print(
+        f"timing the fp32 and int8 probes{' and the networks' if nets else ''} ..."
+    )
+    rows = run(nets, size, repeats, threads)
+    print_table(rows, list(COLUMNS), f"multiply-add rate vs this CPU's peak in ONNX Runtime ({rows[0]['cpu_flags']})")
     if json_out is not None:
         write_rows(json_out, rows)
 
