@@ -13,7 +13,7 @@ QLinearMatMul; counted from the ONNX graph by shape inference at the timed input
 thread count (``threads``, 0 = ORT's default: all cores).
 
     python -m hhrnet.benchmarks.peak                              # the probes only
-    python -m hhrnet.benchmarks.peak --onnx fp32.onnx:fp32 --onnx int8.onnx:int8 --size 512
+    python -m hhrnet.benchmarks.peak --onnx fp32.onnx:fp32 --onnx int8.onnx:int8 --size 512 [--profile]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,39 @@ def network_rows(
     return rows
 
 
+def op_profile(path: str, side: int, runs: int = 3, threads: int = 0, top: int = 12) -> list[Row]:
+    """Where a network's time goes, from ONNX Runtime's own profiler: per op type (as ORT ran it, after its
+    graph fusions), milliseconds per run and share of the summed node time, the ``top`` largest (kind 'op').
+    Layout conversions (ReorderInput/ReorderOutput, Transpose), float ops left between quantized ones
+    (Resize, Add, Relu next to QuantizeLinear/DequantizeLinear) and an fp32 ConvTranspose show up here."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        feed = _feed(session, (1, 3, side, side))
+        session.run(None, feed)  # warm-up, profiled too: dropped below by run count
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "op_name" in args:
+            per_op[args["op_name"]] = per_op.get(args["op_name"], 0.0) + float(e["dur"]) / 1e3 / (runs + 1)
+    total = sum(per_op.values()) or 1.0
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return [{"benchmark": "peak", "kind": "op", "name": op, "network": Path(path).name, "ms_per_run": round(ms, 2),
+             "share": round(ms / total, 3)} for op, ms in ranked]  # fmt: skip
+
+
 def run(
     networks: Sequence[tuple[str, str, str]] = (), side: int = 512, repeats: int = 10, threads: int = 0
 ) -> list[Row]:
@@ -256,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="network input side")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: ORT's default)")
+    parser.add_argument("--profile", action="store_true", help="also each network's time per op type (ORT)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     nets = []
@@ -264,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         nets.append((path.rsplit("/", 1)[-1], precision, path))
     rows = run(nets, args.size, args.repeats, args.threads)
     sys.stdout.write(table(rows))
+    if args.profile:
+        for _, _, path in nets:
+            ops = op_profile(path, args.size, threads=args.threads)
+            sys.stdout.write(f"\n{Path(path).name}: time per op type (ONNX Runtime profiler)\n")
+            sys.stdout.write("".join(f"  {r['name']:24} {r['ms_per_run']:9.2f} ms  {r['share']:6.1%}\n" for r in ops))
+            rows += ops
     env = rows[0]
     sys.stdout.write(f"{env['machine']} ({env.get('cpu_flags', '')}), threads {env['threads']}, {env['date']}, "
                      f"commit {env['commit']}\n")  # fmt: skip

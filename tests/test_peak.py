@@ -79,6 +79,13 @@ def test_probes_and_networks_are_rated_against_their_precision(tmp_path: Path) -
         peak.network_rows([("n", "fp16", path)], 32, best)
 
 
+def test_op_profile_names_the_ops_that_ran(tmp_path: Path) -> None:
+    rows = peak.op_profile(str(small_net(tmp_path / "n.onnx")), 32, runs=2)
+    names = {r["name"] for r in rows}
+    assert {"Conv", "ConvTranspose", "MatMul"} <= names, names
+    assert all(r["ms_per_run"] >= 0 for r in rows) and sum(r["share"] for r in rows) == pytest.approx(1, abs=0.01)
+
+
 def test_cli_refuses_bad_sizes_and_files_without_a_contract(tmp_path: Path) -> None:
     env = dict(os.environ, CI="true", NUMBA_DISABLE_CUDA="1", COLUMNS="80")
 

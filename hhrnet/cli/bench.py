@@ -110,6 +110,9 @@ def peak(
     size: Annotated[int, typer.Option(help="Network input side (1x3xSIZExSIZE).")] = 512,
     repeats: Annotated[int, typer.Option(help="Timed runs per probe (networks: half, at least 3).")] = 10,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default, all cores).")] = 0,
+    profile: Annotated[
+        bool, typer.Option(help="Also each network's time per op type (ONNX Runtime profiler).")
+    ] = False,
     json_out: JsonOpt = None,
 ) -> None:
     """This CPU's achievable fp32 and int8 multiply-add rates in ONNX Runtime (large Conv / GEMM probes), and
@@ -117,7 +120,7 @@ def peak(
     import onnx as onnx_mod
 
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.peak import COLUMNS, run
+    from hhrnet.benchmarks.peak import COLUMNS, op_profile, run
     from hhrnet.errors import InputError
     from hhrnet.runtime.artifact import Artifact
 
@@ -132,6 +135,10 @@ def peak(
     )
     rows = run(nets, size, repeats, threads)
     print_table(rows, list(COLUMNS), f"multiply-add rate vs this CPU's peak in ONNX Runtime ({rows[0]['cpu_flags']})")
+    for name, _, path in nets if profile else []:
+        ops = op_profile(path, size, threads=threads)
+        print_table(ops, ["name", "ms_per_run", "share"], f"{name}: time per op type (ONNX Runtime profiler)")
+        rows += ops
     if json_out is not None:
         write_rows(json_out, rows)
 
