@@ -143,6 +143,53 @@ def peak(
         write_rows(json_out, rows)
 
 
+@bench_app.command("throughput")
+def throughput(
+    checkpoint: CheckpointOpt = None,
+    onnx: OnnxOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    images: Annotated[Path | None, typer.Option(help="Photo folder (default: the COCO sample photos).")] = None,
+    max_images: Annotated[int | None, typer.Option(help="First N photos only.")] = None,
+    rounds: Annotated[int, typer.Option(help="Sequential + overlapped passes (median).")] = 2,
+    depth: Annotated[int, typer.Option(help="Items waiting between two overlapped stages, at most.")] = 2,
+    official: Annotated[
+        bool, typer.Option(help="Also the official pipeline: torch fp32 --checkpoint + the official parse port.")
+    ] = True,
+    json_out: JsonOpt = None,
+) -> None:
+    """Images/s image -> poses over a photo folder: stages one after another vs overlapped (read/preprocess,
+    network, decode on their own threads), same run; with --checkpoint also the official pipeline, so the
+    whole speed-up is one number. The model timed is --onnx if given, else --checkpoint."""
+    from hhrnet import samples
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.throughput import COLUMNS, photos, run
+    from hhrnet.cli.common import open_model
+    from hhrnet.errors import ConfigError, InputError
+
+    if checkpoint is None and onnx is None:
+        raise ConfigError("give --onnx and/or --checkpoint to time")
+    if rounds < 1 or depth < 1 or (max_images is not None and max_images < 1):
+        raise InputError(f"--rounds, --depth and --max-images must be >= 1; got {rounds}, {depth}, {max_images}")
+    paths = photos(images if images is not None else samples.folder("coco"), max_images)
+    ours = open_model(config=config, set_=set_, onnx=onnx) if onnx is not None else None
+    torch_model = open_model(config=config, set_=set_, checkpoint=checkpoint) if checkpoint is not None else None
+    model = ours or torch_model
+    assert model is not None
+    label = f"{model.backend} {model.precision} {model.graph}"
+    reference = torch_model.predictor() if (official and torch_model is not None) else None
+    Console(stderr=True, soft_wrap=True).print(
+        f"timing {label} on {len(paths)} photos, sequential vs overlapped"
+        + (" and the official pipeline ..." if reference else " ...")
+    )
+    rows = run(model.predictor(), paths, reference, rounds=rounds, depth=depth, label=label)
+    print_table(
+        rows, list(COLUMNS), f"image -> poses throughput ({len(paths)} photos, same poses: {rows[0]['same_poses']})"
+    )
+    if json_out is not None:
+        write_rows(json_out, rows)
+
+
 @bench_app.command("parity")
 def parity(
     checkpoint: Annotated[Path, typer.Option(help="Model to evaluate (hhrnet or official + --config).")],
