@@ -5,8 +5,10 @@
 Every step keeps the reference's arithmetic (float64 candidate rows, NumPy's float32 means, float64
 matching distance, float32 refine distance, round half to even, first-occurrence argmax, munkres 1.1.4),
 so :func:`decode` equals :func:`hhrnet.kernels.reference.decode_reference` bit for bit. The speed comes
-from skipping thrown-away work: NMS is evaluated only where a pixel could enter the top-k, refine searches
-only missing joints, joint by joint, with bounds shared by every person missing the joint, and nothing is
+from skipping thrown-away work. The maps are read once up front (:func:`summaries`: the max det and tag
+range of every 8x8 block, in the same pass as the finiteness check); NMS is then evaluated only where a
+pixel could enter the top-k (whole blocks below the heap minimum are skipped), refine searches only missing
+joints, joint by joint, max first over blocks shared by every person missing the joint, and nothing is
 re-converted per person. ``parallel=True`` runs peaks and refine over the joints on all Numba threads.
 
 The official person count is unbounded (SPEC B2: up to J*M = 510 persons on a noise map). Refine keeps its
@@ -92,8 +94,8 @@ def _decode_one_parallel(
     return persons, scores
 
 
-decode_jhw = njit(cache=True)(_decode_one)
-decode_jhw_parallel = njit(cache=False)(_decode_one_parallel)  # calls parallel kernels: never cached
+decode_jhw = njit(cache=True, nogil=True)(_decode_one)  # nogil: overlapped stages run beside it
+decode_jhw_parallel = njit(cache=False, nogil=True)(_decode_one_parallel)  # calls parallel kernels: never cached
 
 
 def _count_non_finite(a: np.ndarray) -> int:
@@ -106,7 +108,7 @@ def _count_non_finite(a: np.ndarray) -> int:
     return n
 
 
-count_non_finite = njit(cache=True)(_count_non_finite)
+count_non_finite = njit(cache=True, nogil=True)(_count_non_finite)
 count_non_finite_parallel = njit(parallel=True, cache=False)(_count_non_finite)
 
 

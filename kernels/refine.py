@@ -14,11 +14,15 @@ persons missing it (joints in parallel with ``prange``), and a pixel is only eva
 best (value, index) so far. Since value = det - round(distance) and round(distance) >= 0, det bounds the
 value, and a box of tags bounds the distance:
 
+0. :func:`summarize` reads det and tags once, before peaks (it is the decoder's finiteness check too): the
+   max det and the tag range of every 8x8 block;
 1. the joint's NMS peaks are tried first (they usually hold the answer);
-2. block search: 8x8 blocks (in 64x64 super-blocks) are skipped whole when their max det, or the bound from
-   their tag range, cannot win; cheap when tags are smooth, as network outputs are;
-3. when the block searches of a joint have read as much as a grid would cost and predict more (tags with
-   no spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
+2. max first: the joint's blocks are bucketed by det level once, shared by every person missing the joint;
+   a search visits the levels highest first and stops at the first level below its best value (nothing
+   there can win), and skips a block whose tag range rules it out. A person then reads only the few blocks
+   that could still hold its answer, so a realistic scene costs about what a clean one does;
+3. when the searches of a joint have read as much as a grid would cost and predict more (tags with no
+   spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
    joint (cells of >= 0.5 tag units, det levels inside), searched ring by ring around each person's tag
    until the distance alone rules out the rest. A joint then costs O(H W) however many persons miss it.
 
@@ -217,8 +221,8 @@ def _summarize_all(det: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.nd
     return det_max, tag_lo, tag_hi, bool(finite.all())
 
 
-summarize = njit(cache=True)(_summarize_all)
-summarize_parallel = njit(parallel=True, cache=False)(_summarize_all)
+summarize = njit(cache=True, nogil=True)(_summarize_all)
+summarize_parallel = njit(parallel=True, cache=False, nogil=True)(_summarize_all)
 
 
 @njit(cache=True)
