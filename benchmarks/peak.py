@@ -52,7 +52,7 @@ def conv_probe(precision: str, channels: int = CONV[0], side: int = CONV[1], ker
     pad = kernel // 2
     shape = [1, channels, side, side]
     w = rng.standard_normal((channels, channels, kernel, kernel)).astype(np.float32) * 0.05
-    attrs = {"kernel_shape": [kernel, kernel], "pads": [pad] * 4}
+    attrs: dict[str, Any] = {"kernel_shape": [kernel, kernel], "pads": [pad] * 4}
     if precision == "fp32":
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
@@ -60,7 +60,7 @@ def conv_probe(precision: str, channels: int = CONV[0], side: int = CONV[1], ker
         return _model([node], [x], [y], [numpy_helper.from_array(w, "w")])
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, shape)
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, shape)
-    values = {"xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8),
+    values: dict[str, np.ndarray] = {"xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8),
               "w": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8), "ws": np.array(0.002, np.float32),
               "wz": np.array(0, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}  # fmt: skip
     inits = [numpy_helper.from_array(v, k) for k, v in values.items()]

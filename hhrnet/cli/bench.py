@@ -135,8 +135,8 @@ def peak(
     )
     rows = run(nets, size, repeats, threads)
     print_table(rows, list(COLUMNS), f"multiply-add rate vs this CPU's peak in ONNX Runtime ({rows[0]['cpu_flags']})")
-    for name, _, path in nets if profile else []:
-        ops = op_profile(path, size, threads=threads)
+    for name, _, net_path in nets if profile else []:
+        ops = op_profile(net_path, size, threads=threads)
         print_table(ops, ["name", "ms_per_run", "share"], f"{name}: time per op type (ONNX Runtime profiler)")
         rows += ops
     if json_out is not None:
