@@ -3,6 +3,12 @@
 of every person), on the same maps in one process. Every row names its scene type (:mod:`.scenes`) and says
 whether both outputs are identical; the fast decoder is timed on one thread and on all of Numba's threads.
 
+Two more yardsticks, timed in the same rounds: ``floor_ms``, one read of the maps (NumPy's max over det and
+over tags, one thread: what any decoder must at least pay to look at every value; ``x_floor`` = fast_1t /
+floor), and for the realistic kinds (crowd, coco) the *clean counterpart*: a planted scene (every joint found,
+nothing to refine) of the same size and person count; ``vs_clean`` = fast_1t / clean_1t says what refining
+the missing joints costs (1.0 = nothing).
+
     python -m hhrnet.benchmarks.decode            # the full table at the official setting (17x512x704, T = 2)
     python -m hhrnet.benchmarks.decode --quick    # the CI gate's subset (17x128x128)
     python -m hhrnet.benchmarks.decode --worst    # the bounded worst case: pure noise vs a clean 20-person scene
@@ -34,9 +40,12 @@ SCENES: tuple[tuple[str, int], ...] = (
     ("coco", 785), ("coco", 40083), ("coco", 196141), ("coco", 197388),
     ("noise", 0), ("planted", 5), ("planted", 20),
 )  # fmt: skip
-QUICK: tuple[tuple[str, int], ...] = (("crowd", 5), ("crowd", 20), ("coco", 197388), ("noise", 0), ("planted", 20))
+# the CI gate's cases; crowd-30 is refine-heavy (~15 missing joints per decoded person), planted-30 its clean twin
+QUICK: tuple[tuple[str, int], ...] = (("crowd", 5), ("crowd", 20), ("crowd", 30), ("coco", 197388), ("noise", 0),
+                                      ("planted", 20), ("planted", 30))  # fmt: skip
 COLUMNS = ("scene", "kind", "people", "persons", "port_ms", "fast_1t_ms", "fast_all_ms", "speedup_1t", "speedup_all",
-           "identical")  # fmt: skip
+           "clean_1t_ms", "vs_clean", "floor_ms", "x_floor", "identical")  # fmt: skip
+REALISTIC = ("crowd", "coco")  # kinds that get a clean counterpart
 
 
 def planted_maps(shape: tuple[int, int, int], people: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +68,16 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def touch(det: np.ndarray, tags: np.ndarray) -> float:
+    """The bandwidth probe: read every value of the maps once (NumPy's vectorised max, one thread)."""
+    return max(float(det.max()), float(tags.max()))
+
+
+def clean_twin(sc: scenes.Scene, shape: tuple[int, int, int], t: int) -> scenes.Scene | None:
+    """The clean counterpart of a realistic scene: planted, same size and ground-truth person count."""
+    return scenes.planted(sc.people, shape, t) if sc.kind in REALISTIC and sc.people > 0 else None
+
+
 def run(
     quick: bool = False,
     shape: tuple[int, int, int] = OFFICIAL,
@@ -69,12 +88,13 @@ def run(
     threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Rows per scene: scene, kind, people (ground truth), persons (decoded), port_ms, fast_1t_ms (one thread),
-    fast_all_ms (``threads`` or all of Numba's threads), speedup_1t / speedup_all (port / fast), identical
-    (fast single-thread and all-core outputs both equal the port's, bit for bit).
+    fast_all_ms (``threads`` or all of Numba's threads), speedup_1t / speedup_all (port / fast), clean_1t_ms
+    and vs_clean (fast_1t / clean_1t; realistic kinds only, else None), floor_ms and x_floor (fast_1t /
+    floor), identical (fast single-thread and all-core outputs both equal the port's, bit for bit).
 
-    ``quick``: the CI gate's cases at 17x128x128. The three are timed in interleaved rounds (the port once,
-    each fast variant ``repeats`` times per round, ``port_repeats`` rounds; the fast decoders after one untimed
-    call), so load from other processes hits them alike; times are medians.
+    ``quick``: the CI gate's cases at 17x128x128. All are timed in interleaved rounds (the port once, each
+    fast variant, the clean twin and the floor ``repeats`` times per round, ``port_repeats`` rounds; the fast
+    decoders after one untimed call), so load from other processes hits them alike; times are medians.
     """
     if quick:
         shape, cases = (17, 128, 128), QUICK
@@ -88,7 +108,9 @@ def run(
         sc = scenes.scene(kind, people, shape, t)
         start = time.perf_counter()
         port_out = decode_official(sc.det, sc.tags, params)  # plain NumPy: its first call is a timed sample
-        samples: dict[str, list[float]] = {"port": [time.perf_counter() - start], "1t": [], "all": []}
+        samples: dict[str, list[float]] = {"port": [time.perf_counter() - start], "1t": [], "all": [], "clean": [],
+                                           "floor": []}  # fmt: skip
+        clean = clean_twin(sc, shape, t)
         numba.set_num_threads(1)
         fast_out = decode(sc.det, sc.tags, params)
         numba.set_num_threads(all_threads)
@@ -98,10 +120,14 @@ def run(
                 samples["port"].append(_seconds(partial(decode_official, sc.det, sc.tags, params)))
             numba.set_num_threads(1)
             samples["1t"] += [_seconds(partial(decode, sc.det, sc.tags, params)) for _ in range(repeats)]
+            if clean is not None:
+                samples["clean"] += [_seconds(partial(decode, clean.det, clean.tags, params)) for _ in range(repeats)]
+            samples["floor"] += [_seconds(partial(touch, sc.det, sc.tags)) for _ in range(repeats)]
             numba.set_num_threads(all_threads)
             samples["all"] += [_seconds(partial(decode, sc.det, sc.tags, params, parallel=True))
                                for _ in range(repeats)]  # fmt: skip
-        port, fast_1t, fast_all = (statistics.median(samples[k]) * 1e3 for k in ("port", "1t", "all"))
+        port, fast_1t, fast_all, floor = (statistics.median(samples[k]) * 1e3 for k in ("port", "1t", "all", "floor"))
+        clean_1t = statistics.median(samples["clean"]) * 1e3 if samples["clean"] else None
         rows.append(
             {
                 "benchmark": "decode",
@@ -117,6 +143,10 @@ def run(
                 "threads": all_threads,
                 "speedup_1t": round(port / fast_1t, 1),
                 "speedup_all": round(port / fast_all, 1),
+                "clean_1t_ms": None if clean_1t is None else round(clean_1t, 2),
+                "vs_clean": None if clean_1t is None else round(fast_1t / clean_1t, 2),
+                "floor_ms": round(floor, 2),
+                "x_floor": round(fast_1t / floor, 1),
                 "identical": _same(fast_out, port_out) and _same(all_out, port_out),
                 **env,
             }
@@ -157,7 +187,7 @@ def worst_case(shape: tuple[int, int, int] = OFFICIAL, t: int = 2, repeats: int 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Rows as a markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -179,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(table(rows, COLUMNS))
         median = statistics.median(r["speedup_1t"] for r in rows)
         sys.stdout.write(f"\nmedian speedup, one thread: {median:.1f}x over {len(rows)} scenes\n")
+        paired = [r["vs_clean"] for r in rows if r["vs_clean"] is not None]
+        if paired:
+            sys.stdout.write(
+                f"realistic / clean twin, one thread: at most {max(paired):.2f}x over {len(paired)} scenes\n"
+            )
     env = rows[0]
     sys.stdout.write(f"{env['machine']}, Python {env['python']}, NumPy {env['numpy']}, Numba {env['numba']}, "
                      f"{env['date']}, commit {env['commit']}\n")  # fmt: skip

@@ -5,7 +5,8 @@ fast implementation side by side with its reference in one process and gates on
 
 * correctness: every fast path must still produce output identical to its reference (always enforced);
 * speed: the speedup ratio (reference time / fast time) must not fall more than ``max_regression`` below
-  the baseline's ratio for the same case.
+  the baseline's ratio for the same case. ``.../vs_clean`` decode cases gate what refine costs: the decode time of
+  a realistic scene's clean twin (planted, same size and person count, nothing to refine) over the scene's.
 
 Even a same-run ratio moves by up to ~1.7x on a loaded shared machine (a CI run measured 55.6x for a case
 whose idle median is 68x), so a suite with a failing case is measured again, up to ``attempts`` runs in all,
@@ -61,6 +62,9 @@ def _decode_rows() -> list[Row]:
     for row in decode.run(quick=True, repeats=5, port_repeats=3):  # realistic scenes, named by type
         case = f"{row['scene']}/{row['shape']}/T{row['T']}"
         out.append({"benchmark": "decode", "case": case, "speedup": row["speedup_1t"], "identical": row["identical"]})
+        if row["clean_1t_ms"] is not None:  # refine's cost: the clean twin's time / this scene's (1.0 = free)
+            out.append({"benchmark": "decode", "case": f"{case}/vs_clean", "identical": row["identical"],
+                        "speedup": round(row["clean_1t_ms"] / row["fast_1t_ms"], 2)})  # fmt: skip
     return out
 
 

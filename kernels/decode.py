@@ -5,8 +5,10 @@
 Every step keeps the reference's arithmetic (float64 candidate rows, NumPy's float32 means, float64
 matching distance, float32 refine distance, round half to even, first-occurrence argmax, munkres 1.1.4),
 so :func:`decode` equals :func:`hhrnet.kernels.reference.decode_reference` bit for bit. The speed comes
-from skipping thrown-away work: NMS is evaluated only where a pixel could enter the top-k, refine searches
-only missing joints, joint by joint, with bounds shared by every person missing the joint, and nothing is
+from skipping thrown-away work. The maps are read once up front (:func:`summaries`: the max det and tag
+range of every 8x8 block, in the same pass as the finiteness check); NMS is then evaluated only where a
+pixel could enter the top-k (whole blocks below the heap minimum are skipped), refine searches only missing
+joints, joint by joint, max first over blocks shared by every person missing the joint, and nothing is
 re-converted per person. ``parallel=True`` runs peaks and refine over the joints on all Numba threads.
 
 The official person count is unbounded (SPEC B2: up to J*M = 510 persons on a noise map). Refine keeps its
@@ -26,61 +28,74 @@ from numba import njit, prange
 from hhrnet.errors import InputError
 from hhrnet.kernels.group import group_jm
 from hhrnet.kernels.params import DecodeParams
-from hhrnet.kernels.peaks import peaks_jhw, peaks_jhw_parallel
+from hhrnet.kernels.peaks import peaks_blocks_jhw, peaks_blocks_jhw_parallel
 from hhrnet.kernels.posenms import suppress
-from hhrnet.kernels.refine import GRID_COST, adjust_pj, refine_pj, refine_pj_parallel, scores_pj
+from hhrnet.kernels.refine import (
+    GRID_COST,
+    TILE,
+    adjust_pj,
+    refine_pj,
+    refine_pj_parallel,
+    scores_pj,
+    summarize,
+    summarize_parallel,
+)
 
 
 @njit(cache=True)
 def decode_peaks_jhw(
-    det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, joint_order: np.ndarray,
+    det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, det_max: np.ndarray,
+    tag_lo: np.ndarray, tag_hi: np.ndarray, joint_order: np.ndarray,
     max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
     ignore_too_much: bool, do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool,
     grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Everything after the peak step: group -> adjust -> score -> refine, from vals (J, M), flat inds (J, M)
-    and tag_k (J, M, T) (the kernel's own peaks, or a peaks graph's top-k)."""
+    and tag_k (J, M, T) (the kernel's own peaks, or a peaks graph's top-k); det_max, tag_lo, tag_hi: the
+    block summaries of :func:`hhrnet.kernels.refine.summarize` (used by refine only)."""
     persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
     if do_adjust:
         adjust_pj(persons, det, ties_positive)
     scores = scores_pj(persons)
     if do_refine:
-        refine_pj(persons, det, tags, inds, ties_positive, grid_cost)
+        refine_pj(persons, det, tags, inds, det_max, tag_lo, tag_hi, ties_positive, grid_cost)
     return persons, scores
 
 
 def _decode_one(
-    det: np.ndarray, tags: np.ndarray, joint_order: np.ndarray, max_num_people: int, pad: int,
+    det: np.ndarray, tags: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray,
+    joint_order: np.ndarray, max_num_people: int, pad: int,
     detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
     do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """det (J, H, W) f32, tags (J, H, W, T) f32 -> poses (P, J, 3+T) f32, scores (P,) f32."""
-    vals, inds, tag_k = peaks_jhw(det, tags, max_num_people, pad)  # (J, M), (J, M), (J, M, T)
-    return decode_peaks_jhw(det, tags, vals, inds, tag_k, joint_order, max_num_people, detection_threshold,
-                            tag_threshold, use_detection_val, ignore_too_much, do_adjust, do_refine, unique_keys,
-                            max_persons, ties_positive, grid_cost)  # fmt: skip
+    """det (J, H, W) f32, tags (J, H, W, T) f32, block summaries -> poses (P, J, 3+T) f32, scores (P,) f32."""
+    vals, inds, tag_k = peaks_blocks_jhw(det, tags, max_num_people, pad, det_max, TILE)  # (J, M), (J, M), (J, M, T)
+    return decode_peaks_jhw(det, tags, vals, inds, tag_k, det_max, tag_lo, tag_hi, joint_order, max_num_people,
+                            detection_threshold, tag_threshold, use_detection_val, ignore_too_much, do_adjust,
+                            do_refine, unique_keys, max_persons, ties_positive, grid_cost)  # fmt: skip
 
 
 def _decode_one_parallel(
-    det: np.ndarray, tags: np.ndarray, joint_order: np.ndarray, max_num_people: int, pad: int,
+    det: np.ndarray, tags: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray,
+    joint_order: np.ndarray, max_num_people: int, pad: int,
     detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
     do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """:func:`decode_jhw` with peaks and refine spread over the joints (all cores)."""
-    vals, inds, tag_k = peaks_jhw_parallel(det, tags, max_num_people, pad)
+    vals, inds, tag_k = peaks_blocks_jhw_parallel(det, tags, max_num_people, pad, det_max, TILE)
     persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
     if do_adjust:
         adjust_pj(persons, det, ties_positive)
     scores = scores_pj(persons)
     if do_refine:
-        refine_pj_parallel(persons, det, tags, inds, ties_positive, grid_cost)
+        refine_pj_parallel(persons, det, tags, inds, det_max, tag_lo, tag_hi, ties_positive, grid_cost)
     return persons, scores
 
 
-decode_jhw = njit(cache=True)(_decode_one)
-decode_jhw_parallel = njit(cache=False)(_decode_one_parallel)  # calls parallel kernels: never cached
+decode_jhw = njit(cache=True, nogil=True)(_decode_one)  # nogil: overlapped stages run beside it
+decode_jhw_parallel = njit(cache=False, nogil=True)(_decode_one_parallel)  # calls parallel kernels: never cached
 
 
 def _count_non_finite(a: np.ndarray) -> int:
@@ -93,18 +108,20 @@ def _count_non_finite(a: np.ndarray) -> int:
     return n
 
 
-count_non_finite = njit(cache=True)(_count_non_finite)
+count_non_finite = njit(cache=True, nogil=True)(_count_non_finite)
 count_non_finite_parallel = njit(parallel=True, cache=False)(_count_non_finite)
 
 
-def check_finite(name: str, a: np.ndarray, axes: tuple[str, ...], parallel: bool = False) -> None:
-    """Raise InputError naming how many values of ``a`` are NaN or infinite, and where the first one is."""
+def check_finite(name: str, a: np.ndarray, axes: tuple[str, ...], parallel: bool = False, at_image: int = -1) -> None:
+    """Raise InputError naming how many values of ``a`` are NaN or infinite, and where the first one is
+    (``at_image`` >= 0: ``a`` is that image of a batch)."""
     bad = (count_non_finite_parallel if parallel else count_non_finite)(a)
     if bad == 0:
         return
     where = np.argwhere(~np.isfinite(a))[0]
     value = a[tuple(where)]
     at = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, where, strict=False))
+    at = f"image {at_image}, {at}" if at_image >= 0 else at
     raise InputError(
         f"{name} has {bad} non-finite value{'s' if bad > 1 else ''} (NaN or infinite); the first is {value} at "
         f"{at}. Decoding needs finite maps: check the network output."
@@ -112,10 +129,11 @@ def check_finite(name: str, a: np.ndarray, axes: tuple[str, ...], parallel: bool
 
 
 def prepare(
-    det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool, parallel: bool = False
-) -> tuple[np.ndarray, np.ndarray, DecodeParams]:
-    """Validate shapes and values (NaN / infinite values are an InputError), make C-contiguous float32 copies
-    where needed, add T = 1 to (.., J, H, W) tags."""
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool, parallel: bool = False,
+    check: bool = True,
+) -> tuple[np.ndarray, np.ndarray, DecodeParams]:  # fmt: skip
+    """Validate shapes and values (NaN / infinite values are an InputError; ``check=False`` leaves the values
+    to :func:`summaries`), make C-contiguous float32 copies where needed, add T = 1 to (.., J, H, W) tags."""
     det = np.ascontiguousarray(det, dtype=np.float32)
     tags = np.ascontiguousarray(tags, dtype=np.float32)
     lead = 4 if batched else 3
@@ -127,23 +145,50 @@ def prepare(
         raise InputError(f"tags {tags.shape} do not match det {det.shape}: expected det's shape + (T,)")
     if det.shape[-1] < 1 or det.shape[-2] < 1:
         raise InputError(f"empty maps: det {det.shape}")
-    axes = ("image", "joint", "y", "x", "tag dim")[(0 if batched else 1) :]
-    check_finite("det", det, axes, parallel)
-    check_finite("tags", tags, axes, parallel)
+    if check:
+        check_values(det, tags, batched, parallel)
     if det.shape[-3] != params.num_joints:
         params = params.with_joints(det.shape[-3])
     return det, tags, params
 
 
+def check_values(det: np.ndarray, tags: np.ndarray, batched: bool, parallel: bool = False, at_image: int = -1) -> None:
+    """InputError naming the first NaN or infinite value of det, then of tags."""
+    axes = ("image", "joint", "y", "x", "tag dim")[(0 if batched else 1) :]
+    check_finite("det", det, axes, parallel, at_image)
+    check_finite("tags", tags, axes, parallel, at_image)
+
+
+Summaries = tuple[np.ndarray, np.ndarray, np.ndarray]  # det_max (J, th, tw), tag_lo, tag_hi (J, th, tw, T)
+
+
+def summaries(
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False, at_image: int = -1
+) -> Summaries:
+    """The block summaries refine searches with (:func:`hhrnet.kernels.refine.summarize`), for one image's
+    det (J, H, W), tags (J, H, W, T). Their pass reads every value once, so it is also the finiteness check
+    (NaN / infinite values are an InputError; ``at_image`` >= 0 names the image of a batch). Without refine:
+    the plain check and empty summaries."""
+    if not params.refine:
+        check_values(det, tags, batched=False, parallel=parallel, at_image=at_image)
+        j_count, t_count = det.shape[0], tags.shape[-1]
+        no_tags = np.empty((j_count, 0, 0, t_count), np.float32)
+        return np.empty((j_count, 0, 0), np.float32), no_tags, no_tags
+    det_max, tag_lo, tag_hi, finite = (summarize_parallel if parallel else summarize)(det, tags)
+    if not finite:
+        check_values(det, tags, batched=False, at_image=at_image)
+    return det_max, tag_lo, tag_hi
+
+
 def _run(
-    det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False
+    det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False, at_image: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     kernel = decode_jhw_parallel if parallel else decode_jhw
     return kernel(
-        det, tags, np.asarray(params.joint_order, np.int64), params.max_num_people, params.nms_padding,
-        params.detection_threshold, params.tag_threshold, params.use_detection_val, params.ignore_too_much,
-        params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive,
-        GRID_COST,
+        det, tags, *summaries(det, tags, params, parallel, at_image), np.asarray(params.joint_order, np.int64),
+        params.max_num_people, params.nms_padding, params.detection_threshold, params.tag_threshold,
+        params.use_detection_val, params.ignore_too_much, params.adjust, params.refine, params.unique_person_keys,
+        params.max_persons, params.ties_positive, GRID_COST,
     )  # fmt: skip
 
 
@@ -157,7 +202,7 @@ def decode(
     (:mod:`.posenms`; not official). ``parallel``: peaks and refine run over the
     joints on all of Numba's threads (``numba.set_num_threads``); the output is the same.
     """
-    det, tags, params = prepare(det, tags, params, batched=False, parallel=parallel)
+    det, tags, params = prepare(det, tags, params, batched=False, parallel=parallel, check=False)
     return suppress(*_run(det, tags, params, parallel), params.pose_nms)
 
 
@@ -169,7 +214,7 @@ def decode_from_peaks(
     Equal to :func:`decode` when the peaks equal :func:`hhrnet.kernels.peaks.peaks_jhw`'s; a runtime's TopK
     may order tied values differently, which changes grouping only among equal peaks.
     """
-    det, tags, params = prepare(det, tags, params, batched=False)
+    det, tags, params = prepare(det, tags, params, batched=False, check=False)
     j_count, h, w = det.shape
     m = min(params.max_num_people, h * w)
     vals = np.ascontiguousarray(vals, np.float32)
@@ -187,9 +232,10 @@ def decode_from_peaks(
     check_finite("peak values", vals, ("joint", "k"))
     check_finite("peak tags", tag_k, ("joint", "k", "tag dim"))
     poses, scores = decode_peaks_jhw(
-        det, tags, vals, inds, tag_k, np.asarray(params.joint_order, np.int64), params.max_num_people,
-        params.detection_threshold, params.tag_threshold, params.use_detection_val, params.ignore_too_much,
-        params.adjust, params.refine, params.unique_person_keys, params.max_persons, params.ties_positive, GRID_COST,
+        det, tags, vals, inds, tag_k, *summaries(det, tags, params), np.asarray(params.joint_order, np.int64),
+        params.max_num_people, params.detection_threshold, params.tag_threshold, params.use_detection_val,
+        params.ignore_too_much, params.adjust, params.refine, params.unique_person_keys, params.max_persons,
+        params.ties_positive, GRID_COST,
     )  # fmt: skip
     return suppress(poses, scores, params.pose_nms)
 
@@ -228,10 +274,10 @@ def decode_batch(
     """
     if capacity < 1:
         raise InputError(f"capacity must be >= 1, got {capacity}")
-    det, tags, params = prepare(det, tags, params, batched=True, parallel=parallel)
+    det, tags, params = prepare(det, tags, params, batched=True, parallel=parallel, check=False)
     out = empty_batch(det.shape[0], capacity, det.shape[1], tags.shape[-1])
     for b in range(det.shape[0]):
-        poses, scores = _run(det[b], tags[b], params, parallel)
+        poses, scores = _run(det[b], tags[b], params, parallel, at_image=b)
         overflow = len(poses) > capacity
         poses, scores = suppress(poses[:capacity], scores[:capacity], params.pose_nms)  # as the CUDA decoder
         n = len(poses)

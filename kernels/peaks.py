@@ -349,15 +349,56 @@ def topk_nms_hw(det: np.ndarray, k: int, pad: int, v: np.ndarray, ix: np.ndarray
 
 
 @njit(cache=True)
+def topk_nms_blocks_hw(
+    det: np.ndarray, det_max: np.ndarray, tile: int, k: int, pad: int, v: np.ndarray, ix: np.ndarray,
+    stack: np.ndarray,
+) -> None:  # fmt: skip
+    """:func:`topk_nms_hw` given det_max (th, tw), the max det of each ``tile`` x ``tile`` block: on the
+    heap-select path a row run of a block is skipped whole when its max is <= the heap minimum (>= 0). The
+    minimum never decreases, so no skipped pixel could have acted later either: same visits, same result."""
+    h, w = det.shape
+    n = h * w
+    k = imin(k, n)
+    if k * PARTIAL_SORT_FACTOR > n or det_max.shape[0] * tile < h or det_max.shape[1] * tile < w:
+        topk_nms_hw(det, k, pad, v, ix, stack)
+        return
+    for i in range(k):
+        y = i // w
+        v[i] = nms_value(det, y, i - y * w, pad)
+        ix[i] = i
+    _make_heap(v, ix, 0, k)
+    for y in range(h):
+        ty = y // tile
+        for tx in range(det_max.shape[1]):
+            x0 = tx * tile
+            top = v[0]
+            if top >= 0 and det_max[ty, tx] <= top and y * w + x0 >= k:
+                continue
+            for x in range(x0, imin(x0 + tile, w)):
+                i = y * w + x
+                if i < k:
+                    continue
+                top = v[0]
+                if det[y, x] > top or top < 0:
+                    nv = nms_value(det, y, x, pad)
+                    if nv > top:
+                        _sift(v, ix, 0, 0, k, nv, np.int64(i))
+    _sort_heap(v, ix, 0, k)
+
+
+@njit(cache=True)
 def scratch_size(h: int, w: int, k: int) -> int:
     """Entries topk_nms_hw needs in v and ix."""
     k = min(k, h * w)
     return h * w if k * PARTIAL_SORT_FACTOR > h * w else k
 
 
-def _peaks_all(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _peaks_blocks(
+    det: np.ndarray, tags: np.ndarray, k: int, pad: int, det_max: np.ndarray, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """det (J, H, W) f32, tags (J, H, W, T) f32 -> vals (J, M) f32, flat indices (J, M) int64, tags (J, M, T).
-    Joints are independent (``prange``); each has its own scratch."""
+    Joints are independent (``prange``); each has its own scratch. det_max (J, th, tw): the max det of each
+    ``tile`` x ``tile`` block, to skip blocks (:func:`topk_nms_blocks_hw`); (J, 0, 0) when there is none."""
     j_count, h, w = det.shape
     t_count = tags.shape[3]
     m = min(k, h * w)
@@ -370,7 +411,7 @@ def _peaks_all(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.
         v = np.empty(size, np.float32)
         ix = np.empty(size, np.int64)
         stack = np.empty((rows, 3), np.int64)
-        topk_nms_hw(det[j], m, pad, v, ix, stack)
+        topk_nms_blocks_hw(det[j], det_max[j], tile, m, pad, v, ix, stack)
         for i in range(m):
             vals[j, i] = v[i]
             inds[j, i] = ix[i]
@@ -381,5 +422,19 @@ def _peaks_all(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.
     return vals, inds, tag_k
 
 
-peaks_jhw = njit(cache=True)(_peaks_all)
-peaks_jhw_parallel = njit(parallel=True, cache=False)(_peaks_all)  # never cache parallel kernels
+peaks_blocks_jhw = njit(cache=True)(_peaks_blocks)
+peaks_blocks_jhw_parallel = njit(parallel=True, cache=False)(_peaks_blocks)  # never cache parallel kernels
+
+
+@njit(cache=True)
+def peaks_jhw(det: np.ndarray, tags: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """det (J, H, W) f32, tags (J, H, W, T) f32 -> vals (J, M) f32, flat indices (J, M) int64, tags (J, M, T)."""
+    return peaks_blocks_jhw(det, tags, k, pad, np.empty((det.shape[0], 0, 0), np.float32), 1)
+
+
+@njit(cache=False)  # calls a parallel kernel: never cached
+def peaks_jhw_parallel(
+    det: np.ndarray, tags: np.ndarray, k: int, pad: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`peaks_jhw` over the joints on all of Numba's threads."""
+    return peaks_blocks_jhw_parallel(det, tags, k, pad, np.empty((det.shape[0], 0, 0), np.float32), 1)

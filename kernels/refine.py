@@ -14,11 +14,15 @@ persons missing it (joints in parallel with ``prange``), and a pixel is only eva
 best (value, index) so far. Since value = det - round(distance) and round(distance) >= 0, det bounds the
 value, and a box of tags bounds the distance:
 
+0. :func:`summarize` reads det and tags once, before peaks (it is the decoder's finiteness check too): the
+   max det and the tag range of every 8x8 block;
 1. the joint's NMS peaks are tried first (they usually hold the answer);
-2. block search: 8x8 blocks (in 64x64 super-blocks) are skipped whole when their max det, or the bound from
-   their tag range, cannot win; cheap when tags are smooth, as network outputs are;
-3. when the block searches of a joint have read as much as a grid would cost and predict more (tags with
-   no spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
+2. max first: the joint's blocks are bucketed by det level once, shared by every person missing the joint;
+   a search visits the levels highest first and stops at the first level below its best value (nothing
+   there can win), and skips a block whose tag range rules it out. A person then reads only the few blocks
+   that could still hold its answer, so a realistic scene costs about what a clean one does;
+3. when the searches of a joint have read as much as a grid would cost and predict more (tags with no
+   spatial structure defeat the block bounds), the remaining persons share one tag-space grid of that
    joint (cells of >= 0.5 tag units, det levels inside), searched ring by ring around each person's tag
    until the distance alone rules out the rest. A joint then costs O(H W) however many persons miss it.
 
@@ -134,48 +138,91 @@ def scores_pj(persons: np.ndarray) -> np.ndarray:
     return out
 
 
-TILE = 8  # refine bounds: blocks of TILE x TILE pixels, grouped again into TILE x TILE super-blocks
+TILE = 8  # refine bounds: the maps are summarised in blocks of TILE x TILE pixels
+LEVELS_BLOCKS = 64  # det levels the blocks of a joint are bucketed into, searched highest first
 
 
 @njit(cache=True)
-def block_max(det_j: np.ndarray, det_max: np.ndarray, det_max2: np.ndarray) -> None:
-    """Max det per TILE x TILE block (th, tw) and per super-block of TILE x TILE blocks (sh, sw)."""
+def blocks_of(h: int, w: int) -> tuple[int, int]:
+    """(th, tw): TILE x TILE blocks covering an H x W map (the last row / column may be partial)."""
+    return (h + TILE - 1) // TILE, (w + TILE - 1) // TILE
+
+
+@njit(cache=True)
+def summarize_joint(det_j: np.ndarray, tags_j: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray,
+                    tag_hi: np.ndarray) -> bool:  # fmt: skip
+    """One pass over det_j (H, W) and tags_j (H, W, T): det_max (th, tw) the max det of each block, tag_lo /
+    tag_hi (th, tw, T) its tag range. Returns False when a value is NaN or infinite (the summaries are then
+    meaningless). Rows are reduced element-wise first (vectorised), blocks then read one reduced row."""
     h, w = det_j.shape
-    th, tw = det_max.shape
-    for ty in range(th):
+    t_count = tags_j.shape[2]
+    wt = w * t_count
+    flat_t = tags_j.reshape(h, wt)  # (H, W T)
+    dmax = np.empty(w, np.float32)
+    lo = np.empty(wt, np.float32)
+    hi = np.empty(wt, np.float32)
+    bad = np.zeros(w, np.float32)  # v - v is 0 for finite v, NaN for NaN and +-inf
+    bad_t = np.zeros(wt, np.float32)
+    for ty in range(det_max.shape[0]):
         y0 = ty * TILE
-        for tx in range(tw):
-            x0 = tx * TILE
-            m = det_j[y0, x0]
-            for y in range(y0, min(y0 + TILE, h)):
-                for x in range(x0, min(x0 + TILE, w)):
-                    m = max(m, det_j[y, x])
-            det_max[ty, tx] = m
-    for sy in range(det_max2.shape[0]):
-        for sx in range(det_max2.shape[1]):
-            m = det_max[sy * TILE, sx * TILE]
-            for ty in range(sy * TILE, min(sy * TILE + TILE, th)):
-                for tx in range(sx * TILE, min(sx * TILE + TILE, tw)):
-                    m = max(m, det_max[ty, tx])
-            det_max2[sy, sx] = m
-
-
-@njit(cache=True)
-def block_tag_range(tags_j: np.ndarray, ty: int, tx: int, lo: np.ndarray, hi: np.ndarray) -> None:
-    """lo, hi (T,): per-dimension tag range of one TILE x TILE block."""
-    h, w = tags_j.shape[0], tags_j.shape[1]
-    y0 = ty * TILE
-    x0 = tx * TILE
-    for t in range(tags_j.shape[2]):
-        a = tags_j[y0, x0, t]
-        b = a
+        for x in range(w):
+            dmax[x] = det_j[y0, x]
+        for x in range(wt):
+            lo[x] = flat_t[y0, x]
+            hi[x] = flat_t[y0, x]
         for y in range(y0, min(y0 + TILE, h)):
-            for x in range(x0, min(x0 + TILE, w)):
-                v = tags_j[y, x, t]
-                a = min(a, v)
-                b = max(b, v)
-        lo[t] = a
-        hi[t] = b
+            for x in range(w):
+                v = det_j[y, x]
+                m = dmax[x]
+                dmax[x] = v if v > m else m
+                bad[x] += v - v
+            for x in range(wt):
+                v = flat_t[y, x]
+                a = lo[x]
+                b = hi[x]
+                lo[x] = v if v < a else a
+                hi[x] = v if v > b else b
+                bad_t[x] += v - v
+        for tx in range(det_max.shape[1]):
+            x0 = tx * TILE
+            x1 = imin(x0 + TILE, w)
+            m = dmax[x0]
+            for x in range(x0 + 1, x1):
+                m = dmax[x] if dmax[x] > m else m
+            det_max[ty, tx] = m
+            for t in range(t_count):
+                a = lo[x0 * t_count + t]
+                b = hi[x0 * t_count + t]
+                for x in range(x0 + 1, x1):
+                    a = min(a, lo[x * t_count + t])
+                    b = max(b, hi[x * t_count + t])
+                tag_lo[ty, tx, t] = a
+                tag_hi[ty, tx, t] = b
+    for x in range(w):
+        if bad[x] != 0:
+            return False
+    for x in range(wt):
+        if bad_t[x] != 0:
+            return False
+    return True
+
+
+def _summarize_all(det: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """det (J, H, W), tags (J, H, W, T) -> det_max (J, th, tw), tag_lo, tag_hi (J, th, tw, T), all finite.
+    Reads every value once: it is the decoder's finiteness check too."""
+    j_count, h, w = det.shape
+    th, tw = blocks_of(h, w)
+    det_max = np.empty((j_count, th, tw), np.float32)
+    tag_lo = np.empty((j_count, th, tw, tags.shape[3]), np.float32)
+    tag_hi = np.empty((j_count, th, tw, tags.shape[3]), np.float32)
+    finite = np.zeros(j_count, np.bool_)
+    for j in prange(j_count):
+        finite[j] = summarize_joint(det[j], tags[j], det_max[j], tag_lo[j], tag_hi[j])
+    return det_max, tag_lo, tag_hi, bool(finite.all())
+
+
+summarize = njit(cache=True, nogil=True)(_summarize_all)
+summarize_parallel = njit(parallel=True, cache=False, nogil=True)(_summarize_all)
 
 
 @njit(cache=True)
@@ -217,50 +264,90 @@ def search_seeds(det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, seeds:
 
 
 @njit(cache=True)
-def search_blocks(
+def block_levels(det_max: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks of one joint bucketed by det max into ``LEVELS_BLOCKS`` equal steps (a counting sort: flat
+    block order inside a level). Returns order (th tw,) int32 block indices, start (L + 1,) int64 offsets,
+    level_max (L,) f32 the largest det max of each level (-inf when empty). Levels are monotonic: every
+    block of a level has det max <= the smallest of the next level up."""
+    flat = det_max.reshape(-1)
+    n = flat.shape[0]
+    lo = np.inf
+    hi = -np.inf
+    for b in range(n):
+        lo = min(lo, np.float64(flat[b]))
+        hi = max(hi, np.float64(flat[b]))
+    inv = LEVELS_BLOCKS / (hi - lo) if hi > lo else 0.0
+    level = np.empty(n, np.int32)
+    start = np.zeros(LEVELS_BLOCKS + 1, np.int64)
+    level_max = np.full(LEVELS_BLOCKS, -np.inf, np.float32)
+    for b in range(n):
+        lv = imin(int((np.float64(flat[b]) - lo) * inv), LEVELS_BLOCKS - 1)
+        level[b] = lv
+        start[lv + 1] += 1
+        level_max[lv] = max(level_max[lv], flat[b])
+    for lv in range(LEVELS_BLOCKS):
+        start[lv + 1] += start[lv]
+    fill = start[:LEVELS_BLOCKS].copy()
+    order = np.empty(n, np.int32)
+    for b in range(n):
+        lv = level[b]
+        order[fill[lv]] = b
+        fill[lv] += 1
+    return order, start, level_max
+
+
+@njit(cache=True)
+def search_levels(
     det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_max: np.ndarray,
-    det_max2: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, have_range: np.ndarray, limit: float = np.inf,
-) -> tuple[np.float32, int, int]:  # fmt: skip
-    """Continue the search over the whole map: super-blocks, blocks and pixels in nested row-major order,
-    each skipped when its det maximum cannot win (the penalty round(distance) is never negative), a block
-    also when the upper bound from its tag range cannot. Tag ranges (tag_lo/tag_hi (th, tw, T)) are
-    computed on first use and cached (have_range). Also returns the work done: pixels read in blocks that
-    were not skipped, and in tag ranges computed. Past ``limit`` work it stops early (work > limit then
-    says the search is unfinished; the (best, index) so far is still a value of the map)."""
+    tag_lo: np.ndarray, tag_hi: np.ndarray, order: np.ndarray, start: np.ndarray, level_max: np.ndarray,
+    limit: float = np.inf,
+) -> tuple[np.float32, int, float]:  # fmt: skip
+    """Continue the search over the whole map, max first: blocks by det level, highest first, and stop at the
+    first level whose det max is below the best value (the penalty round(distance) is never negative, so
+    nothing below can win). A block is read only if its det max, and the bound from its tag range, can win.
+
+    Returns (best, index, work): work counts block bounds evaluated (1 each) and pixels of blocks read. Past
+    ``limit`` work it stops early (work > limit then says the search is unfinished; the (best, index) so far is
+    still a value of the map). A NaN person tag compares with nothing: returned as given."""
+    for t in range(ptag.shape[0]):
+        if ptag[t] != ptag[t]:
+            return best, best_i, 0.0
     h, w = det_j.shape
-    span = TILE * TILE
-    work = 0
-    for sy in range(det_max2.shape[0]):
-        for sx in range(det_max2.shape[1]):
-            if _cannot_win(det_max2[sy, sx], sy * span * w + sx * span, best, best_i):
+    tw = det_max.shape[1]
+    work = 0.0
+    for lv in range(LEVELS_BLOCKS - 1, -1, -1):
+        k0 = start[lv]
+        k1 = start[lv + 1]
+        if k0 == k1:
+            continue
+        if level_max[lv] < best:
+            break  # every block from here down has det max < best
+        for k in range(k0, k1):
+            b = order[k]
+            ty = b // tw
+            tx = b - ty * tw
+            y0 = ty * TILE
+            x0 = tx * TILE
+            first = y0 * w + x0  # the smallest flat index of the block
+            d_max = det_max[ty, tx]
+            if _cannot_win(d_max, first, best, best_i):
                 continue
-            for ty in range(sy * TILE, min(sy * TILE + TILE, det_max.shape[0])):
-                for tx in range(sx * TILE, min(sx * TILE + TILE, det_max.shape[1])):
-                    y0 = ty * TILE
-                    x0 = tx * TILE
-                    first = y0 * w + x0
-                    if _cannot_win(det_max[ty, tx], first, best, best_i):
+            work += 1.0
+            if _cannot_win(upper_bound(d_max, tag_lo[ty, tx], tag_hi[ty, tx], ptag), first, best, best_i):
+                continue
+            work += TILE * TILE
+            if work > limit:
+                return best, best_i, work
+            for y in range(y0, imin(y0 + TILE, h)):
+                for x in range(x0, imin(x0 + TILE, w)):
+                    d = det_j[y, x]
+                    i = y * w + x
+                    if _cannot_win(d, i, best, best_i):
                         continue
-                    if not have_range[ty, tx]:
-                        block_tag_range(tags_j, ty, tx, tag_lo[ty, tx], tag_hi[ty, tx])
-                        have_range[ty, tx] = True
-                        work += span
-                    if _cannot_win(upper_bound(det_max[ty, tx], tag_lo[ty, tx], tag_hi[ty, tx], ptag), first, best,
-                                   best_i):  # fmt: skip
-                        continue
-                    work += span
-                    if work > limit:
-                        return best, best_i, work
-                    for y in range(y0, min(y0 + TILE, h)):
-                        for x in range(x0, min(x0 + TILE, w)):
-                            d = det_j[y, x]
-                            i = y * w + x
-                            if _cannot_win(d, i, best, best_i):
-                                continue
-                            v = refine_value(d, tags_j, y, x, ptag)
-                            if v > best or (v == best and i < best_i):
-                                best = v
-                                best_i = i
+                    v = refine_value(d, tags_j, y, x, ptag)
+                    if v > best or (v == best and i < best_i):
+                        best = v
+                        best_i = i
     return best, best_i, work
 
 
@@ -473,22 +560,23 @@ def person_tags(persons: np.ndarray, tags: np.ndarray) -> np.ndarray:
 @njit(cache=True)
 def refine_joint(
     persons: np.ndarray, j: int, det_j: np.ndarray, tags_j: np.ndarray, seeds_j: np.ndarray, ptags: np.ndarray,
-    ties_positive: bool, grid_cost: float,
+    det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, ties_positive: bool, grid_cost: float,
 ) -> None:  # fmt: skip
-    """Refine joint j of every person missing it.
+    """Refine joint j of every person missing it; det_max (th, tw), tag_lo / tag_hi (th, tw, T) are the
+    joint's block summaries (:func:`summarize`).
 
     Each search compares (value, flat index) pairs: a larger value wins, an equal value wins with a smaller
     index, so the visiting order is free and the answer is np.argmax's first occurrence. A search starts at
-    the joint's NMS peaks ``seeds_j`` (usually the answer), then covers the whole map block by block
-    (:func:`search_blocks`: cheap when tags are smooth). When the block searches so far predict that the
-    remaining persons would read more than ``grid_cost`` maps' worth of pixels (unstructured tags defeat the
-    block bounds), the remaining persons share one tag-space grid instead (:func:`tag_grid`, about
-    ``grid_cost`` maps' worth to build, then a small search per person): a joint costs O(H W) however many
-    persons miss it. ``grid_cost`` < 0: the grid from the start.
+    the joint's NMS peaks ``seeds_j`` (usually the answer), then covers the whole map max first over blocks
+    bucketed by det level (:func:`search_levels`: it stops at the first level that cannot win, and skips a
+    block by its tag range; the levels are built once and shared by every person). When the searches so far
+    predict that the remaining persons would read more than ``grid_cost`` maps' worth of pixels (unstructured
+    tags defeat the block bounds), the remaining persons share one tag-space grid instead (:func:`tag_grid`,
+    about ``grid_cost`` maps' worth to build, then a small search per person): a joint costs O(H W) however
+    many persons miss it. ``grid_cost`` < 0: the grid from the start.
     """
     p_count = persons.shape[0]
     h, w = det_j.shape
-    t_count = tags_j.shape[2]
     todo = np.empty(p_count, np.int64)
     n = 0
     for p in range(p_count):
@@ -501,43 +589,34 @@ def refine_joint(
     best_i = np.empty(n, np.int64)
     for q in range(n):
         best[q], best_i[q] = search_seeds(det_j, tags_j, ptags[todo[q]], seeds_j)
-    th = (h + TILE - 1) // TILE
-    tw = (w + TILE - 1) // TILE
-    det_max = np.empty((th, tw), np.float32)
-    det_max2 = np.empty(((th + TILE - 1) // TILE, (tw + TILE - 1) // TILE), np.float32)
-    tag_lo = np.empty((th, tw, t_count), np.float32)
-    tag_hi = np.empty((th, tw, t_count), np.float32)
-    have_range = np.zeros((th, tw), np.bool_)
-    have_blocks = False
     budget = grid_cost * h * w
-    work = 0.0  # pixels read by this joint's block searches (block_max excluded)
+    work = 0.0  # block bounds evaluated and pixels read by this joint's level searches
     q = 0
-    while q < n and grid_cost >= 0:
-        # ski rental: switch once block search has cost as much as the grid would, or earlier when it has read
-        # a quarter map and its average predicts more than the grid for the persons left
-        if work > budget or (work * 4 > h * w and work / q * (n - q) > budget):
-            break
-        if not have_blocks:
-            block_max(det_j, det_max, det_max2)
-            have_blocks = True
-        limit = max(h * w / 16, budget / (n - q))  # one search this long: the grid is the better deal
-        best[q], best_i[q], done = search_blocks(det_j, tags_j, ptags[todo[q]], best[q], best_i[q], det_max, det_max2,
-                                                 tag_lo, tag_hi, have_range, limit)  # fmt: skip
-        work += done
-        if done > limit:
-            break  # unfinished: this person continues in the grid from its best so far
-        q += 1
+    if grid_cost >= 0:
+        order, level_start, level_max = block_levels(det_max)
+        while q < n:
+            # ski rental: switch once the searches have cost as much as the grid would, or earlier when they
+            # have read a quarter map and their average predicts more than the grid for the persons left
+            if work > budget or (work * 4 > h * w and work / q * (n - q) > budget):
+                break
+            limit = max(h * w / 16, budget / (n - q))  # one search this long: the grid is the better deal
+            best[q], best_i[q], done = search_levels(det_j, tags_j, ptags[todo[q]], best[q], best_i[q], det_max,
+                                                     tag_lo, tag_hi, order, level_start, level_max, limit)  # fmt: skip
+            work += done
+            if done > limit:
+                break  # unfinished: this person continues in the grid from its best so far
+            q += 1
     if q < n:
         floor = best[q]
         for r in range(q + 1, n):
             floor = min(floor, best[r])
-        origin, size, shape, cell_lo, cell_hi, start, bucket_max, order, ds = tag_grid(det_j, tags_j, floor)
+        origin, size, shape, cell_lo, cell_hi, start, bucket_max, order_g, ds = tag_grid(det_j, tags_j, floor)
         det_top = np.float32(-np.inf)
         for c in range(bucket_max.shape[0]):
             det_top = max(det_top, bucket_max[c])
         for r in range(q, n):
             best[r], best_i[r] = search_grid(det_j, tags_j, ptags[todo[r]], best[r], best_i[r], det_top, origin, size,
-                                             shape, cell_lo, cell_hi, start, bucket_max, order, ds)  # fmt: skip
+                                             shape, cell_lo, cell_hi, start, bucket_max, order_g, ds)  # fmt: skip
     for q in range(n):
         found = best_i[q] if best_i[q] < h * w else 0  # nothing comparable (NaN): np.argmax answers index 0
         by = found // w
@@ -545,17 +624,19 @@ def refine_joint(
 
 
 def _refine_all(
-    persons: np.ndarray, det: np.ndarray, tags: np.ndarray, seeds: np.ndarray, ties_positive: bool,
-    grid_cost: float,
+    persons: np.ndarray, det: np.ndarray, tags: np.ndarray, seeds: np.ndarray, det_max: np.ndarray,
+    tag_lo: np.ndarray, tag_hi: np.ndarray, ties_positive: bool, grid_cost: float,
 ) -> None:  # fmt: skip
-    """persons (P, J, 3+T) f32 in place; det (J, H, W) f32; tags (J, H, W, T) f32; seeds (J, S) flat indices.
+    """persons (P, J, 3+T) f32 in place; det (J, H, W) f32; tags (J, H, W, T) f32; seeds (J, S) flat indices;
+    det_max (J, th, tw), tag_lo / tag_hi (J, th, tw, T) the block summaries of :func:`summarize`.
 
     Person tags are taken first (as the official code does, from the detected joints only), then the joints
     are independent: joint j writes only persons[:, j], so the joints run in parallel under ``prange``.
     """
     ptags = person_tags(persons, tags)
     for j in prange(persons.shape[1]):
-        refine_joint(persons, j, det[j], tags[j], seeds[j], ptags, ties_positive, grid_cost)
+        refine_joint(persons, j, det[j], tags[j], seeds[j], ptags, det_max[j], tag_lo[j], tag_hi[j], ties_positive,
+                     grid_cost)  # fmt: skip
 
 
 refine_pj = njit(cache=True)(_refine_all)

@@ -138,26 +138,49 @@ def test_shapes_and_inputs() -> None:
         decode_batch(det[None], tags[None], DecodeParams(), capacity=0)
 
 
-def _blocks(det_j: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
-    from hhrnet.kernels.refine import TILE, block_max
+def _levels(det_j: np.ndarray, tags_j: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The block summaries of one joint and their det levels: det_max, tag_lo, tag_hi, order, start, level_max."""
+    from hhrnet.kernels.refine import block_levels, blocks_of, summarize_joint
 
-    h, w = det_j.shape
-    th, tw = -(-h // TILE), -(-w // TILE)
+    th, tw = blocks_of(*det_j.shape)
     det_max = np.empty((th, tw), np.float32)
-    det_max2 = np.empty((-(-th // TILE), -(-tw // TILE)), np.float32)
-    block_max(det_j, det_max, det_max2)
-    return (
-        det_max,
-        det_max2,
-        np.empty((th, tw, t), np.float32),
-        np.empty((th, tw, t), np.float32),
-        np.zeros((th, tw), np.bool_),
-    )
+    tag_lo = np.empty((th, tw, tags_j.shape[2]), np.float32)
+    tag_hi = np.empty((th, tw, tags_j.shape[2]), np.float32)
+    assert summarize_joint(det_j, tags_j, det_max, tag_lo, tag_hi)
+    return (det_max, tag_lo, tag_hi, *block_levels(det_max))
+
+
+def test_block_summaries_equal_numpy() -> None:
+    from hhrnet.kernels.refine import TILE, block_levels, summarize
+
+    rng = np.random.default_rng(3)
+    for h, w, t in ((5, 7, 1), (16, 24, 2), (33, 17, 2), (70, 41, 3)):
+        det = rng.normal(0, 1, (3, h, w)).astype(np.float32)
+        tags = rng.normal(0, 5, (3, h, w, t)).astype(np.float32)
+        det_max, tag_lo, tag_hi, finite = summarize(det, tags)
+        assert finite
+        th, tw = -(-h // TILE), -(-w // TILE)
+        pad = ((0, 0), (0, th * TILE - h), (0, tw * TILE - w))
+        d = np.pad(det, pad, constant_values=-np.inf).reshape(3, th, TILE, tw, TILE)
+        np.testing.assert_array_equal(det_max, d.max(axis=(2, 4)))
+        g = np.pad(tags, (*pad, (0, 0)), constant_values=np.nan).reshape(3, th, TILE, tw, TILE, t)
+        np.testing.assert_array_equal(tag_lo, np.nanmin(g, axis=(2, 4)))
+        np.testing.assert_array_equal(tag_hi, np.nanmax(g, axis=(2, 4)))
+        order, start, level_max = block_levels(det_max[1])
+        assert sorted(order) == list(range(th * tw))
+        levels = [det_max[1].reshape(-1)[order[start[k] : start[k + 1]]] for k in range(len(start) - 1)]
+        filled = [lv for lv in levels if len(lv)]
+        assert all(a.max() <= b.min() for a, b in zip(filled, filled[1:], strict=False))  # monotonic levels
+        assert [lv.max() for lv in filled] == [m for m in level_max if m > -np.inf]
+        for bad, where in ((np.nan, "det"), (np.inf, "tags"), (-np.inf, "det")):
+            d2, g2 = det.copy(), tags.copy()
+            (d2 if where == "det" else g2)[2, h - 1, w - 1] = bad  # the last pixel of the last joint
+            assert not summarize(d2, g2)[3]
 
 
 @pytest.mark.parametrize("t", [1, 2, 3])
 def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
-    from hhrnet.kernels.refine import search_blocks, search_grid, search_seeds, tag_grid
+    from hhrnet.kernels.refine import search_grid, search_levels, search_seeds, tag_grid
 
     rng = np.random.default_rng(t)
     floors = 0
@@ -177,8 +200,9 @@ def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
         starts = [search_seeds(det_j, tags_j, ptag, seeds), (np.float32(-np.inf), h * w), (value, some)]
         values = (det_j - np.round(dist).astype(np.float32)).reshape(-1)
         for start in starts:
-            assert search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t))[1] == want, trial
-            best, best_i, work = search_blocks(det_j, tags_j, ptag, start[0], start[1], *_blocks(det_j, t), 64.0)
+            levels = _levels(det_j, tags_j)
+            assert search_levels(det_j, tags_j, ptag, start[0], start[1], *levels)[1] == want, trial
+            best, best_i, work = search_levels(det_j, tags_j, ptag, start[0], start[1], *levels, 64.0)
             if work > 64:  # stopped early: what it holds is still a value of the map, no better than the answer
                 assert best_i == h * w or values[best_i] == best
                 assert best <= values[want]
@@ -215,6 +239,7 @@ def test_grid_search_with_far_and_nan_person_tags() -> None:
 def test_refine_paths_equal_reference(grid_cost: float) -> None:
     # grid from the start / after one block search / by cost / never: the same answers
     from hhrnet.kernels.decode import decode_jhw
+    from hhrnet.kernels.refine import summarize
 
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -223,9 +248,9 @@ def test_refine_paths_equal_reference(grid_cost: float) -> None:
         if seed % 2:
             tags = (rng.random(tags.shape) * 30).astype(np.float32)  # unstructured tags: the grid's case
         p = DecodeParams()
-        got = decode_jhw(det, tags, np.asarray(p.joint_order, np.int64), p.max_num_people, p.nms_padding,
-                         p.detection_threshold, p.tag_threshold, p.use_detection_val, p.ignore_too_much, True, True,
-                         False, 0, False, grid_cost)  # fmt: skip
+        got = decode_jhw(det, tags, *summarize(det, tags)[:3], np.asarray(p.joint_order, np.int64), p.max_num_people,
+                         p.nms_padding, p.detection_threshold, p.tag_threshold, p.use_detection_val, p.ignore_too_much,
+                         True, True, False, 0, False, grid_cost)  # fmt: skip
         assert_same(got, decode_reference(det, tags, p))
 
 

@@ -101,6 +101,25 @@ def test_peaks_gather_tags_at_the_peaks() -> None:
         np.testing.assert_array_equal(tag_k[j], tags[j].reshape(-1, 2)[want_i])
 
 
+@pytest.mark.parametrize("shape", [(4, 130, 150), (3, 64, 96), (2, 200, 61)])
+def test_block_skipping_topk_equals_plain(shape: tuple[int, int, int]) -> None:
+    # partial blocks at the right and bottom edges, plateaus, negative maps (the heap minimum stays < 0)
+    from hhrnet.kernels.peaks import peaks_blocks_jhw
+    from hhrnet.kernels.refine import TILE, summarize
+
+    rng = np.random.default_rng(shape[1])
+    det = (np.round(rng.random(shape) ** 4 * 8) / 8).astype(np.float32)
+    det[1] = -det[1]
+    det[-1] = rng.random(shape[1:]).astype(np.float32)  # distinct values: the heap minimum rises smoothly
+    tags = rng.random((*shape, 2)).astype(np.float32)
+    det_max = summarize(det, tags)[0]
+    for k in (1, 30, 60):
+        got = peaks_blocks_jhw(det, tags, k, 2, det_max, TILE)
+        want = peaks_jhw(det, tags, k, 2)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 @njit(cache=True)
 def _round_all(x64: np.ndarray, x32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = np.empty_like(x64)

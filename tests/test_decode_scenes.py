@@ -68,4 +68,10 @@ def test_decode_benchmark_rows() -> None:
     rows = run(shape=(17, 64, 88), cases=(("crowd", 6), ("noise", 0), ("coco", 785)), repeats=2, port_repeats=1)
     assert [r["kind"] for r in rows] == ["crowd", "noise", "coco"]
     assert all(r["identical"] and r["speedup_1t"] > 1 and r["port_ms"] > r["fast_1t_ms"] for r in rows)
+    assert [r["vs_clean"] is None for r in rows] == [False, True, False]  # realistic kinds have a clean twin
+    assert all(r["clean_1t_ms"] > 0 for r in rows if r["vs_clean"] is not None)
+    assert all(
+        r["floor_ms"] > 0 and r["x_floor"] == pytest.approx(r["fast_1t_ms"] / r["floor_ms"], rel=0.1, abs=0.1)
+        for r in rows
+    )
     assert table(rows, COLUMNS).count("\n") == 5

@@ -1,4 +1,4 @@
-"""``hhrnet bench latency | parity | serve | gate``: measured numbers, never typed by hand."""
+"""``hhrnet bench latency | peak | parity | serve | gate``: measured numbers, never typed by hand."""
 
 from __future__ import annotations
 
@@ -93,6 +93,100 @@ def latency(
                 "decode vs people (ms)")  # fmt: skip
     print_table([r for r in rows if r["benchmark"] == "latency_batch"],
                 ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size")  # fmt: skip
+    if json_out is not None:
+        write_rows(json_out, rows)
+
+
+@bench_app.command("peak")
+def peak(
+    onnx: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--onnx",
+            exists=True,
+            dir_okay=False,
+            help="Exported network(s) to measure against the peak of their precision (repeatable).",
+        ),
+    ] = None,
+    size: Annotated[int, typer.Option(help="Network input side (1x3xSIZExSIZE).")] = 512,
+    repeats: Annotated[int, typer.Option(help="Timed runs per probe (networks: half, at least 3).")] = 10,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default, all cores).")] = 0,
+    profile: Annotated[
+        bool, typer.Option(help="Also each network's time per op type (ONNX Runtime profiler).")
+    ] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """This CPU's achievable fp32 and int8 multiply-add rates in ONNX Runtime (large Conv / GEMM probes), and
+    each --onnx network's rate (its Conv/MatMul multiply-adds over its median time) as a fraction of them."""
+    import onnx as onnx_mod
+
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.peak import COLUMNS, op_profile, run
+    from hhrnet.errors import InputError
+    from hhrnet.runtime.artifact import Artifact
+
+    if size < 32 or repeats < 1 or threads < 0:
+        raise InputError(f"--size must be >= 32, --repeats >= 1 and --threads >= 0; got {size}, {repeats}, {threads}")
+    nets = []
+    for path in onnx or []:
+        meta = {p.key: p.value for p in onnx_mod.load(str(path), load_external_data=False).metadata_props}
+        nets.append((path.name, Artifact.from_metadata(meta, str(path)).precision, str(path)))
+    Console(stderr=True, soft_wrap=True).print(
+        f"timing the fp32 and int8 probes{' and the networks' if nets else ''} ..."
+    )
+    rows = run(nets, size, repeats, threads)
+    print_table(rows, list(COLUMNS), f"multiply-add rate vs this CPU's peak in ONNX Runtime ({rows[0]['cpu_flags']})")
+    for name, _, net_path in nets if profile else []:
+        ops = op_profile(net_path, size, threads=threads)
+        print_table(ops, ["name", "ms_per_run", "share"], f"{name}: time per op type (ONNX Runtime profiler)")
+        rows += ops
+    if json_out is not None:
+        write_rows(json_out, rows)
+
+
+@bench_app.command("throughput")
+def throughput(
+    checkpoint: CheckpointOpt = None,
+    onnx: OnnxOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    images: Annotated[Path | None, typer.Option(help="Photo folder (default: the COCO sample photos).")] = None,
+    max_images: Annotated[int | None, typer.Option(help="First N photos only.")] = None,
+    rounds: Annotated[int, typer.Option(help="Sequential + overlapped passes (median).")] = 2,
+    depth: Annotated[int, typer.Option(help="Items waiting between two overlapped stages, at most.")] = 2,
+    official: Annotated[
+        bool, typer.Option(help="Also the official pipeline: torch fp32 --checkpoint + the official parse port.")
+    ] = True,
+    json_out: JsonOpt = None,
+) -> None:
+    """Images/s image -> poses over a photo folder: stages one after another vs overlapped (read/preprocess,
+    network, decode on their own threads), same run; with --checkpoint also the official pipeline, so the
+    whole speed-up is one number. The model timed is --onnx if given, else --checkpoint."""
+    from hhrnet import samples
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.throughput import COLUMNS, photos, run
+    from hhrnet.cli.common import open_model
+    from hhrnet.errors import ConfigError, InputError
+
+    if checkpoint is None and onnx is None:
+        raise ConfigError("give --onnx and/or --checkpoint to time")
+    if rounds < 1 or depth < 1 or (max_images is not None and max_images < 1):
+        raise InputError(f"--rounds, --depth and --max-images must be >= 1; got {rounds}, {depth}, {max_images}")
+    paths = photos(images if images is not None else samples.folder("coco"), max_images)
+    ours = open_model(config=config, set_=set_, onnx=onnx) if onnx is not None else None
+    torch_model = open_model(config=config, set_=set_, checkpoint=checkpoint) if checkpoint is not None else None
+    model = ours or torch_model
+    assert model is not None
+    label = f"{model.backend} {model.precision} {model.graph}"
+    reference = torch_model.predictor() if (official and torch_model is not None) else None
+    Console(stderr=True, soft_wrap=True).print(
+        f"timing {label} on {len(paths)} photos, sequential vs overlapped"
+        + (" and the official pipeline ..." if reference else " ...")
+    )
+    rows = run(model.predictor(), paths, reference, rounds=rounds, depth=depth, label=label)
+    print_table(
+        rows, list(COLUMNS), f"image -> poses throughput ({len(paths)} photos, same poses: {rows[0]['same_poses']})"
+    )
     if json_out is not None:
         write_rows(json_out, rows)
 
