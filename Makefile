@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit gate test-serve test-slow clean
+.PHONY: setup demo test lint typecheck unit gate test-serve test-slow gpu-check perf-analyzer clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,10 +54,17 @@ gate: $(STAMP)
 test-serve: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q -m "not gpu and not tensorrt" tests/test_serve_server.py
 
-test: lint typecheck unit gate test-serve
+test: lint typecheck unit gate test-serve gpu-check
+
+# The prepared GPU check (benchmarks/gpu_check.py): on a GPU machine every section, <= 8 min; without a GPU its
+# CPU side (~30 s) and one line saying so. It needs no pip install: on a lent machine run `make gpu-check` from a
+# bare checkout with the machine's own Python (the venv's when there is one). Results: $$OUT or gpu_check_out/.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --out $${OUT:-gpu_check_out} $(GPU_CHECK_ARGS)
 
 test-slow: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "slow"
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) demo_out gpu_check_out perf_analyzer_out .pytest_cache .mypy_cache .ruff_cache
