@@ -314,20 +314,20 @@ def decode_rows(
     return rows
 
 
-def _cuda_decoder() -> tuple[Callable[[Any, Any], tuple[Any, Any]], Callable[[Any, Any], Any]]:
-    """decode_cuda on one image and on a batch (DecodedBatch), capacity :data:`CAPACITY`."""
+def _cuda_decoder(capacity: int = CAPACITY) -> tuple[Callable[[Any, Any], tuple[Any, Any]], Callable[[Any, Any], Any]]:
+    """decode_cuda on one image and on a batch (:class:`~hhrnet.kernels.decode.DecodedBatch`)."""
     from hhrnet.kernels.cuda import decode_cuda
     from hhrnet.kernels.params import DecodeParams
 
     def one(det: Any, tags: Any) -> tuple[Any, Any]:
         params = DecodeParams(num_joints=int(det.shape[1]))
-        batch = decode_cuda(det, tags, params, capacity=CAPACITY)
+        batch = decode_cuda(det, tags, params, capacity=capacity)
         if batch.overflow.any():
-            raise RuntimeError(f"more than {CAPACITY} persons: the comparison would be cut")
+            raise RuntimeError(f"more than {capacity} persons: the comparison would be cut")
         return batch.image(0)
 
     def many(det: Any, tags: Any) -> Any:
-        return decode_cuda(det, tags, DecodeParams(num_joints=int(det.shape[1])), capacity=CAPACITY)
+        return decode_cuda(det, tags, DecodeParams(num_joints=int(det.shape[1])), capacity=capacity)
 
     return one, many
 
