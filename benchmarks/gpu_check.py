@@ -205,9 +205,9 @@ def _version(module: str) -> str | None:
 
 
 def environment(check: Check) -> Result:
-    from hhrnet.environment import cpu_name, git_commit, package_version
-
     import torch
+
+    from hhrnet.environment import cpu_name, git_commit, package_version
 
     facts: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -232,11 +232,20 @@ def environment(check: Check) -> Result:
     }
     if check.gpu:
         props = torch.cuda.get_device_properties(0)
-        facts |= {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}",
-                  "gpu_memory_GiB": round(props.total_memory / 2**30, 1), "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+        facts |= {
+            "gpu": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "gpu_memory_GiB": round(props.total_memory / 2**30, 1),
+            "cudnn": torch.backends.cudnn.version(),
+        }
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20, check=True)  # fmt: skip
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
             facts["driver"] = smi.stdout.strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             facts["driver"] = "unknown (nvidia-smi failed)"
@@ -249,9 +258,17 @@ def environment(check: Check) -> Result:
 # ----------------------------------------------------------------------------------------------
 
 GPU_SCENES: tuple[tuple[str, int], ...] = (
-    ("crowd", 1), ("crowd", 5), ("crowd", 10), ("crowd", 20), ("crowd", 30), ("coco", 197388), ("coco", 40083),
-    ("planted", 20), ("planted", 30), ("noise", 0),
-)  # fmt: skip
+    ("crowd", 1),
+    ("crowd", 5),
+    ("crowd", 10),
+    ("crowd", 20),
+    ("crowd", 30),
+    ("coco", 197388),
+    ("coco", 40083),
+    ("planted", 20),
+    ("planted", 30),
+    ("noise", 0),
+)
 QUICK_SCENES: tuple[tuple[str, int], ...] = (("crowd", 5), ("crowd", 30), ("coco", 197388), ("noise", 0))
 OFFICIAL_MAPS = (17, 512, 704)
 CPU_MAPS = (17, 128, 176)
@@ -275,8 +292,13 @@ def compare_persons(
     identical = len(cp) == len(gp) == same
     if first is None and not identical:
         first = min(len(cp), len(gp))
-    return {"persons_cpu": len(cp), "persons_gpu": len(gp), "persons_identical": same, "identical": identical,
-            "first_difference": first}  # fmt: skip
+    return {
+        "persons_cpu": len(cp),
+        "persons_gpu": len(gp),
+        "persons_identical": same,
+        "identical": identical,
+        "first_difference": first,
+    }
 
 
 def decode_rows(
@@ -300,9 +322,13 @@ def decode_rows(
     for kind, people in cases:
         sc = scenes.scene(kind, people, shape, t)
         cpu = decode(sc.det, sc.tags, params)
-        row: dict[str, Any] = {"scene": sc.name, "shape": "x".join(map(str, shape)), "T": t, "people": sc.people,
-                               "cpu_fast_ms": round(_median_ms(lambda sc=sc: decode(sc.det, sc.tags, params),
-                                                               repeats), 3)}  # fmt: skip
+        row: dict[str, Any] = {
+            "scene": sc.name,
+            "shape": "x".join(map(str, shape)),
+            "T": t,
+            "people": sc.people,
+            "cpu_fast_ms": round(_median_ms(lambda sc=sc: decode(sc.det, sc.tags, params), repeats), 3),
+        }
         if gpu_decode is not None and to_device is not None:
             det, tags = to_device(sc.det[None]), to_device(sc.tags[None])
             got = gpu_decode(det, tags)
@@ -350,8 +376,14 @@ def decode_section(check: Check) -> Result:
     tags = torch.from_numpy(sc.tags[None]).cuda()
     one(det, tags)  # Numba compiles every kernel here
     facts["compile_s"] = round(time.perf_counter() - warm, 1)
-    rows = decode_rows(cases, OFFICIAL_MAPS, one, lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda(),
-                       repeats=5 if check.quick else 20, sync=torch.cuda.synchronize)  # fmt: skip
+    rows = decode_rows(
+        cases,
+        OFFICIAL_MAPS,
+        one,
+        lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda(),
+        repeats=5 if check.quick else 20,
+        sync=torch.cuda.synchronize,
+    )
     # a batch of 8 images of the 30-person scene: time per image
     batch_det, batch_tags = det.repeat(8, 1, 1, 1).contiguous(), tags.repeat(8, 1, 1, 1, 1).contiguous()
     got = many(batch_det, batch_tags)
@@ -367,8 +399,10 @@ def decode_section(check: Check) -> Result:
         facts["cupy_identical"] = "cupy not installed"
     ok = all(r["identical"] for r in rows) and same and facts["cupy_identical"] is not False
     at30 = [r["gpu_ms"] for r in rows if r["scene"] == "crowd-30"]
-    summary = (f"{sum(r['identical'] for r in rows)}/{len(rows)} scenes identical; crowd-30 "
-               f"{at30[0] if at30 else '?'} ms/image (goal <= 1), batch of 8 {per_image:.3f} ms/image")  # fmt: skip
+    summary = (
+        f"{sum(r['identical'] for r in rows)}/{len(rows)} scenes identical; crowd-30 "
+        f"{at30[0] if at30 else '?'} ms/image (goal <= 1), batch of 8 {per_image:.3f} ms/image"
+    )
     return Result("decode", "ok" if ok else "mismatch", summary=summary, rows=rows, facts=facts)
 
 
@@ -406,8 +440,14 @@ def aggregate_graph(model: Any, cfg: Any, flip: bool = True) -> Any:
     from hhrnet.export.graph import AggregateGraph
 
     codec = Codec.from_config(cfg)
-    return AggregateGraph(model, num_joints=codec.num_joints, flip_index=codec.flip_index, flip=flip,
-                          with_heatmaps=codec.stage_heatmaps, with_ae=codec.stage_tags).eval()  # fmt: skip
+    return AggregateGraph(
+        model,
+        num_joints=codec.num_joints,
+        flip_index=codec.flip_index,
+        flip=flip,
+        with_heatmaps=codec.stage_heatmaps,
+        with_ae=codec.stage_tags,
+    ).eval()
 
 
 def graphed(fn: Callable[[Any], Any], example: Any) -> Callable[[Any], Any]:
@@ -485,19 +525,36 @@ def network_section(check: Check) -> Result:
             if label == "fp32 eager":
                 reference[b] = hm32.clone()
             diff = float((hm32 - reference[b]).abs().max())
-            rows.append({"variant": label, "batch": b, "input": f"{b}x3x{size}x{size}", "flip": True,
-                         "ms_per_batch": round(ms, 3), "ms_per_image": round(ms / b, 3),
-                         "images_per_s": round(b / (ms / 1e3), 1), "first_call_ms": round(first_ms, 1),
-                         "finite": finite, "max_abs_vs_fp32": diff})  # fmt: skip
+            rows.append(
+                {
+                    "variant": label,
+                    "batch": b,
+                    "input": f"{b}x3x{size}x{size}",
+                    "flip": True,
+                    "ms_per_batch": round(ms, 3),
+                    "ms_per_image": round(ms / b, 3),
+                    "images_per_s": round(b / (ms / 1e3), 1),
+                    "first_call_ms": round(first_ms, 1),
+                    "finite": finite,
+                    "max_abs_vs_fp32": diff,
+                }
+            )
     params = sum(p.numel() for p in model.parameters())
     one = {r["variant"]: r["ms_per_image"] for r in rows if r["batch"] == 1}
     best = max(rows, key=lambda r: r["images_per_s"])
-    summary = (f"{cfg.preset} ({params / 1e6:.1f} M params) at {size}: "
-               + ", ".join(f"{k} {v} ms" for k, v in one.items())
-               + f"; best {best['images_per_s']} img/s ({best['variant']}, batch {best['batch']})")  # fmt: skip
+    summary = (
+        f"{cfg.preset} ({params / 1e6:.1f} M params) at {size}: "
+        + ", ".join(f"{k} {v} ms" for k, v in one.items())
+        + f"; best {best['images_per_s']} img/s ({best['variant']}, batch {best['batch']})"
+    )
     ok = all(r["finite"] for r in rows)
-    return Result("network", "ok" if ok else "mismatch", summary=summary, rows=rows,
-                  facts={"model": cfg.preset, "params": params, "weights": str(check.weights or "random")})  # fmt: skip
+    return Result(
+        "network",
+        "ok" if ok else "mismatch",
+        summary=summary,
+        rows=rows,
+        facts={"model": cfg.preset, "params": params, "weights": str(check.weights or "random")},
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -552,10 +609,17 @@ def end_to_end_rows(check: Check, images: Sequence[Any], repeats: int = 3) -> li
         official(image), ours(image)  # warm-up: cudnn for this shape, Numba
         a, b = official(image), ours(image)
         same = len(a[1]) == len(b[1]) and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-        rows.append({"image": i, "size": f"{image.shape[1]}x{image.shape[0]}", "persons_official": len(a[1]),
-                     "persons_ours": len(b[1]), "identical": bool(same),
-                     "official_ms": round(_median_ms(lambda im=image: official(im), repeats, sync), 2),
-                     "ours_ms": round(_median_ms(lambda im=image: ours(im), repeats, sync), 2)})  # fmt: skip
+        rows.append(
+            {
+                "image": i,
+                "size": f"{image.shape[1]}x{image.shape[0]}",
+                "persons_official": len(a[1]),
+                "persons_ours": len(b[1]),
+                "identical": bool(same),
+                "official_ms": round(_median_ms(lambda im=image: official(im), repeats, sync), 2),
+                "ours_ms": round(_median_ms(lambda im=image: ours(im), repeats, sync), 2),
+            }
+        )
     return rows
 
 
@@ -569,9 +633,11 @@ def end_to_end_section(check: Check) -> Result:
     off = statistics.median(r["official_ms"] for r in rows)
     ours = statistics.median(r["ours_ms"] for r in rows)
     decoder = "CUDA decoder" if check.gpu else "fast decoder (CPU)"
-    summary = (f"{len(rows)} images: official {off:.1f} ms, ours ({decoder}) {ours:.1f} ms per image "
-               f"({off / ours:.1f}x); {sum(r['identical'] for r in rows)}/{len(rows)} identical; persons "
-               f"{[r['persons_ours'] for r in rows]}")  # fmt: skip
+    summary = (
+        f"{len(rows)} images: official {off:.1f} ms, ours ({decoder}) {ours:.1f} ms per image "
+        f"({off / ours:.1f}x); {sum(r['identical'] for r in rows)}/{len(rows)} identical; persons "
+        f"{[r['persons_ours'] for r in rows]}"
+    )
     ok = all(r["identical"] for r in rows)
     return Result("end_to_end", "ok" if ok else "mismatch", summary=summary, rows=rows)
 
@@ -589,11 +655,20 @@ def train_config(check: Check) -> Any:
         return apply_overrides(preset("coco_w32_512"), ["train.images_per_gpu=8"])
     return apply_overrides(
         preset("tiny"),
-        ["model.stem_channels=16", "model.stage2.num_channels=[8,16]", "model.stage3.num_channels=[8,16,32]",
-         "model.stage3.num_blocks=[1,1,1]", "model.stage4.num_channels=[8,16,32,64]",
-         "model.stage4.num_blocks=[1,1,1,1]", "model.deconv.num_channels=[8]", "data.input_size=128",
-         "data.output_size=[32,64]", "train.images_per_gpu=2", "train.channels_last=False"],
-    )  # fmt: skip
+        [
+            "model.stem_channels=16",
+            "model.stage2.num_channels=[8,16]",
+            "model.stage3.num_channels=[8,16,32]",
+            "model.stage3.num_blocks=[1,1,1]",
+            "model.stage4.num_channels=[8,16,32,64]",
+            "model.stage4.num_blocks=[1,1,1,1]",
+            "model.deconv.num_channels=[8]",
+            "data.input_size=128",
+            "data.output_size=[32,64]",
+            "train.images_per_gpu=2",
+            "train.channels_last=False",
+        ],
+    )
 
 
 def synthetic_batches(cfg: Any, count: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -606,8 +681,9 @@ def synthetic_batches(cfg: Any, count: int, seed: int = 0) -> list[dict[str, Any
 
     d = cfg.data
     j = cfg.model.num_joints
-    encoder = TargetEncoder(j, tuple(d.output_size), sigma=d.sigma, max_people=d.max_num_people,
-                            tag_per_joint=cfg.model.tag_per_joint)  # fmt: skip
+    encoder = TargetEncoder(
+        j, tuple(d.output_size), sigma=d.sigma, max_people=d.max_num_people, tag_per_joint=cfg.model.tag_per_joint
+    )
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(count):
@@ -624,12 +700,14 @@ def synthetic_batches(cfg: Any, count: int, seed: int = 0) -> list[dict[str, Any
                 joints.append(scaled)
             heatmaps, packed = encoder(joints)
             items.append((rng.standard_normal((3, d.input_size, d.input_size)).astype(np.float32), heatmaps, packed))
-        batches.append({
-            "image": torch.from_numpy(np.stack([it[0] for it in items])),
-            "heatmaps": [torch.from_numpy(np.stack([it[1][k] for it in items])) for k in range(len(d.output_size))],
-            "masks": [torch.ones(len(items), r, r) for r in d.output_size],
-            "joints": [torch.from_numpy(np.stack([it[2][k] for it in items])) for k in range(len(d.output_size))],
-        })  # fmt: skip
+        batches.append(
+            {
+                "image": torch.from_numpy(np.stack([it[0] for it in items])),
+                "heatmaps": [torch.from_numpy(np.stack([it[1][k] for it in items])) for k in range(len(d.output_size))],
+                "masks": [torch.ones(len(items), r, r) for r in d.output_size],
+                "joints": [torch.from_numpy(np.stack([it[2][k] for it in items])) for k in range(len(d.output_size))],
+            }
+        )
     return batches
 
 
@@ -642,8 +720,17 @@ class TrainRun:
     scaler: Any
 
 
-def train_steps(cfg: Any, device: str, amp: str, batches: Sequence[dict[str, Any]], *, model: Any = None,
-                optimizer: Any = None, scaler: Any = None, seed: int = 0) -> TrainRun:  # fmt: skip
+def train_steps(
+    cfg: Any,
+    device: str,
+    amp: str,
+    batches: Sequence[dict[str, Any]],
+    *,
+    model: Any = None,
+    optimizer: Any = None,
+    scaler: Any = None,
+    seed: int = 0,
+) -> TrainRun:
     """The library's training step (:func:`hhrnet.training.train_one_epoch`) over ``batches``, one step each,
     from ``seed``'s initial weights unless a model is given; the loss of every step is kept."""
     import torch
@@ -663,8 +750,18 @@ def train_steps(cfg: Any, device: str, amp: str, batches: Sequence[dict[str, Any
     seconds = 0.0
     images = 0
     for batch in batches:
-        stats = train_one_epoch(model, criterion, optimizer, scaler, [batch], epoch=0, device=dev, amp=amp,
-                                channels_last=False, print_freq=1)  # fmt: skip
+        stats = train_one_epoch(
+            model,
+            criterion,
+            optimizer,
+            scaler,
+            [batch],
+            epoch=0,
+            device=dev,
+            amp=amp,
+            channels_last=False,
+            print_freq=1,
+        )
         losses.append(stats.loss)
         seconds += stats.seconds
         images += stats.images
@@ -684,10 +781,19 @@ def amp_rows(cfg: Any, device: str, batches: Sequence[dict[str, Any]], warmup: i
     rows = []
     for amp, run in runs.items():
         gaps = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(run.losses, base, strict=True)]
-        rows.append({"amp": amp, "steps": len(run.losses), "first_loss": run.losses[0], "last_loss": run.losses[-1],
-                     "finite": all(math.isfinite(x) for x in run.losses), "max_rel_gap_vs_fp32": max(gaps),
-                     "first_step_rel_gap": gaps[0], "images_per_s": round(run.images_per_s, 1),
-                     "losses": [round(x, 6) for x in run.losses]})  # fmt: skip
+        rows.append(
+            {
+                "amp": amp,
+                "steps": len(run.losses),
+                "first_loss": run.losses[0],
+                "last_loss": run.losses[-1],
+                "finite": all(math.isfinite(x) for x in run.losses),
+                "max_rel_gap_vs_fp32": max(gaps),
+                "first_step_rel_gap": gaps[0],
+                "images_per_s": round(run.images_per_s, 1),
+                "losses": [round(x, 6) for x in run.losses],
+            }
+        )
     return rows
 
 
@@ -704,9 +810,11 @@ def train_amp_section(check: Check) -> Result:
     close = fp16["first_step_rel_gap"] <= AMP_FIRST_STEP_TOLERANCE and fp16["max_rel_gap_vs_fp32"] <= AMP_TOLERANCE
     ok = fp32["finite"] and fp16["finite"] and close
     note = "" if check.gpu else " (CPU: autocast is off, both run fp32)"
-    summary = (f"{steps} steps at batch {cfg.train.images_per_gpu}: fp32 {fp32['images_per_s']} img/s, fp16 "
-               f"{fp16['images_per_s']} img/s; loss gap first step {fp16['first_step_rel_gap']:.2e}, max "
-               f"{fp16['max_rel_gap_vs_fp32']:.2e}{note}")  # fmt: skip
+    summary = (
+        f"{steps} steps at batch {cfg.train.images_per_gpu}: fp32 {fp32['images_per_s']} img/s, fp16 "
+        f"{fp16['images_per_s']} img/s; loss gap first step {fp16['first_step_rel_gap']:.2e}, max "
+        f"{fp16['max_rel_gap_vs_fp32']:.2e}{note}"
+    )
     return Result("train_amp", "ok" if ok else "mismatch", summary=summary, rows=rows)
 
 
@@ -734,10 +842,24 @@ def ddp_worker(out: Path, steps: int, gpu: bool) -> None:
     optimizer = build_optimizer(cfg, net)
     amp = "fp16" if device.type == "cuda" else "none"
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    run = train_steps(cfg, str(device), amp, synthetic_batches(cfg, steps, seed=dist.get_rank()), model=net,
-                      optimizer=optimizer, scaler=scaler)  # fmt: skip
-    facts = {"backend": dist.get_backend(), "world_size": dist.get_world_size(), "rank": dist.get_rank(),
-             "device": str(device), "amp": amp, "losses": run.losses, "images_per_s": round(run.images_per_s, 1)}  # fmt: skip
+    run = train_steps(
+        cfg,
+        str(device),
+        amp,
+        synthetic_batches(cfg, steps, seed=dist.get_rank()),
+        model=net,
+        optimizer=optimizer,
+        scaler=scaler,
+    )
+    facts = {
+        "backend": dist.get_backend(),
+        "world_size": dist.get_world_size(),
+        "rank": dist.get_rank(),
+        "device": str(device),
+        "amp": amp,
+        "losses": run.losses,
+        "images_per_s": round(run.images_per_s, 1),
+    }
     (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(facts))
     shutdown(info)
     if dist.is_initialized():
@@ -747,8 +869,19 @@ def ddp_worker(out: Path, steps: int, gpu: bool) -> None:
 def launch_ddp(out: Path, steps: int, gpu: bool, timeout_s: float) -> dict[str, Any]:
     """``torchrun --standalone --nproc_per_node 1`` on this script's worker; returns rank 0's facts."""
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", str(SCRIPT),
-               "--ddp-worker", str(out), "--ddp-steps", str(steps)] + ([] if gpu else ["--cpu"])  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        str(SCRIPT),
+        "--ddp-worker",
+        str(out),
+        "--ddp-steps",
+        str(steps),
+    ] + ([] if gpu else ["--cpu"])
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=ROOT)
     if proc.returncode != 0:
@@ -763,8 +896,10 @@ def train_ddp_section(check: Check) -> Result:
     with tempfile.TemporaryDirectory(prefix="gpu-check-ddp-") as tmp:
         facts = launch_ddp(Path(tmp), steps, check.gpu, timeout_s=240)
     finite = all(math.isfinite(x) for x in facts["losses"])
-    summary = (f"torchrun, {facts['world_size']} process, {facts['backend']} on {facts['device']} "
-               f"({facts['amp']}): {len(facts['losses'])} steps, {facts['images_per_s']} img/s, losses finite: {finite}")  # fmt: skip
+    summary = (
+        f"torchrun, {facts['world_size']} process, {facts['backend']} on {facts['device']} "
+        f"({facts['amp']}): {len(facts['losses'])} steps, {facts['images_per_s']} img/s, losses finite: {finite}"
+    )
     return Result("train_ddp", "ok" if finite else "mismatch", summary=summary, facts=facts)
 
 
@@ -788,12 +923,20 @@ def resume_facts(cfg: Any, device: str, amp: str, batches: Sequence[dict[str, An
     state = load_training_checkpoint(path, model, optimizer, scaler)
     second = train_steps(cfg, device, amp, batches[half:], model=model, optimizer=optimizer, scaler=scaler)
     with torch.no_grad():
-        diff = max(float((a - b).abs().max()) for a, b in zip(straight.model.parameters(), model.parameters(),
-                                                               strict=True))  # fmt: skip
-    return {"steps": len(batches), "resumed_at_step": state.step, "amp": amp, "max_param_diff": diff,
-            "losses_straight": straight.losses, "losses_resumed": first.losses + second.losses,
-            "scaler_restored": scaler is not None and first.scaler is not None
-            and scaler.get_scale() == first.scaler.get_scale()}  # fmt: skip
+        diff = max(
+            float((a - b).abs().max()) for a, b in zip(straight.model.parameters(), model.parameters(), strict=True)
+        )
+    return {
+        "steps": len(batches),
+        "resumed_at_step": state.step,
+        "amp": amp,
+        "max_param_diff": diff,
+        "losses_straight": straight.losses,
+        "losses_resumed": first.losses + second.losses,
+        "scaler_restored": scaler is not None
+        and first.scaler is not None
+        and scaler.get_scale() == first.scaler.get_scale(),
+    }
 
 
 RESUME_TOLERANCE = 1e-4  # on a GPU cuDNN's algorithms may differ between the two runs (not bit-reproducible)
@@ -813,8 +956,10 @@ def train_resume_section(check: Check) -> Result:
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic
     ok = facts["max_param_diff"] <= RESUME_TOLERANCE
-    summary = (f"{steps} steps ({amp}), resumed at step {facts['resumed_at_step']}: largest parameter difference "
-               f"to the straight run {facts['max_param_diff']:.3g}")  # fmt: skip
+    summary = (
+        f"{steps} steps ({amp}), resumed at step {facts['resumed_at_step']}: largest parameter difference "
+        f"to the straight run {facts['max_param_diff']:.3g}"
+    )
     return Result("train_resume", "ok" if ok else "mismatch", summary=summary, facts=facts)
 
 
@@ -825,8 +970,9 @@ def train_resume_section(check: Check) -> Result:
 
 def cli(args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """``hhrnet ARGS`` in a child process that needs no installed package (this script's ``--cli``)."""
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cli", *args], capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"hhrnet {' '.join(args)} exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
     return proc
@@ -857,8 +1003,23 @@ def tensorrt_section(check: Check) -> Result:
             cfg = network_config(check)
             weights = save_checkpoint(t / "w32-random.pth", make_payload(build_network(check, cfg).cpu(), cfg))
         onnx = t / "w32.onnx"
-        cli(["export", "--checkpoint", str(weights), "--format", "onnx", "--graph", "aggregate", "--static",
-             "--letterbox", "512", "--out", str(onnx)], 300)  # fmt: skip
+        cli(
+            [
+                "export",
+                "--checkpoint",
+                str(weights),
+                "--format",
+                "onnx",
+                "--graph",
+                "aggregate",
+                "--static",
+                "--letterbox",
+                "512",
+                "--out",
+                str(onnx),
+            ],
+            300,
+        )
         cli(["predict", images, "--onnx", str(onnx), "--out", str(t / "onnx")], 300)
         for precision in ("fp16", "int8"):
             source = t / f"w32-{precision}.onnx"
@@ -868,8 +1029,11 @@ def tensorrt_section(check: Check) -> Result:
             cli(["export", "--format", "engine", "--onnx", str(source), "--out", str(engine)], 900)
             cli(["predict", images, "--engine", str(engine), "--out", str(t / precision)], 300)
             rows.append({"precision": precision, **predictions_agree(t / "onnx", t / precision)})
-    summary = "; ".join(f"{r['precision']}: {r['images_same_count']}/{r['images']} images with ONNX Runtime's person "
-                        f"count, max keypoint difference {r['max_keypoint_px']} px" for r in rows)  # fmt: skip
+    summary = "; ".join(
+        f"{r['precision']}: {r['images_same_count']}/{r['images']} images with ONNX Runtime's person "
+        f"count, max keypoint difference {r['max_keypoint_px']} px"
+        for r in rows
+    )
     return Result("tensorrt", "ok", summary=summary, rows=rows, facts=extra)
 
 
@@ -891,8 +1055,13 @@ def predictions_agree(reference: Path, got: Path) -> dict[str, Any]:
         for (_, ka), (_, kb) in zip(a.get(k, []), b.get(k, []), strict=True):
             xy = np.abs(ka.reshape(-1, 3)[:, :2] - kb.reshape(-1, 3)[:, :2])
             diff = max(diff, float(xy.max()) if xy.size else 0.0)
-    return {"images": len(a.keys() | b.keys()), "images_same_count": len(same), "max_keypoint_px": round(diff, 3),
-            "persons_onnx": sum(map(len, a.values())), "persons": sum(map(len, b.values()))}  # fmt: skip
+    return {
+        "images": len(a.keys() | b.keys()),
+        "images_same_count": len(same),
+        "max_keypoint_px": round(diff, 3),
+        "persons_onnx": sum(map(len, a.values())),
+        "persons": sum(map(len, b.values())),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -914,10 +1083,12 @@ SECTIONS: dict[str, tuple[SectionFn, float]] = {  # name -> (function, time box 
 def table(results: Sequence[Result]) -> str:
     """The short markdown report: one header line from the environment, one row per section."""
     env = next((r.facts for r in results if r.name == "environment" and r.status == "ok"), {})
-    head = (f"GPU check {env.get('date', '?')} commit {env.get('commit', '?')}: {env.get('gpu') or 'no GPU'}, "
-            f"driver {env.get('driver')}, CUDA {env.get('torch_cuda')}, torch {env.get('torch')}, numba "
-            f"{env.get('numba')}, numba-cuda {env.get('numba_cuda')}, cupy {env.get('cupy')}, Python "
-            f"{env.get('python')}, CPU {env.get('cpu')}")  # fmt: skip
+    head = (
+        f"GPU check {env.get('date', '?')} commit {env.get('commit', '?')}: {env.get('gpu') or 'no GPU'}, "
+        f"driver {env.get('driver')}, CUDA {env.get('torch_cuda')}, torch {env.get('torch')}, numba "
+        f"{env.get('numba')}, numba-cuda {env.get('numba_cuda')}, cupy {env.get('cupy')}, Python "
+        f"{env.get('python')}, CPU {env.get('cpu')}"
+    )
     lines = [head, "", "| section | status | s | result |", "|---|---|---|---|"]
     for r in results:
         text = (r.summary or r.error).replace("|", "/").replace("\n", " ")
@@ -925,8 +1096,13 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(out: Path, sections: Sequence[str] | None = None, quick: bool = False, weights: Path | None = None,
-        gpu: bool | None = None) -> list[Result]:  # fmt: skip
+def run(
+    out: Path,
+    sections: Sequence[str] | None = None,
+    quick: bool = False,
+    weights: Path | None = None,
+    gpu: bool | None = None,
+) -> list[Result]:
     """Run the sections in order (all by default), write ``out/gpu_check.json`` and ``out/gpu_check.md``."""
     import torch
 

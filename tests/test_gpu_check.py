@@ -126,8 +126,9 @@ def test_predictions_agree(tmp_path: Path) -> None:
 
     kp = [10.0, 20.0, 0.9] * 17
     moved = [10.5, 20.0, 0.9] + kp[3:]
-    a = write(tmp_path / "a", [{"image_id": 1, "score": 0.9, "keypoints": kp}, {"image_id": 2, "score": 0.5,
-                                                                               "keypoints": kp}])  # fmt: skip
+    a = write(
+        tmp_path / "a", [{"image_id": 1, "score": 0.9, "keypoints": kp}, {"image_id": 2, "score": 0.5, "keypoints": kp}]
+    )
     b = write(tmp_path / "b", [{"image_id": 1, "score": 0.8, "keypoints": moved}])
     got = gc.predictions_agree(a, b)
     assert got == {"images": 2, "images_same_count": 1, "max_keypoint_px": 0.5, "persons_onnx": 2, "persons": 1}
@@ -149,8 +150,7 @@ def _run_uninstalled(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_script_runs_its_cpu_side_without_the_package_installed(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _run_uninstalled("--out", str(out), "--sections", "decode", "network", "end_to_end", "tensorrt",
-                            cwd=ROOT)  # fmt: skip
+    proc = _run_uninstalled("--out", str(out), "--sections", "decode", "network", "end_to_end", "tensorrt", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no GPU found: ran the CPU side only" in proc.stdout
     report = json.loads((out / "gpu_check.json").read_text())
