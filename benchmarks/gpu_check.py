@@ -51,6 +51,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -327,13 +328,13 @@ def decode_rows(
             "shape": "x".join(map(str, shape)),
             "T": t,
             "people": sc.people,
-            "cpu_fast_ms": round(_median_ms(lambda sc=sc: decode(sc.det, sc.tags, params), repeats), 3),
+            "cpu_fast_ms": round(_median_ms(partial(decode, sc.det, sc.tags, params), repeats), 3),
         }
         if gpu_decode is not None and to_device is not None:
             det, tags = to_device(sc.det[None]), to_device(sc.tags[None])
             got = gpu_decode(det, tags)
             row |= compare_persons(cpu, got)
-            row["gpu_ms"] = round(_median_ms(lambda d=det, g=tags: gpu_decode(d, g), repeats, sync), 3)
+            row["gpu_ms"] = round(_median_ms(partial(gpu_decode, det, tags), repeats, sync), 3)
         else:
             row["persons_cpu"] = len(cpu[0])
         rows.append(row)
@@ -505,7 +506,7 @@ def network_section(check: Check) -> Result:
     variants = network_variants(check, model, cfg)
     batches = (1, 8) if check.gpu else (1, 2)
     repeats = (5 if check.quick else 20) if check.gpu else 2
-    rows = []
+    rows: list[dict[str, Any]] = []
     reference: dict[int, Any] = {}
     for b in batches:
         x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)).to(check.device)
@@ -519,7 +520,7 @@ def network_section(check: Check) -> Result:
             if sync is not None:
                 sync()
             first_ms = (time.perf_counter() - start) * 1e3
-            ms = _median_ms(lambda fn=fn, x=x: fn(x), repeats, sync)
+            ms = _median_ms(partial(fn, x), repeats, sync)
             hm32 = hm.float()
             finite = bool(torch.isfinite(hm32).all() and torch.isfinite(tags.float()).all())
             if label == "fp32 eager":
@@ -541,7 +542,7 @@ def network_section(check: Check) -> Result:
             )
     params = sum(p.numel() for p in model.parameters())
     one = {r["variant"]: r["ms_per_image"] for r in rows if r["batch"] == 1}
-    best = max(rows, key=lambda r: r["images_per_s"])
+    best = max(rows, key=lambda r: float(r["images_per_s"]))
     summary = (
         f"{cfg.preset} ({params / 1e6:.1f} M params) at {size}: "
         + ", ".join(f"{k} {v} ms" for k, v in one.items())
@@ -616,8 +617,8 @@ def end_to_end_rows(check: Check, images: Sequence[Any], repeats: int = 3) -> li
                 "persons_official": len(a[1]),
                 "persons_ours": len(b[1]),
                 "identical": bool(same),
-                "official_ms": round(_median_ms(lambda im=image: official(im), repeats, sync), 2),
-                "ours_ms": round(_median_ms(lambda im=image: ours(im), repeats, sync), 2),
+                "official_ms": round(_median_ms(partial(official, image), repeats, sync), 2),
+                "ours_ms": round(_median_ms(partial(ours, image), repeats, sync), 2),
             }
         )
     return rows

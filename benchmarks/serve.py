@@ -219,7 +219,9 @@ def run(
         endpoints = Endpoints.free_loopback()
         work = workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        with TritonServer(repo.path, endpoints, log_file=Path(tmp) / "triton.log") as server:
+        with TritonServer(
+            repo.path, endpoints, log_file=Path(tmp) / "triton.log", open_statistics=perf_analyzer is not None
+        ) as server:
             urls = {"http": endpoints.http_url, "grpc": endpoints.grpc_url}
             for proto in protocols or (protocol,):
                 with PoseClient(urls[proto], proto, access_token=server.access_token) as admin:
