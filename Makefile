@@ -84,7 +84,8 @@ $(PA_BIN): $(SERVE_STAMP)
 		os.chmod('perf_analyzer', 0o755); shutil.rmtree('wheels')"
 
 perf-analyzer: $(PA_BIN)
-	$(SERVE_VENV)/bin/python -m hhrnet.benchmarks.serve --tiny --perf-analyzer $(PA_BIN) --out $${OUT:-perf_analyzer_out}
+	$(SERVE_VENV)/bin/python -m hhrnet.benchmarks.serve --tiny --perf-analyzer $(PA_BIN) --out $${OUT:-perf_analyzer_out} \
+		$(PA_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) demo_out gpu_check_out perf_analyzer_out .pytest_cache .mypy_cache .ruff_cache

@@ -138,35 +138,23 @@ def perf_analyzer_rows(
     input_json: Path,
     concurrency: Sequence[int],
     workdir: Path,
-    measurement_ms: int = 4000,
+    requests: int = 64,
+    stability: int = 10,
     timeout_s: float = 600,
 ) -> list[Row]:
-    """One perf_analyzer run per concurrency (``--concurrency-range C:C``, batch 1, stable measurement windows):
-    throughput and the p50/p90/p99 latency it reports (microseconds in its CSV, milliseconds here)."""
+    """One perf_analyzer run per concurrency (``--concurrency-range C:C``, batch 1), each measurement window
+    ``requests`` requests (as our client's rows), repeated until three windows agree within ``stability``
+    percent (its default 10; at most 5 windows): throughput and the p50/p90/p99 latency it reports
+    (microseconds in its CSV, milliseconds here)."""
     rows = []
     for c in concurrency:
         report = workdir / f"pa-{model}-{protocol}-{c}.csv"
-        command = [
-            str(binary),
-            "-m",
-            model,
-            "-u",
-            url.split("://")[-1],
-            "-i",
-            protocol,
-            "--input-data",
-            str(input_json),
-            "--concurrency-range",
-            f"{c}:{c}",
-            "--measurement-interval",
-            str(measurement_ms),
-            "--percentile",
-            "99",
-            "-f",
-            str(report),
-            "--max-trials",
-            "6",
-        ]
+        options = (
+            f"-m {model} -u {url.split('://')[-1]} -i {protocol} --concurrency-range {c}:{c} --percentile 99 "
+            f"--measurement-mode count_windows --measurement-request-count {requests} "
+            f"--stability-percentage {stability} --max-trials 5"
+        )
+        command = [str(binary), *options.split(), "--input-data", str(input_json), "-f", str(report)]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_beside(binary))
         if proc.returncode != 0 or not report.is_file():
             raise RuntimeError(f"perf_analyzer exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
@@ -199,6 +187,7 @@ def run(
     protocols: Sequence[str] | None = None,
     perf_analyzer: str | Path | None = None,
     workdir: Path | None = None,
+    pa_stability: int = 10,
 ) -> list[Row]:
     """In-process predict, then the server at each concurrency (for each of ``protocols``, default
     ``protocol``); ``requests`` images per row. With ``perf_analyzer`` (its binary), its sweep over HTTP and
@@ -237,7 +226,9 @@ def run(
                 inputs["hhrnet_network"].write_text(json.dumps(float_input_json(network_input.name, arrays)))
                 for model, data in inputs.items():
                     for proto in ("http", "grpc"):
-                        rows += perf_analyzer_rows(perf_analyzer, urls[proto], proto, model, data, concurrency, work)
+                        rows += perf_analyzer_rows(
+                            perf_analyzer, urls[proto], proto, model, data, concurrency, work, requests, pa_stability
+                        )
     base = rows[0]["images_per_s"]
     env = environment("cpu")
     side = repo.codec.letterbox
@@ -281,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--protocols", default="http,grpc")
     parser.add_argument("--perf-analyzer", help="perf_analyzer binary: also run its sweep on the same server")
+    parser.add_argument("--pa-stability", type=int, default=10, help="perf_analyzer --stability-percentage")
     parser.add_argument("--out", type=Path, help="write rows (serve.json), the table (serve.md), perf_analyzer files")
     args = parser.parse_args(argv)
     if (args.onnx is None) == (not args.tiny):
@@ -293,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=tuple(int(c) for c in args.concurrency.split(",")),
             protocols=tuple(args.protocols.split(",")),
             perf_analyzer=args.perf_analyzer,
+            pa_stability=args.pa_stability,
             workdir=args.out,
         )
     text = table(rows)
