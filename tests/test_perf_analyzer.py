@@ -19,7 +19,7 @@ def test_bytes_input_is_tritons_serialized_bytes_tensor() -> None:
     assert len(data) == 2
     for entry, payload in zip(data, payloads, strict=True):
         raw = base64.b64decode(entry["image"]["b64"])
-        expected = utils.serialize_byte_tensor(np.array([payload], dtype=np.object_)).tobytes()
+        expected = utils.serialize_byte_tensor(np.array([payload], dtype=np.object_)).item()
         assert raw == expected
         assert utils.deserialize_bytes_tensor(raw)[0] == payload
 
