@@ -156,14 +156,19 @@ def perf_analyzer_rows(
         )
         command = [str(binary), *options.split(), "--input-data", str(input_json), "-f", str(report)]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_beside(binary))
-        if proc.returncode != 0 or not report.is_file():
-            raise RuntimeError(f"perf_analyzer exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
+        path = f"perf_analyzer {protocol} {model}"
+        if proc.returncode != 0 or not report.is_file():  # e.g. no stable windows on a loaded machine: say why
+            why = [
+                ln for ln in (proc.stdout + proc.stderr).splitlines() if "fail" in ln.lower() or "error" in ln.lower()
+            ]
+            rows.append({"benchmark": "serve", "path": path, "concurrency": c, "error": " ".join(why[-2:])[:300]})
+            continue
         with report.open() as f:
             (line,) = list(csv.DictReader(f))[:1]
         rows.append(
             {
                 "benchmark": "serve",
-                "path": f"perf_analyzer {protocol} {model}",
+                "path": path,
                 "concurrency": c,
                 "images_per_s": round(float(line["Inferences/Second"]), 2),
                 **{k: round(float(line[v]) / 1e3, 2) for k, v in PA_LATENCIES.items()},
@@ -233,13 +238,14 @@ def run(
     env = environment("cpu")
     side = repo.codec.letterbox
     for r in rows:
-        r |= {"speedup_vs_in_process": round(r["images_per_s"] / base, 2), "input": f"{side}x{side}",
+        speedup = round(r["images_per_s"] / base, 2) if "images_per_s" in r else None  # None: perf_analyzer failed
+        r |= {"speedup_vs_in_process": speedup, "input": f"{side}x{side}",
               "instances": instances, "max_batch": max_batch, "window_us": window_us, "onnx": str(onnx),
               **env}  # fmt: skip
     return rows
 
 
-COLUMNS = ("path", "concurrency", "images_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_network_batch")
+COLUMNS = ("path", "concurrency", "images_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_network_batch", "error")
 
 
 def table(rows: Sequence[Row]) -> str:
