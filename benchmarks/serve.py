@@ -35,9 +35,8 @@ from hhrnet.benchmarks.common import Row, environment, summarize
 def _row(path: str, concurrency: int, latencies: Sequence[float], wall_s: float, **extra: Any) -> Row:
     t = summarize(latencies)
     return {"benchmark": "serve", "path": path, "concurrency": concurrency, "images": len(latencies),
-            "images_per_s": round(len(latencies) / wall_s, 2), "p50_ms": round(t.p50, 2),
-        "p90_ms": round(t.p90, 2), "p99_ms": round(t.p99, 2),
-            **extra}  # fmt: skip
+            "images_per_s": round(len(latencies) / wall_s, 2), "p50_ms": round(t.p50, 2), "p90_ms": round(t.p90, 2),
+            "p99_ms": round(t.p99, 2), **extra}  # fmt: skip
 
 
 def in_process_row(onnx: Path, letterbox: int | None, payloads: Sequence[bytes], requests: int) -> Row:
