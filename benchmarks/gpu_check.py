@@ -1163,8 +1163,10 @@ if __name__ == "__main__":
     if sys.path and Path(sys.path[0]).resolve() == SCRIPT.parent:  # run as a file: not the benchmarks folder
         sys.path.pop(0)
     bootstrap()
-    if len(sys.argv) > 1 and sys.argv[1] == "--cli":
-        from hhrnet.cli.app import main as cli_main
+    if len(sys.argv) > 1 and sys.argv[1] == "--cli":  # `python -m hhrnet ARGS` with the mapping in place
+        import runpy
 
-        raise SystemExit(cli_main(sys.argv[2:]))
+        sys.argv = ["hhrnet", *sys.argv[2:]]
+        runpy.run_module("hhrnet", run_name="__main__", alter_sys=True)
+        raise SystemExit(0)
     raise SystemExit(main())
