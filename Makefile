@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit dispatch gate test-serve test-slow clean
+.PHONY: setup demo test lint typecheck unit dispatch gate test-serve test-slow gpu-check perf-analyzer clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -69,10 +69,38 @@ gate: $(STAMP)
 test-serve: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q -m "not gpu and not tensorrt" tests/test_serve_server.py
 
-test: lint typecheck unit dispatch gate test-serve
+test: lint typecheck unit dispatch gate test-serve gpu-check
+
+# The prepared GPU check (benchmarks/gpu_check.py): on a GPU machine every section, <= 8 min; without a GPU its
+# CPU side (~30 s) and one line saying so. It needs no pip install: on a lent machine run `make gpu-check` from a
+# bare checkout with the machine's own Python (the venv's when there is one). Results: $$OUT or gpu_check_out/.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --out $${OUT:-gpu_check_out} $(GPU_CHECK_ARGS)
 
 test-slow: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "slow"
 
+# Triton's perf_analyzer against `hhrnet serve` of the tiny model, beside our own client (benchmarks/serve.py), in
+# the serving environment. PyPI's perf-analyzer is a placeholder; the tritonclient 2.41.0 wheel bundles the real
+# binary, which needs libb64.so.0d (Debian's libb64-0d) and libcudart.so.12 (the nvidia-cuda-runtime-cu12 wheel,
+# put beside the binary). Opt-in: not part of make test. Results: $$OUT or perf_analyzer_out/.
+PA_DIR := $(SERVE_VENV)/perf_analyzer
+PA_BIN := $(PA_DIR)/perf_analyzer
+$(PA_BIN): $(SERVE_STAMP)
+	ldconfig -p | grep -q libb64.so.0d || (apt-get update -q && apt-get install -y -q libb64-0d)
+	rm -rf $(PA_DIR) && mkdir -p $(PA_DIR)/wheels
+	$(SERVE_VENV)/bin/python -m pip download -q --no-deps -d $(PA_DIR)/wheels tritonclient==2.41.0 \
+		'nvidia-cuda-runtime-cu12>=12,<13'
+	cd $(PA_DIR) && ../bin/python -c "import glob, os, shutil, zipfile; \
+		w = lambda p: zipfile.ZipFile(glob.glob('wheels/' + p)[0]); \
+		open('perf_analyzer', 'wb').write(w('tritonclient-2.41.0-*.whl').read('tritonclient-2.41.0.data/data/bin/perf_analyzer')); \
+		open('libcudart.so.12', 'wb').write(w('nvidia_cuda_runtime_cu12-*.whl').read('nvidia/cuda_runtime/lib/libcudart.so.12')); \
+		os.chmod('perf_analyzer', 0o755); shutil.rmtree('wheels')"
+
+perf-analyzer: $(PA_BIN)
+	$(SERVE_VENV)/bin/python -m hhrnet.benchmarks.serve --tiny --perf-analyzer $(PA_BIN) --out $${OUT:-perf_analyzer_out} \
+		$(PA_ARGS)
+
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) demo_out gpu_check_out perf_analyzer_out .pytest_cache .mypy_cache .ruff_cache

@@ -5,10 +5,23 @@ Every request sends one encoded image and waits for its poses (the client's view
 preprocess -> batched network -> decode -> response). The in-process row decodes the same bytes and runs
 ``Predictor.predict`` with the same letterboxed codec, one image per call, in this process. Rows: images/s
 over the wall time of the run, p50/p99 per-request latency, and the mean network batch size Triton formed.
+
+With ``perf_analyzer`` (Triton's own load generator; ``make perf-analyzer`` fetches the real binary from the
+``tritonclient==2.41.0`` wheel), the same server in the same run is also measured the way Triton users measure
+it: a concurrency sweep over HTTP and gRPC on the public model ``hhrnet`` (the same encoded images as our
+client, in a generated JSON input file) and on ``hhrnet_network`` alone (real preprocessed letterboxed images),
+with perf_analyzer's p50/p90/p99 latencies and throughput, in the same table.
+
+    python -m hhrnet.benchmarks.serve --tiny --perf-analyzer PATH/perf_analyzer --out perf_analyzer_out
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import json
+import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -22,8 +35,8 @@ from hhrnet.benchmarks.common import Row, environment, summarize
 def _row(path: str, concurrency: int, latencies: Sequence[float], wall_s: float, **extra: Any) -> Row:
     t = summarize(latencies)
     return {"benchmark": "serve", "path": path, "concurrency": concurrency, "images": len(latencies),
-            "images_per_s": round(len(latencies) / wall_s, 2), "p50_ms": round(t.p50, 2), "p99_ms": round(t.p99, 2),
-            **extra}  # fmt: skip
+            "images_per_s": round(len(latencies) / wall_s, 2), "p50_ms": round(t.p50, 2), "p90_ms": round(t.p90, 2),
+            "p99_ms": round(t.p99, 2), **extra}  # fmt: skip
 
 
 def in_process_row(onnx: Path, letterbox: int | None, payloads: Sequence[bytes], requests: int) -> Row:
@@ -81,6 +94,89 @@ def server_row(url: str, protocol: str, payloads: Sequence[bytes], concurrency: 
     return _row(f"triton {protocol}", concurrency, flat, wall, mean_network_batch=round(mean_batch, 2))
 
 
+def bytes_input_json(name: str, payloads: Sequence[bytes]) -> dict[str, Any]:
+    """perf_analyzer's input data for a BYTES tensor of shape (1,): one stream entry per encoded image, each
+    the tensor's raw form (Triton's 4-byte little-endian length before every element), base64-encoded."""
+    data = [{name: {"b64": base64.b64encode(struct.pack("<I", len(p)) + p).decode()}} for p in payloads]
+    return {"data": data}
+
+
+def float_input_json(name: str, arrays: Sequence[Any]) -> dict[str, Any]:
+    """perf_analyzer's input data for a float32 tensor: one entry per preprocessed image (C, S, S)."""
+    return {
+        "data": [{name: {"content": [round(float(v), 5) for v in a.ravel()], "shape": list(a.shape)}} for a in arrays]
+    }
+
+
+def preprocessed(codec: Any, payloads: Sequence[bytes]) -> list[Any]:
+    """The encoded images as the served codec's preprocess gives them to the network (letterboxed, normalised,
+    (3, S, S) f32): real network inputs for perf_analyzer."""
+    from hhrnet.images import decode_image
+
+    return [codec.preprocess(decode_image(p)).inputs[0][1] for p in payloads]
+
+
+def _beside(binary: str | Path) -> dict[str, str]:
+    """The environment with the binary's own folder first on LD_LIBRARY_PATH: ``make perf-analyzer`` puts the
+    libcudart.so.12 it needs there (only for perf_analyzer, not for the Triton server)."""
+    import os
+
+    folder = str(Path(binary).resolve().parent)
+    return dict(
+        os.environ, LD_LIBRARY_PATH=os.pathsep.join(p for p in (folder, os.environ.get("LD_LIBRARY_PATH")) if p)
+    )
+
+
+PA_LATENCIES = {"p50_ms": "p50 latency", "p90_ms": "p90 latency", "p99_ms": "p99 latency"}
+
+
+def perf_analyzer_rows(
+    binary: str | Path,
+    url: str,
+    protocol: str,
+    model: str,
+    input_json: Path,
+    concurrency: Sequence[int],
+    workdir: Path,
+    requests: int = 64,
+    stability: int = 10,
+    timeout_s: float = 600,
+) -> list[Row]:
+    """One perf_analyzer run per concurrency (``--concurrency-range C:C``, batch 1), each measurement window
+    ``requests`` requests (as our client's rows), repeated until three windows agree within ``stability``
+    percent (its default 10; at most 5 windows): throughput and the p50/p90/p99 latency it reports
+    (microseconds in its CSV, milliseconds here)."""
+    rows = []
+    for c in concurrency:
+        report = workdir / f"pa-{model}-{protocol}-{c}.csv"
+        options = (
+            f"-m {model} -u {url.split('://')[-1]} -i {protocol} --concurrency-range {c}:{c} --percentile 99 "
+            f"--measurement-mode count_windows --measurement-request-count {requests} "
+            f"--stability-percentage {stability} --max-trials 5"
+        )
+        command = [str(binary), *options.split(), "--input-data", str(input_json), "-f", str(report)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_beside(binary))
+        path = f"perf_analyzer {protocol} {model}"
+        if proc.returncode != 0 or not report.is_file():  # e.g. no stable windows on a loaded machine: say why
+            why = [
+                ln for ln in (proc.stdout + proc.stderr).splitlines() if "fail" in ln.lower() or "error" in ln.lower()
+            ]
+            rows.append({"benchmark": "serve", "path": path, "concurrency": c, "error": " ".join(why[-2:])[:300]})
+            continue
+        with report.open() as f:
+            (line,) = list(csv.DictReader(f))[:1]
+        rows.append(
+            {
+                "benchmark": "serve",
+                "path": path,
+                "concurrency": c,
+                "images_per_s": round(float(line["Inferences/Second"]), 2),
+                **{k: round(float(line[v]) / 1e3, 2) for k, v in PA_LATENCIES.items()},
+            }
+        )
+    return rows
+
+
 def run(
     onnx: str | Path,
     images: Sequence[str | Path] | None = None,
@@ -93,8 +189,14 @@ def run(
     window_us: int = 2000,
     letterbox: int | None = None,
     threads: int = 0,
+    protocols: Sequence[str] | None = None,
+    perf_analyzer: str | Path | None = None,
+    workdir: Path | None = None,
+    pa_stability: int = 10,
 ) -> list[Row]:
-    """In-process predict, then the server at each concurrency; ``requests`` images per row."""
+    """In-process predict, then the server at each concurrency (for each of ``protocols``, default
+    ``protocol``); ``requests`` images per row. With ``perf_analyzer`` (its binary), its sweep over HTTP and
+    gRPC on the same server follows; its input files and CSV reports go to ``workdir`` (default temporary)."""
     from hhrnet import samples
     from hhrnet.serve.client import PoseClient
     from hhrnet.serve.repository import ServeOptions, write_repository
@@ -109,30 +211,103 @@ def run(
         repo = write_repository(Path(tmp) / "repo", onnx=onnx, network_backend="python", letterbox=letterbox,
                                 options=options)  # fmt: skip
         endpoints = Endpoints.free_loopback()
-        with TritonServer(repo.path, endpoints, log_file=Path(tmp) / "triton.log") as server:
-            url = endpoints.http_url if protocol == "http" else endpoints.grpc_url
-            with PoseClient(url, protocol, access_token=server.access_token) as admin:
-                for p in payloads:  # warm-up: every instance's first calls
-                    admin.infer_one(p)
-                for c in concurrency:
-                    rows.append(server_row(url, protocol, payloads, c, requests, admin))
+        work = workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        with TritonServer(
+            repo.path, endpoints, log_file=Path(tmp) / "triton.log", open_statistics=perf_analyzer is not None
+        ) as server:
+            urls = {"http": endpoints.http_url, "grpc": endpoints.grpc_url}
+            for proto in protocols or (protocol,):
+                with PoseClient(urls[proto], proto, access_token=server.access_token) as admin:
+                    for p in payloads:  # warm-up: every instance's first calls
+                        admin.infer_one(p)
+                    for c in concurrency:
+                        rows.append(server_row(urls[proto], proto, payloads, c, requests, admin))
+            if perf_analyzer is not None:
+                inputs = {"hhrnet": work / "pa_images.json", "hhrnet_network": work / "pa_preprocessed.json"}
+                inputs["hhrnet"].write_text(json.dumps(bytes_input_json("image", payloads)))
+                network_input = repo.network_inputs[0]
+                arrays = preprocessed(repo.codec, payloads)
+                inputs["hhrnet_network"].write_text(json.dumps(float_input_json(network_input.name, arrays)))
+                for model, data in inputs.items():
+                    for proto in ("http", "grpc"):
+                        rows += perf_analyzer_rows(
+                            perf_analyzer, urls[proto], proto, model, data, concurrency, work, requests, pa_stability
+                        )
     base = rows[0]["images_per_s"]
     env = environment("cpu")
     side = repo.codec.letterbox
     for r in rows:
-        r |= {"speedup_vs_in_process": round(r["images_per_s"] / base, 2), "input": f"{side}x{side}",
+        speedup = round(r["images_per_s"] / base, 2) if "images_per_s" in r else None  # None: perf_analyzer failed
+        r |= {"speedup_vs_in_process": speedup, "input": f"{side}x{side}",
               "instances": instances, "max_batch": max_batch, "window_us": window_us, "onnx": str(onnx),
               **env}  # fmt: skip
     return rows
 
 
-if __name__ == "__main__":
-    import argparse
-    import json
+COLUMNS = ("path", "concurrency", "images_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_network_batch", "error")
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("onnx")
+
+def table(rows: Sequence[Row]) -> str:
+    """Our client's rows and perf_analyzer's in one markdown table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def tiny_onnx(folder: Path, side: int = 128) -> Path:
+    """The tiny preset (random weights) exported at ``side`` (aggregate graph): a model to serve anywhere."""
+    import torch
+
+    from hhrnet.config import apply_overrides, preset
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.model import build_model
+
+    cfg = apply_overrides(preset("tiny"), [f"data.input_size={side}", f"data.output_size=[{side // 4},{side // 2}]"])
+    torch.manual_seed(0)
+    return export_onnx(build_model(cfg).eval(), cfg, folder / "tiny.onnx", sample_size=(side, side)).path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hhrnet.benchmarks.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("onnx", nargs="?", help="the model to serve (or --tiny)")
+    parser.add_argument("--tiny", action="store_true", help="export and serve the tiny preset (random weights)")
     parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--protocol", default="http")
-    args = parser.parse_args()
-    print(json.dumps(run(args.onnx, requests=args.requests, protocol=args.protocol), indent=1))
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--protocols", default="http,grpc")
+    parser.add_argument("--perf-analyzer", help="perf_analyzer binary: also run its sweep on the same server")
+    parser.add_argument("--pa-stability", type=int, default=10, help="perf_analyzer --stability-percentage")
+    parser.add_argument("--out", type=Path, help="write rows (serve.json), the table (serve.md), perf_analyzer files")
+    args = parser.parse_args(argv)
+    if (args.onnx is None) == (not args.tiny):
+        parser.error("give an ONNX file or --tiny")
+    with tempfile.TemporaryDirectory(prefix="hhrnet-serve-bench-") as tmp:
+        onnx = Path(args.onnx) if args.onnx else tiny_onnx(Path(tmp))
+        rows = run(
+            onnx,
+            requests=args.requests,
+            concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+            protocols=tuple(args.protocols.split(",")),
+            perf_analyzer=args.perf_analyzer,
+            pa_stability=args.pa_stability,
+            workdir=args.out,
+        )
+    text = table(rows)
+    env = rows[0]
+    text += (
+        f"\n{env['machine']}, {env['input']} letterbox, {env['instances']} instances, max batch "
+        f"{env['max_batch']}, window {env['window_us']} us, {args.requests} requests per row, {env['date']}, "
+        f"commit {env['commit']}\n"
+    )
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "serve.json").write_text(json.dumps(rows, indent=1))
+        (args.out / "serve.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

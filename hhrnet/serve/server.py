@@ -129,6 +129,7 @@ class TritonServer:
         log_verbose: int = 0,
         wait_s: float = 180.0,
         exit_timeout_s: int = 5,
+        open_statistics: bool = False,
     ) -> None:
         self.repository = Path(repository)
         for name in MODELS:
@@ -143,6 +144,8 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self._triton: Any = None
         self.access_token = secrets.token_urlsafe(24)  # header triton-access-token on restricted endpoints
+        # a loopback benchmark may open the statistics endpoint: perf_analyzer reads it over gRPC without headers
+        self.open_statistics = open_statistics
 
     def start(self) -> TritonServer:
         require_pytriton()
@@ -159,7 +162,8 @@ class TritonServer:
         )  # fmt: skip
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # PyTriton's default: statistics, model control, shared memory, trace and logging need this token
-        security = TritonSecurityConfig(access_token=self.access_token)
+        restricted = ["shared-memory", "model-repository", "trace", "logging"] if self.open_statistics else None
+        security = TritonSecurityConfig(access_token=self.access_token, restricted_endpoints=restricted)
         self._triton = Triton(config=config, security_config=security)
         try:
             self._triton.run()
