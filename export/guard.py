@@ -364,6 +364,24 @@ def _quiet_root_logger() -> Any:
         root.setLevel(level)
 
 
+def float_summary(artifact: Any) -> list[str]:
+    """Lines saying what an int8 guard kept in float, why, and what it measured (empty without a guard)."""
+    g = artifact.extra.get("guard")
+    if not g:
+        return []
+    res, full = g["result"], g.get("all_quantized") or {}
+    what = "ΔAP" if "AP" in res else "agreement loss"
+    lines = [f"int8 guard ({g['measure']}; budget {g['max_ap_drop']} AP points, {g['holdout']['count']} held-out "
+             f"images): {len(g['kept'])} of {g['blocks']} blocks kept in fp32; {what} {res['loss']:+.2f} points, "
+             f"agreement AP {res['agreement']:.3f}"
+             + (f" (all quantized: {full['loss']:+.2f} points, agreement {full['agreement']:.3f})" if full else "")
+             + ("" if g["within_budget"] else " -- NOT within the budget")]  # fmt: skip
+    for b in g["kept"]:
+        lines.append(f"  kept in fp32: {b['block']} ({len(b['nodes'])} nodes, quantized alone: relative output "
+                     f"error {b['cost']:.3g})")  # fmt: skip
+    return lines
+
+
 # --------------------------------------------------------------------------------------------
 # the guard
 # --------------------------------------------------------------------------------------------
