@@ -108,8 +108,8 @@ def run_demo(out: str | Path, *, minutes: float = 6.0, train_images: int = 400, 
     from hhrnet.config import apply_overrides, preset
     from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA, synthesize
     from hhrnet.evaluate import evaluate_model, write_results
-    from hhrnet.export.onnx import export_onnx
     from hhrnet.export.guard import float_summary
+    from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
     from hhrnet.export.precision import convert
     from hhrnet.images import encode_jpeg, read_image

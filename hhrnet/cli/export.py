@@ -276,4 +276,3 @@ def _convert(
         )
         for warning in cal.get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-
