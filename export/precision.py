@@ -386,6 +386,54 @@ def tensorrt_problems(model: Any) -> list[str]:
     return problems
 
 
+def tensorrt_placement_problems(model: Any) -> list[str]:
+    """Where ``model``'s Q/DQ nodes sit against what TensorRT's explicit quantization fuses (empty: all fused).
+
+    An activation is int8 for TensorRT when it comes out of a DequantizeLinear, out of a convolution whose
+    input and weights are int8 (TensorRT fuses the output into it), or out of a ReLU of an int8 activation
+    (fused as well). Nothing else passes int8 through (conservatively: not Resize).
+
+    * a residual Add must have both inputs int8 (TensorRT fuses it into the convolution before it, taking the
+      skip input in int8) or neither: one int8 and one float input keeps the Add, and that convolution's
+      output, in float;
+    * the aggregation after the heads (flip merge, resize, averaging, NMS) stays float in TensorRT: no
+      quantized activation may enter it.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    aggregate = set(node_groups(model.graph)["aggregate"])
+    int8: set[str] = set()  # activations TensorRT has in int8 (or fuses as int8)
+    explicit: set[str] = set()  # activations quantized and dequantized in the graph itself
+    problems = []
+
+    def dequantized_weight(conv: Any) -> bool:
+        w = producer.get(conv.input[1])
+        return w is not None and w.op_type == "DequantizeLinear"
+
+    for n in model.graph.node:  # topological order
+        data = [i for i in n.input if i and i not in inits]
+        if n.op_type == "DequantizeLinear" and data:
+            int8.add(n.output[0])
+            explicit.add(n.output[0])
+        elif n.op_type == "Relu" and data and data[0] in int8:
+            int8.add(n.output[0])
+            if data[0] in explicit:
+                explicit.add(n.output[0])
+        elif n.op_type in CONV_OPS and data and data[0] in int8 and dequantized_weight(n):
+            int8.add(n.output[0])
+        elif n.op_type == "Add" and len(data) == 2:
+            flags = [i in int8 for i in data]
+            if all(flags):
+                int8.add(n.output[0])
+            elif any(flags):
+                side = data[flags.index(False)]
+                src = producer[side].name if side in producer else side
+                problems.append(f"{n.name}: residual Add with one int8 input and one float input (from {src})")
+        if n.name in aggregate and n.op_type not in QDQ_OPS and any(i in explicit for i in data):
+            problems.append(f"{n.name}: a quantized activation enters the aggregation ({n.op_type}), which stays float")
+    return problems
+
+
 def convert(
     onnx_path: str | Path,
     out: str | Path,
@@ -439,6 +487,9 @@ def convert(
         converted = sum(1 for n in model.graph.node if n.name not in kept_names and n.op_type != "Cast")
     else:
         assert calib_images is not None
+        int8_settings(method, percentile, target)  # bad options fail before any image is read
+        if use_guard and not max_ap_drop >= 0.0:
+            raise InputError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
         calib = calibration_set(calib_images, artifact.codec, calib_count)
         if use_guard:
             held = guard_images if guard_images is not None else calib_images

@@ -254,3 +254,37 @@ def test_parity_rows_say_how_a_precision_was_made(fp32: dict[str, Path], tmp_pat
     q = convert(fp32["raw"], tmp_path / "q.onnx", "int8", calib_images=COCO, calib_count=2, guarded=False).artifact
     assert precision_info(q) == {"kept_fp32": "heads", "calibration": "percentile 99.999, 2 images",
                                  "activations": "int8 symmetric"}  # fmt: skip
+
+
+def test_tensorrt_placement_rules_on_the_graph(fp32: dict[str, Path], tmp_path: Path) -> None:
+    """Residual Adds take both inputs in int8 or neither; no quantized activation enters the float aggregation."""
+    import onnx
+
+    from hhrnet.export.precision import convert, tensorrt_placement_problems
+
+    heads = convert(fp32["aggregate"], tmp_path / "h.onnx", "int8", calib_images=COCO, calib_count=2, keep=["heads"])
+    model = _load(heads.path)
+    assert tensorrt_placement_problems(model) == []
+    everything = convert(fp32["aggregate"], tmp_path / "a.onnx", "int8", calib_images=COCO, calib_count=2,
+                         keep=["none"])  # fmt: skip
+    problems = tensorrt_placement_problems(_load(everything.path))
+    # quantized heads: ONNX Runtime also quantizes their outputs, which then enter the aggregation in int8
+    assert problems and all("enters the aggregation" in p for p in problems)
+    # the downsampling convolution taken back to float weights and its output fed straight into the residual
+    # Add: one int8 input (the main branch) and one float input; the rule names that Add
+    from onnx import numpy_helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    _, inits = _qdq(model)
+    add = next(n for n in model.graph.node if n.name == "/model/layer1/layer1.0/Add")
+    dq = producer[add.input[1]]
+    conv = producer[producer[dq.input[0]].input[0]]
+    assert dq.op_type == "DequantizeLinear" and conv.op_type == "Conv"
+    wdq = producer[conv.input[1]]
+    q, scale = inits[wdq.input[0]], inits[wdq.input[1]]
+    model.graph.initializer.append(numpy_helper.from_array(q * scale[:, None, None, None], "float_w"))
+    conv.input[1] = "float_w"
+    add.input[1] = conv.output[0]
+    onnx.checker.check_model(model)
+    bad = tensorrt_placement_problems(model)
+    assert len(bad) == 1 and bad[0].startswith("/model/layer1/layer1.0/Add: residual Add with one int8 input")
