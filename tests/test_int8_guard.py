@@ -189,6 +189,13 @@ def test_guarded_export_honours_the_budget_and_reexports_byte_identical(files: d
     again = scorer.score(onnx.load(str(first.path)))
     assert again == g["result"] and again["loss"] <= 3.0
     assert g["all_quantized"]["loss"] > 3.0  # the guard had work to do
+    from typer.testing import CliRunner
+
+    from hhrnet.cli.app import app
+
+    res = CliRunner().invoke(app, ["info", "--onnx", str(first.path)])
+    assert res.exit_code == 0, res.output
+    assert "int8 guard" in res.output and FRAGILE in res.output and "budget 3.0 AP points" in res.output
 
 
 def test_cli_guard_options_are_checked(files: dict[str, Path], tmp_path: Path) -> None:
