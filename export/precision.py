@@ -279,6 +279,8 @@ def int8_settings(method: str, percentile: float, target: str) -> dict[str, Any]
         "ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
         "CalibTensorRangeSymmetric": symmetric,
     }  # fmt: skip
+    if symmetric:  # NVIDIA's placement: Q/DQ on the inputs of weighted ops, not on their outputs (TensorRT fuses)
+        extra_options["OpTypesToExcludeOutputQuantization"] = sorted(CONV_OPS)
     if method == "percentile":
         extra_options["CalibPercentile"] = percentile
     calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
