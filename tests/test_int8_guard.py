@@ -193,7 +193,7 @@ def test_guarded_export_honours_the_budget_and_reexports_byte_identical(files: d
 
     from hhrnet.cli.app import app
 
-    res = CliRunner().invoke(app, ["info", "--onnx", str(first.path)])
+    res = CliRunner().invoke(app, ["info", "--onnx", str(first.path)], env={"COLUMNS": "400"})  # no cell wrapping
     assert res.exit_code == 0, res.output
     assert "int8 guard" in res.output and FRAGILE in res.output and "budget 3.0 AP points" in res.output
 
