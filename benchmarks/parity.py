@@ -36,7 +36,13 @@ def precision_info(artifact: Any) -> dict[str, Any]:
     if artifact is None or artifact.precision == "fp32":
         return {}
     cal = artifact.calibration or {}
-    info: dict[str, Any] = {"kept_fp32": ",".join(artifact.extra.get("kept_fp32", [])) or "none"}
+    guard = artifact.extra.get("guard")
+    if guard:  # the int8 guard: how many blocks it kept in fp32, and what it measured on its held-out images
+        kept = f"guard: {len(guard['kept'])}/{guard['blocks']} blocks"
+        info: dict[str, Any] = {"kept_fp32": kept, "guard_loss": guard["result"]["loss"],
+                                "guard_budget": guard["max_ap_drop"]}  # fmt: skip
+    else:
+        info = {"kept_fp32": ",".join(artifact.extra.get("kept_fp32", [])) or "none"}
     if cal:
         method = cal.get("method", "")
         if method == "percentile":
@@ -88,4 +94,46 @@ def run(
                      "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
                      "delta_AP_points": round(delta, 4), "agreement_AP": round(agreement, 5), "gate": limit,
                      "passed": abs(delta) <= limit + 1e-9, "images": res.images, **v.info, **env})  # fmt: skip
+    return rows
+
+
+def calibration_spread(
+    fp32_onnx: str | Path, calib_images: str | Path, image_dir: str | Path, ann_file: str | Path, *,
+    subsets: int = 4, count: int = 64, max_images: int | None = None, work: str | Path, **convert_options: Any,
+) -> list[Row]:  # fmt: skip
+    """ΔAP of int8 files calibrated on ``subsets`` disjoint subsets of ``calib_images`` (``count`` images each,
+    taken in name order), against the fp32 file run the same way; one row per subset plus a ``spread`` row
+    (min, max, standard deviation of ΔAP), so a user sees how far one calibration's number can be trusted.
+
+    Each subset is its own folder under ``work`` holding links to its images, so the guard's held-out images
+    (the folder's images calibration did not use) come from the same subset; ``convert_options`` go to
+    :func:`hhrnet.export.precision.convert` (e.g. ``target``, ``guarded``, ``annotations``).
+    """
+    import statistics
+
+    from hhrnet.export.precision import convert
+    from hhrnet.images import IMAGE_SUFFIXES
+    from hhrnet.runtime.ort import OrtSession
+
+    files = sorted(p for p in Path(calib_images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    per = len(files) // subsets
+    if subsets < 2 or per < 1:
+        raise ValueError(f"{len(files)} images cannot make {subsets} calibration subsets (need at least 2)")
+    base = OrtSession(fp32_onnx)
+    variants = [Variant("onnxruntime fp32", base, "fast", "fp32")]
+    for i in range(subsets):
+        folder = Path(work) / f"subset{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in files[i * per : (i + 1) * per]:
+            link = folder / p.name
+            if not link.exists():
+                link.symlink_to(p.resolve())
+        out = Path(work) / f"int8_subset{i}.onnx"
+        rep = convert(fp32_onnx, out, "int8", calib_images=folder, calib_count=min(count, per), **convert_options)
+        variants.append(Variant(f"int8 subset {i}", OrtSession(out), "fast", "int8", precision_info(rep.artifact)))
+    rows = run(variants, base.artifact.codec, image_dir, ann_file, max_images=max_images)
+    deltas = [r["delta_AP_points"] for r in rows[1:]]
+    rows.append({"benchmark": "parity", "variant": f"spread over {subsets} calibration subsets",
+                 "delta_AP_min": min(deltas), "delta_AP_max": max(deltas),
+                 "delta_AP_std": round(statistics.pstdev(deltas), 4), "images": rows[0]["images"]})  # fmt: skip
     return rows

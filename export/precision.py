@@ -27,13 +27,10 @@ Dimension letters: B batch, S letterbox side.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 import re
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,19 @@ import numpy as np
 from hhrnet.choices import METHODS, PRECISIONS, TARGETS
 from hhrnet.codec import Codec
 from hhrnet.errors import BackendError, ConfigError, InputError
+from hhrnet.export.guard import (
+    DEFAULT_HOLDOUT,
+    DEFAULT_MAX_AP_DROP,
+    PROXY_IMAGES,
+    Holdout,
+    Log,
+    Quantizer,
+    Scorer,
+    calibration_warnings,
+    guard,
+    holdout_set,
+    holdout_warnings,
+)
 from hhrnet.runtime.artifact import Artifact
 
 GROUPS = ("stem", "heads", "deconv", "aggregate")
@@ -155,6 +165,7 @@ class CalibrationSet:
 
     inputs: list[np.ndarray]  # (1, 3, S, S) f32 each, preprocessed by the codec with a letterbox
     provenance: dict[str, Any]
+    files: tuple[str, ...] = ()  # file names used (the guard's held-out images are the others)
 
 
 def calibration_codec(codec: Codec) -> Codec:
@@ -190,7 +201,7 @@ def calibration_set(image_dir: str | Path, codec: Codec, count: int = DEFAULT_CA
         "images": str(root), "count": len(inputs), "available": len(files), "letterbox": boxed.letterbox,
         "sha256": digest.hexdigest(),
     }  # fmt: skip
-    return CalibrationSet(inputs, provenance)
+    return CalibrationSet(inputs, provenance, tuple(p.name for p in files[:count]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,49 +264,9 @@ def sort_topologically(graph: Any) -> None:
     graph.node.extend(nodes[i] for i in order)
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime.quantization logs advice on the root logger at WARNING; keep it for errors meanwhile."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-class _Reader:
-    """onnxruntime.quantization.CalibrationDataReader over prepared inputs."""
-
-    def __init__(self, name: str, inputs: Sequence[np.ndarray]) -> None:
-        self.name = name
-        self.inputs = list(inputs)
-        self.iterator: Iterator[np.ndarray] = iter(self.inputs)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self.iterator, None)
-        return None if x is None else {self.name: x}
-
-    def rewind(self) -> None:
-        self.iterator = iter(self.inputs)
-
-
-def to_int8(
-    model: Any, calibration: CalibrationSet, *, keep: Sequence[str], method: str = DEFAULT_METHOD,
-    percentile: float = DEFAULT_PERCENTILE, target: str = "tensorrt",
-) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """Q/DQ int8 copy of ``model``; (model, kept node names, calibration provenance, extra)."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def int8_settings(method: str, percentile: float, target: str) -> dict[str, Any]:
+    """``quantize_static`` keyword arguments (all but the node selection) for a calibration method and target."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     if method not in METHODS:
         raise InputError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -303,45 +274,94 @@ def to_int8(
         raise InputError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not 0.0 < percentile <= 100.0:
         raise InputError(f"the calibration percentile must be in (0, 100], got {percentile}")
-    groups = node_groups(model.graph)
-    kept = resolve_keep(model.graph, keep)
-    scope = set(groups["network"]) - set(kept)
-    op_types = CPU_INT8_OPS if target == "cpu" else INT8_OPS
-    nodes = [n.name for n in model.graph.node if n.name in scope and n.op_type in op_types]
     symmetric = target == "tensorrt"
     extra_options: dict[str, Any] = {
         "ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
         "CalibTensorRangeSymmetric": symmetric,
     }  # fmt: skip
+    if symmetric:  # NVIDIA's placement: Q/DQ on the inputs of weighted ops, not on their outputs (TensorRT fuses)
+        extra_options["OpTypesToExcludeOutputQuantization"] = sorted(CONV_OPS)
     if method == "percentile":
         extra_options["CalibPercentile"] = percentile
     calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                     "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
+    return {"quant_format": QuantFormat.QDQ, "per_channel": True,
+            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8, "weight_type": QuantType.QInt8,
+            "op_types_to_quantize": list(CPU_INT8_OPS if target == "cpu" else INT8_OPS),
+            "calibrate_method": calib_method, "extra_options": extra_options}  # fmt: skip
 
-    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
-        pass
 
-    reader = Reader(model.graph.input[0].name, calibration.inputs)
-    with tempfile.TemporaryDirectory(prefix="hhrnet-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # progress prints, advice logs
-            quantize_static(
-                str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                nodes_to_quantize=nodes, op_types_to_quantize=list(op_types), calibrate_method=calib_method,
-                extra_options=extra_options,
-            )  # fmt: skip
-        quantized = onnx.load(str(dst))
+def quantizable_nodes(model: Any, target: str, kept: Sequence[str] = ()) -> list[str]:
+    """Names of the network's nodes the quantizer is given (graph order), less ``kept``."""
+    scope = set(node_groups(model.graph)["network"]) - set(kept)
+    op_types = CPU_INT8_OPS if target == "cpu" else INT8_OPS
+    return [n.name for n in model.graph.node if n.name in scope and n.op_type in op_types]
+
+
+def _int8_provenance(calibration: CalibrationSet, method: str, percentile: float, target: str) -> dict[str, Any]:
+    symmetric = target == "tensorrt"
     provenance = dict(calibration.provenance, method=method, target=target,
                       tool=f"onnxruntime.quantization {_version('onnxruntime')}",
                       activations="int8 symmetric" if symmetric else "uint8 asymmetric",
                       weights="int8 symmetric per-channel")  # fmt: skip
     if method == "percentile":
         provenance["percentile"] = percentile
+    warnings = calibration_warnings(calibration.inputs)
+    if warnings:
+        provenance["warnings"] = warnings
+    return provenance
+
+
+def to_int8(
+    model: Any, calibration: CalibrationSet, *, keep: Sequence[str], method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE, target: str = "tensorrt",
+) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Q/DQ int8 copy of ``model`` keeping the ``keep`` groups/regexes in fp32 (a fixed rule, no measurement);
+    (model, kept node names, calibration provenance, extra)."""
+    settings = int8_settings(method, percentile, target)
+    kept = resolve_keep(model.graph, keep)
+    nodes = quantizable_nodes(model, target, kept)
+    quantize = Quantizer(model, calibration.inputs, settings)
+    try:
+        quantized = quantize(nodes)
+    finally:
+        quantize.close()
     extra = {"kept_fp32": list(keep), "kept_fp32_nodes": len(kept), "quantized_nodes": len(nodes),
-             "quantized_ops": list(op_types)}  # fmt: skip
-    return quantized, kept, provenance, extra
+             "quantized_ops": list(settings["op_types_to_quantize"])}  # fmt: skip
+    return quantized, kept, _int8_provenance(calibration, method, percentile, target), extra
+
+
+def to_int8_guarded(
+    model: Any, calibration: CalibrationSet, holdout: Holdout, codec: Codec, graph: str, *,
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP, method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE,
+    target: str = "tensorrt", log: Log | None = None,
+) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Q/DQ int8 copy of ``model`` with the fewest blocks kept in fp32 that hold the held-out loss within
+    ``max_ap_drop`` AP points (:mod:`hhrnet.export.guard`); (model, kept node names, calibration provenance,
+    extra with the guard's record under ``guard``)."""
+    if not max_ap_drop >= 0.0:
+        raise InputError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
+    settings = int8_settings(method, percentile, target)
+    nodes = quantizable_nodes(model, target)
+    boxed = calibration_codec(codec)
+    proxy = [boxed.preprocess(im).inputs[0][1][None] for im in holdout.images[:PROXY_IMAGES]]
+    quantize = Quantizer(model, calibration.inputs, settings)
+    try:
+        scorer = Scorer(model, codec, graph, holdout)
+        result = guard(quantize, nodes, scorer, proxy, max_ap_drop=max_ap_drop, graph=graph, log=log)
+    finally:
+        quantize.close()
+    provenance = _int8_provenance(calibration, method, percentile, target)
+    warnings = holdout_warnings(holdout)
+    if warnings:
+        provenance["warnings"] = provenance.get("warnings", []) + warnings
+    kept_set = set(result.kept)
+    quantized = [n for n in nodes if n not in kept_set]
+    record = dict(result.record, holdout=holdout.provenance)
+    extra = {"kept_fp32": [b["block"] for b in record["kept"]], "kept_fp32_nodes": len(result.kept),
+             "quantized_nodes": len(quantized), "quantized_ops": list(settings["op_types_to_quantize"]),
+             "guard": record}  # fmt: skip
+    return result.model, result.kept, provenance, extra
 
 
 def tensorrt_problems(model: Any) -> list[str]:
@@ -368,6 +388,54 @@ def tensorrt_problems(model: Any) -> list[str]:
     return problems
 
 
+def tensorrt_placement_problems(model: Any) -> list[str]:
+    """Where ``model``'s Q/DQ nodes sit against what TensorRT's explicit quantization fuses (empty: all fused).
+
+    An activation is int8 for TensorRT when it comes out of a DequantizeLinear, out of a convolution whose
+    input and weights are int8 (TensorRT fuses the output into it), or out of a ReLU of an int8 activation
+    (fused as well). Nothing else passes int8 through (conservatively: not Resize).
+
+    * a residual Add must have both inputs int8 (TensorRT fuses it into the convolution before it, taking the
+      skip input in int8) or neither: one int8 and one float input keeps the Add, and that convolution's
+      output, in float;
+    * the aggregation after the heads (flip merge, resize, averaging, NMS) stays float in TensorRT: no
+      quantized activation may enter it.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    aggregate = set(node_groups(model.graph)["aggregate"])
+    int8: set[str] = set()  # activations TensorRT has in int8 (or fuses as int8)
+    explicit: set[str] = set()  # activations quantized and dequantized in the graph itself
+    problems = []
+
+    def dequantized_weight(conv: Any) -> bool:
+        w = producer.get(conv.input[1])
+        return w is not None and w.op_type == "DequantizeLinear"
+
+    for n in model.graph.node:  # topological order
+        data = [i for i in n.input if i and i not in inits]
+        if n.op_type == "DequantizeLinear" and data:
+            int8.add(n.output[0])
+            explicit.add(n.output[0])
+        elif n.op_type == "Relu" and data and data[0] in int8:
+            int8.add(n.output[0])
+            if data[0] in explicit:
+                explicit.add(n.output[0])
+        elif n.op_type in CONV_OPS and data and data[0] in int8 and dequantized_weight(n):
+            int8.add(n.output[0])
+        elif n.op_type == "Add" and len(data) == 2:
+            flags = [i in int8 for i in data]
+            if all(flags):
+                int8.add(n.output[0])
+            elif any(flags):
+                side = data[flags.index(False)]
+                src = producer[side].name if side in producer else side
+                problems.append(f"{n.name}: residual Add with one int8 input and one float input (from {src})")
+        if n.name in aggregate and n.op_type not in QDQ_OPS and any(i in explicit for i in data):
+            problems.append(f"{n.name}: a quantized activation enters the aggregation ({n.op_type}), which stays float")
+    return problems
+
+
 def convert(
     onnx_path: str | Path,
     out: str | Path,
@@ -379,11 +447,20 @@ def convert(
     percentile: float = DEFAULT_PERCENTILE,
     keep: Sequence[str] | None = None,
     target: str = "tensorrt",
+    guarded: bool = True,
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP,
+    guard_images: str | Path | None = None,
+    guard_count: int = DEFAULT_HOLDOUT,
+    annotations: str | Path | None = None,
+    log: Log | None = None,
 ) -> PrecisionReport:
     """Write ``out``: the fp32 export ``onnx_path`` at ``precision``, its contract updated to say so.
 
-    ``keep`` defaults to :data:`DEFAULT_KEEP` for the precision (``["none"]``: keep nothing). int8 needs
-    ``calib_images``.
+    fp16: ``keep`` defaults to :data:`DEFAULT_KEEP` (``["none"]``: keep nothing). int8 needs ``calib_images``;
+    without ``keep`` and with ``guarded`` it is the accuracy-guarded export (:mod:`hhrnet.export.guard`): held-out
+    images are the first ``guard_count`` of ``guard_images`` (default: the calibration folder) that calibration
+    did not use, scored against ``annotations`` when given, else against the fp32 file's own poses. An explicit
+    ``keep`` (or ``guarded=False``) is a fixed rule: those groups stay fp32 (default: the heads), nothing measured.
     """
     import onnx
 
@@ -399,6 +476,7 @@ def convert(
         raise ConfigError(f"{onnx_path} is already {artifact.precision}: convert from the fp32 export")
     if precision == "int8" and calib_images is None:
         raise InputError("int8 needs --calib-images: a folder of representative images")
+    use_guard = precision == "int8" and guarded and keep is None
     keep = tuple(DEFAULT_KEEP.get(precision, ()) if keep is None else (k for k in keep if k != "none"))
     calibration: dict[str, Any] | None = None
     kept: list[str] = []
@@ -411,9 +489,21 @@ def convert(
         converted = sum(1 for n in model.graph.node if n.name not in kept_names and n.op_type != "Cast")
     else:
         assert calib_images is not None
+        int8_settings(method, percentile, target)  # bad options fail before any image is read
+        if use_guard and not max_ap_drop >= 0.0:
+            raise InputError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
         calib = calibration_set(calib_images, artifact.codec, calib_count)
-        model, kept, calibration, extra = to_int8(model, calib, keep=keep, method=method, percentile=percentile,
-                                                  target=target)  # fmt: skip
+        if use_guard:
+            held = guard_images if guard_images is not None else calib_images
+            same = Path(held).resolve() == Path(calib_images).resolve()
+            holdout = holdout_set(held, calib.files if same else (), guard_count, annotations)
+            model, kept, calibration, extra = to_int8_guarded(
+                model, calib, holdout, artifact.codec, artifact.graph, max_ap_drop=max_ap_drop, method=method,
+                percentile=percentile, target=target, log=log,
+            )  # fmt: skip
+        else:
+            model, kept, calibration, extra = to_int8(model, calib, keep=keep, method=method,
+                                                      percentile=percentile, target=target)  # fmt: skip
         converted = extra["quantized_nodes"]
     new = dataclasses.replace(artifact, precision=precision, calibration=calibration, extra=extra)
     write_contract(model, new)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hhrnet.choices import Int8Target
 from hhrnet.cli.common import CheckpointOpt, ConfigOpt, JsonOpt, OnnxOpt, SetOpt, check_output_file
 from hhrnet.cli.output import print_table
 
@@ -187,6 +188,39 @@ def throughput(
     print_table(
         rows, list(COLUMNS), f"image -> poses throughput ({len(paths)} photos, same poses: {rows[0]['same_poses']})"
     )
+    if json_out is not None:
+        write_rows(json_out, rows)
+
+
+@bench_app.command("int8-spread")
+def int8_spread(
+    onnx: Annotated[Path, typer.Option(help="The fp32 ONNX export to quantize.")],
+    calib_images: Annotated[Path, typer.Option(help="Folder split, in name order, into disjoint subsets.")],
+    images: Annotated[Path, typer.Option(help="Evaluation image folder.")],
+    annotations: Annotated[Path, typer.Option(help="Ground truth json of --images.")],
+    subsets: Annotated[int, typer.Option(help="Calibration subsets (one int8 file each).")] = 4,
+    calib_count: Annotated[int, typer.Option(help="Calibration images per subset (at most its size).")] = 64,
+    int8_target: Annotated[Int8Target, typer.Option(help="tensorrt or cpu form.")] = "tensorrt",
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Guarded export (default) or heads kept.")] = True,
+    max_ap_drop: Annotated[float, typer.Option(help="The guard's budget (AP points).")] = 0.5,
+    max_images: Annotated[int | None, typer.Option(help="First N evaluation images only.")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Spread of int8 ΔAP (vs the fp32 file) over disjoint calibration subsets: how far to trust one number."""
+    import tempfile
+
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.parity import calibration_spread
+
+    with tempfile.TemporaryDirectory(prefix="hhrnet-spread-") as work:
+        rows = calibration_spread(onnx, calib_images, images, annotations, subsets=subsets, count=calib_count,
+                                  max_images=max_images, work=work, target=int8_target, guarded=guard,
+                                  max_ap_drop=max_ap_drop)  # fmt: skip
+    print_table(rows[:-1], ["variant", "AP", "delta_AP_points", "agreement_AP", "kept_fp32", "guard_loss"],
+                "int8 over calibration subsets")  # fmt: skip
+    s = rows[-1]
+    typer.echo(f"{s['variant']}: ΔAP {s['delta_AP_min']:+.2f} .. {s['delta_AP_max']:+.2f} points, "
+               f"std {s['delta_AP_std']:.2f} ({s['images']} images)")  # fmt: skip
     if json_out is not None:
         write_rows(json_out, rows)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -63,6 +64,28 @@ def export(
         Int8Target,
         typer.Option(help="tensorrt: int8 symmetric activations (TensorRT); cpu: uint8 (ONNX Runtime CPU kernels)."),
     ] = "tensorrt",
+    guard: Annotated[
+        bool,
+        typer.Option(
+            "--guard/--no-guard",
+            help="int8 without --keep: measure each block's quantization cost and keep in fp32 the fewest blocks "
+            "that hold the held-out AP loss within --max-ap-drop; --no-guard keeps the heads (a fixed rule).",
+        ),
+    ] = True,
+    max_ap_drop: Annotated[
+        float, typer.Option(help="int8 guard: AP points the int8 file may lose against fp32 on held-out images.")
+    ] = 0.5,
+    guard_images: Annotated[
+        Path | None,
+        typer.Option(help="int8 guard: held-out images (default: the --calib-images calibration did not use)."),
+    ] = None,
+    guard_count: Annotated[int, typer.Option(help="int8 guard: score on the first N held-out images.")] = 32,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            help="int8 guard: COCO keypoint file of the held-out images: true ΔAP instead of agreement with fp32."
+        ),
+    ] = None,
     profile: Annotated[
         list[str] | None,
         typer.Option(help="MIN:OPT:MAX shapes, each BxCxHxW (repeatable); default: from the ONNX file's codec."),
@@ -136,7 +159,8 @@ def export(
         if prec == "fp32":
             raise ConfigError("--onnx with --format onnx converts an fp32 export: give --precision fp16 or int8")
         path = out or onnx.with_name(f"{onnx.stem}_{prec}.onnx")
-        _convert(console, onnx, path, prec, calib_images, calib_method, calib_count, keep, int8_target)
+        _convert(console, onnx, path, prec, calib_images, calib_method, calib_count, keep, int8_target,
+                 Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations))  # fmt: skip
         return
     from hhrnet.codec import Codec
     from hhrnet.deps import require_torch
@@ -173,7 +197,7 @@ def export(
         _print_export(console, report, opset)
         if prec != "fp32":
             _convert(console, fp32_path, path, prec, calib_images, calib_method, calib_count, keep,
-                     int8_target)  # fmt: skip
+                     int8_target, Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations))  # fmt: skip
     finally:
         if fp32_path != path:
             fp32_path.unlink(missing_ok=True)
@@ -243,22 +267,48 @@ def _print_export(console: Any, report: Any, opset: int) -> None:
         console.print(f"  ONNX Runtime vs PyTorch {key}: max abs error {err:.2e}")
 
 
+@dataclass(frozen=True)
+class Int8Guard:
+    """The int8 guard's options, as given on the command line."""
+
+    enabled: bool
+    max_ap_drop: float
+    images: Path | None
+    count: int
+    annotations: Path | None
+
+
 def _convert(
     console: Any, src: Path, dst: Path, precision: str, calib_images: Path | None, method: str, count: int,
-    keep: list[str] | None, target: str,
+    keep: list[str] | None, target: str, guard: Int8Guard,
 ) -> None:  # fmt: skip
     """``src`` (fp32) at ``precision`` into ``dst``; prints what stayed fp32 and how int8 was calibrated."""
+    from hhrnet.errors import ConfigError
+    from hhrnet.export.guard import float_summary
     from hhrnet.export.precision import convert
 
+    if guard.count < 1:
+        raise ConfigError(f"--guard-count must be positive, got {guard.count}")
+    if not guard.max_ap_drop >= 0:
+        raise ConfigError(f"--max-ap-drop must be >= 0 AP points, got {guard.max_ap_drop}")
     console.print(f"converting to {precision} ...")
     rep = convert(src, dst, precision, calib_images=calib_images, calib_count=count, method=method,
-                  keep=keep, target=target)  # fmt: skip
+                  keep=keep, target=target, guarded=guard.enabled, max_ap_drop=guard.max_ap_drop,
+                  guard_images=guard.images, guard_count=guard.count, annotations=guard.annotations,
+                  log=lambda line: console.print(line, highlight=False))  # fmt: skip
     extra = rep.artifact.extra
-    console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in fp32: "
-                  f"{', '.join(extra.get('kept_fp32', [])) or 'none'})")  # fmt: skip
+    for line in float_summary(rep.artifact):
+        console.print(line, highlight=False)
+    if "guard" not in extra:
+        console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in "
+                      f"fp32: {', '.join(extra.get('kept_fp32', [])) or 'none'})")  # fmt: skip
+    else:
+        console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes quantized, {len(rep.kept)} kept in fp32)")
     cal = rep.artifact.calibration
     if cal:
         console.print(
             f"calibration: {cal['method']} on {cal['count']} images of {cal['images']} letterboxed to "
             f"{cal['letterbox']} (sha256 {cal['sha256'][:12]}); activations {cal['activations']}"
         )
+        for warning in cal.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
