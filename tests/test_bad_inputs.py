@@ -620,3 +620,15 @@ def test_serving_binds_loopback_by_default_and_metrics_follow_host() -> None:
     assert metrics_binding(WithAddress, "10.0.0.5") == {"metrics_address": "10.0.0.5"}
     assert metrics_binding(WithoutAddress, "127.0.0.1") == {"allow_metrics": False}  # cannot follow: switched off
     assert metrics_binding(WithoutAddress, "0.0.0.0") == {}
+
+
+def test_demo_defaults_pass_its_own_checks(tmp_path: Path) -> None:
+    """`make demo` runs `hhrnet demo` with its defaults: they must pass the command's checks (the --minutes
+    default 0, 'off', once failed a range check written for budgets). An unusable --out is then what fails."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = cli("demo", "--out", str(blocker), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--minutes" not in proc.stderr and str(blocker) in proc.stderr
+    proc = cli("demo", "--out", str(tmp_path / "d"), "--minutes", "nan", cwd=tmp_path)
+    assert proc.returncode == 2 and "--minutes" in proc.stderr

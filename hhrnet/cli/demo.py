@@ -35,7 +35,8 @@ def demo(
     from hhrnet.demo import run_demo
     from hhrnet.predict import check_output_dir
 
-    check_number("--minutes", minutes, 0.01, 100_000)
+    if minutes != 0:  # 0 (the default) is off
+        check_number("--minutes", minutes, 0.01, 100_000)
     check_number("--train-images", train_images, 1, 1_000_000)
     check_number("--val-images", val_images, 1, 1_000_000)
     check_output_dir(out)
