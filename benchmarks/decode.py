@@ -40,7 +40,10 @@ COLUMNS = ("scene", "kind", "people", "persons", "port_ms", "fast_1t_ms", "fast_
 
 
 def planted_maps(shape: tuple[int, int, int], people: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian peaks with a distinct tag per person (SPEC §10): det, tags (see :func:`.scenes.planted_maps`)."""
+    """Gaussian peaks with a distinct tag per person (SPEC §10): det, tags.
+
+    See :func:`.scenes.planted_maps`.
+    """
     det, tags, _ = scenes.planted_maps(shape, people, t, seed)
     return det, tags
 

@@ -166,7 +166,8 @@ def _pack(
             first = int(np.nonzero(has_joint[max_people:])[0][0]) + max_people
             raise InputError(
                 f"{has_joint.size} people in one image exceed max_num_people={max_people}: person {first} "
-                "has a visible joint and no slot (the official JointsGenerator raises IndexError here, SPEC B7)"
+                "has a visible joint and no slot (the official JointsGenerator raises IndexError here, "
+                "SPEC B7)"
             )
         keep = np.nonzero(has_joint)[0][:max_people]  # compact: people with joints, first MAXP in order
         row_of = np.full(has_joint.size, -1)

@@ -1,8 +1,8 @@
 """Decoding parameters: the official grouping ``Params`` (lib/core/group.py) plus our opt-in fixes.
 
 No torch and no Numba here: the object is read by the reference decoder, the Numba CPU decoder and the
-CUDA decoder alike. Every default is the official behaviour; the ``SPEC §11`` fixes and the pose NMS are off.
-The kernels take the joint order as data: the official order is defined here (:data:`OFFICIAL_COCO_ORDER`),
+CUDA decoder alike. Every default is the official behaviour; the ``SPEC §11`` fixes and the pose NMS are
+off. The kernels take the joint order as data: the official order is defined here (:data:`OFFICIAL_COCO_ORDER`),
 never imported from the configuration layer above.
 """
 
