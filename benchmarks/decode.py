@@ -49,7 +49,10 @@ REALISTIC = ("crowd", "coco")  # kinds that get a clean counterpart
 
 
 def planted_maps(shape: tuple[int, int, int], people: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian peaks with a distinct tag per person (SPEC §10): det, tags (see :func:`.scenes.planted_maps`)."""
+    """Gaussian peaks with a distinct tag per person (docs/official.md §10): det, tags.
+
+    See :func:`.scenes.planted_maps`.
+    """
     det, tags, _ = scenes.planted_maps(shape, people, t, seed)
     return det, tags
 
@@ -156,7 +159,7 @@ def run(
 
 
 def worst_case(shape: tuple[int, int, int] = OFFICIAL, t: int = 2, repeats: int = 3) -> list[dict[str, Any]]:
-    """The unbounded official person count (SPEC B2) made cheap: the fast decoder (one thread) on pure noise
+    """The unbounded official person count (docs/official.md B2) made cheap: the fast decoder (one thread) on pure noise
     (det uniform in [0, 1]: M peaks per joint, every candidate its own person when tags are far apart) against
     a clean 20-person planted scene, same run. Rows: scene, persons, fast_1t_ms, ratio to the clean scene."""
     warmup()

@@ -1,6 +1,6 @@
 """A literal NumPy port of the official ``HeatmapParser.parse`` (lib/core/group.py), for tests and benchmarks.
 
-It keeps the official algorithm's structure and therefore its costs (SPEC S1-S4): a dict of persons keyed
+It keeps the official algorithm's structure and therefore its costs (docs/official.md S1-S4): a dict of persons keyed
 by float tags, pure-Python Munkres (the ``munkres`` package when installed, as the official code, else
 :func:`hhrnet.kernels.munkres.assign`), a Python loop for adjust, and a refine that searches every joint of
 every person over the full map and discards the detected ones. Only torch is gone: the max-pool NMS is a

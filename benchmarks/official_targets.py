@@ -1,4 +1,4 @@
-"""Naive twins of the official target generators and augmentation (SPEC.md §4, §6).
+"""Naive twins of the official target generators and augmentation (docs/official.md §4, §6).
 
 Written from the algorithm description as plain per-person / per-joint loops, the way the official code
 works, so that the fast implementations in :mod:`hhrnet.targets` and :mod:`hhrnet.data.transforms` can be

@@ -3,7 +3,7 @@
 Every scene is deterministic for its seed. Kinds (the name every speed claim carries):
 
 * ``planted``: every person has all J joints, full-strength Gaussians, one clean tag per person, zero
-  background (the idealised maps of SPEC §10; :func:`planted` keeps the historic generator).
+  background (the idealised maps of docs/official.md §10; :func:`planted` keeps the historic generator).
 * ``coco``: the real poses of one COCO val2017 sample image (``hhrnet.samples``, ``test_coco.json``) scaled
   into the map, with their annotated visibility (v=1 occluded joints are weak, v=0 absent), background noise
   and tag jitter.
@@ -236,7 +236,7 @@ def noise(shape: tuple[int, int, int] = (17, 512, 704), t: int = 2, seed: int = 
 
 
 def planted(people: int, shape: tuple[int, int, int] = (17, 512, 704), t: int = 2, seed: int = 0) -> Scene:
-    """The idealised maps: all J joints of every person at full strength, zero background (SPEC §10)."""
+    """The idealised maps: all J joints of every person at full strength, zero background (docs/official.md §10)."""
     det, tags, kps = planted_maps(shape, people, t, seed)
     return Scene("planted", f"planted-{people}", det, tags, kps)
 
@@ -244,7 +244,7 @@ def planted(people: int, shape: tuple[int, int, int] = (17, 512, 704), t: int = 
 def planted_maps(
     shape: tuple[int, int, int], people: int, t: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaussian peaks (sigma 2 at 128/256, 4 at 512) with a distinct tag per person, spaced 2.0 (SPEC §10).
+    """Gaussian peaks (sigma 2 at 128/256, 4 at 512) with a distinct tag per person, spaced 2.0 (docs/official.md §10).
     Returns det, tags and the planted keypoints (P, J, 3)."""
     j, h, w = shape
     sigma = 4.0 if h >= 512 else 2.0

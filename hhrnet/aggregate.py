@@ -1,5 +1,5 @@
 """Test-time aggregation of the network outputs, in torch (official ``get_multi_stage_outputs`` +
-``aggregate_results``, SPEC §7.3-4). :mod:`hhrnet.kernels.aggregate` is the NumPy twin for runtimes
+``aggregate_results``, docs/official.md §7.3-4). :mod:`hhrnet.kernels.aggregate` is the NumPy twin for runtimes
 without torch; both are tested against each other.
 
 Per scale: every stage is resized to the last stage's size (bilinear, align_corners=False) and the

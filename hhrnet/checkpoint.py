@@ -5,7 +5,7 @@ Every write is atomic (temp file + fsync + rename), so an interrupted save never
 
 Accepted layouts:
   * official released weights: a flat ``state_dict``;
-  * fp16-trained official weights: keys prefixed ``1.`` (``network_to_half`` wrapper, SPEC §3);
+  * fp16-trained official weights: keys prefixed ``1.`` (``network_to_half`` wrapper, docs/official.md §3);
   * DDP weights: keys prefixed ``module.``;
   * wrappers ``{"state_dict": ...}`` (official ``checkpoint.pth.tar``) or ``{"model": ...}``;
   * ours: ``{"format": "hhrnet-checkpoint", "version": 1, "model": state_dict, "config": {...}, ...}``.

@@ -1,6 +1,6 @@
 """The codec: the one test-time contract between an image and its poses, apart from the network.
 
-Every choice the official test pipeline makes outside the network lives here, once (SPEC §7-8):
+Every choice the official test pipeline makes outside the network lives here, once (docs/official.md §7-8):
 
 * input: short side to ``input_size``, long side rounded up to a multiple of 64 (of 128 with multi-scale),
   the official affine warp, ImageNet mean/std; or, opt-in, a ``letterbox`` square for fixed-shape batches;

@@ -1,6 +1,6 @@
 """Typed, frozen configuration with named presets, official YAML loading and dotted overrides.
 
-Sections mirror the official yacs tree (SPEC.md §2) under readable names:
+Sections mirror the official yacs tree (docs/official.md §2) under readable names:
 
 * :class:`ModelConfig`  <- ``MODEL`` (+ ``MODEL.EXTRA``, ``MODEL.SYNC_BN``)
 * :class:`DataConfig`   <- ``DATASET``
@@ -32,7 +32,7 @@ from hhrnet.kernels.params import OFFICIAL_COCO_ORDER
 COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 CROWDPOSE_FLIP_INDEX: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13)
 # Official grouping order (group.py:113-119), owned by the decoder's parameters; CrowdPose uses the first 14
-# entries (SPEC B5).
+# entries (docs/official.md B5).
 COCO_JOINT_ORDER: tuple[int, ...] = OFFICIAL_COCO_ORDER
 
 
@@ -133,7 +133,7 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of the run over which the lr ramps up linearly from 0 (0: none, official)
     minutes: float = 0.0  # wall-clock training budget; 0: train end_epoch epochs (official)
     momentum: float = 0.9
-    wd: float = 1e-4  # ignored by the official Adam (SPEC §2); used only with apply_weight_decay
+    wd: float = 1e-4  # ignored by the official Adam (docs/official.md §2); used only with apply_weight_decay
     apply_weight_decay: bool = False
     nesterov: bool = False
     begin_epoch: int = 0
@@ -173,7 +173,7 @@ class TestConfig:
     refine: bool = True
     ignore_center: bool = True
     log_progress: bool = False
-    # deliberate departures from the official decoder (SPEC §11); official behaviour by default
+    # deliberate departures from the official decoder (docs/official.md §11); official behaviour by default
     max_persons: int = 0  # B2: 0 = unbounded (official); >0 keeps at most this many persons
     unique_person_keys: bool = False  # B1: never merge a new person into one with an equal tag key
     ties_positive: bool = False  # B3: on equal neighbours, keep x (no -0.25 shift) instead of -0.25
@@ -830,7 +830,7 @@ def validate(cfg: Config) -> Config:
         if ae and not has_tags:
             raise ConfigError(f"loss.with_ae_loss[{i}] needs tag channels: set model.tag_stages[{i}]=true")
     if 1.0 not in test.scale_factor:
-        raise ConfigError("test.scale_factor must contain 1.0: tags are taken at scale 1 (SPEC B14)")
+        raise ConfigError("test.scale_factor must contain 1.0: tags are taken at scale 1 (docs/official.md B14)")
     for st in (model.stage2, model.stage3, model.stage4):
         if not (len(st.num_blocks) == len(st.num_channels) == st.num_branches):
             raise ConfigError("stage num_blocks/num_channels must have num_branches entries")

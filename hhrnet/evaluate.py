@@ -1,4 +1,4 @@
-"""Keypoint AP with the official settings (SPEC §9): COCO through pycocotools, CrowdPose on the same
+"""Keypoint AP with the official settings (docs/official.md §9): COCO through pycocotools, CrowdPose on the same
 engine with CrowdPose's rules.
 
 * Results: one entry per person ``{image_id, category_id: 1, keypoints: 3J floats, score, bbox}`` with the

@@ -1,4 +1,4 @@
-"""Image -> poses: the official test pipeline (SPEC §7) around any network, driven by one :class:`Codec`.
+"""Image -> poses: the official test pipeline (docs/official.md §7) around any network, driven by one :class:`Codec`.
 
 Stages (each callable on its own so a benchmark can time them):
 

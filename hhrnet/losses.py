@@ -1,6 +1,6 @@
 """HigherHRNet training loss: masked heatmap MSE per stage plus the associative-embedding (AE) tag loss.
 
-Official semantics (SPEC.md §5):
+Official semantics (docs/official.md §5):
 
 * heatmap loss per sample: ``mean_{j,y,x} (pred - gt)² · mask[y, x]`` (not normalised by the mask area);
 * AE loss per image on the stage-0 tag map flattened to (J·H·W,): for each person n with ≥ 1 visible joint,
@@ -11,7 +11,7 @@ Official semantics (SPEC.md §5):
   stages with ``with_ae_loss`` and only inside stages that also have a heatmap loss (as the official trainer).
 
 The official AE loss loops over images, people and joints in Python and copies the joints to the host every
-step (SPEC S5). Here the whole batch is one gather plus masked reductions on the fixed (B, MAXP, J) layout:
+step (docs/official.md S5). Here the whole batch is one gather plus masked reductions on the fixed (B, MAXP, J) layout:
 no Python loop over people or joints, no ``.item()``/``.cpu()``, no data-dependent shapes, so it never
 synchronises with the device. Everything is computed in float32, also under autocast.
 """

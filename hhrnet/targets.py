@@ -1,19 +1,19 @@
 """Training targets (the codec's *encode* side): heatmaps and the packed joints layout of the tag loss.
 
-Official semantics (SPEC.md §4), reproduced exactly:
+Official semantics (docs/official.md §4), reproduced exactly:
 
 * heatmaps: an unnormalised Gaussian kernel of size ``6σ+3`` centred at ``3σ+1`` (peak 1.0) is pasted at the
   *truncated* joint position ``(int(x), int(y))``; joints with ``v == 0`` or outside ``[0, R)`` after
-  truncation are skipped (so ``x ∈ (-1, 0)`` counts as 0, SPEC B8); overlaps combine with ``max``; float32.
+  truncation are skipped (so ``x ∈ (-1, 0)`` counts as 0, docs/official.md B8); overlaps combine with ``max``; float32.
   With scale-aware sigma each person uses its own σ from ``joints[p, 0, 3]``.
 * packed joints: for person ``p`` the visible in-bounds joints are packed into slots ``0..k-1`` as
   ``(j*R*R + y*R + x, 1)`` (``y*R + x`` without ``tag_per_joint``); shape (MAXP, J, 2).
 
-The official generators loop over people and joints in Python (SPEC S6). Here the per-joint bookkeeping is
+The official generators loop over people and joints in Python (docs/official.md S6). Here the per-joint bookkeeping is
 vectorised in NumPy and the paste is one small Numba kernel; the kernel values come from the same NumPy
 expression as the official one, so outputs are bit-identical.
 
-More than ``max_people`` people (SPEC B7): the official ``JointsGenerator`` raises IndexError when a person
+More than ``max_people`` people (docs/official.md B7): the official ``JointsGenerator`` raises IndexError when a person
 beyond the 30th has a visible in-bounds joint. ``overflow="compact"`` (default) keeps the official layout
 whenever the official code would succeed; otherwise it drops the people without any visible in-bounds joint
 (their rows are all zero anyway) and keeps the first ``max_people`` of the rest in annotation order. Heatmaps
@@ -166,7 +166,8 @@ def _pack(
             first = int(np.nonzero(has_joint[max_people:])[0][0]) + max_people
             raise InputError(
                 f"{has_joint.size} people in one image exceed max_num_people={max_people}: person {first} "
-                "has a visible joint and no slot (the official JointsGenerator raises IndexError here, SPEC B7)"
+                "has a visible joint and no slot (the official JointsGenerator raises IndexError here, "
+                "docs/official.md B7)"
             )
         keep = np.nonzero(has_joint)[0][:max_people]  # compact: people with joints, first MAXP in order
         row_of = np.full(has_joint.size, -1)
@@ -194,7 +195,7 @@ def pack_joints(
 ) -> np.ndarray:
     """Packed tag-loss layout (MAXP, J, 2): per person, ``(flat index, 1)`` of its visible in-bounds joints.
 
-    See the module docstring for ``overflow`` (SPEC B7).
+    See the module docstring for ``overflow`` (docs/official.md B7).
     """
     joints = np.asarray(joints, dtype=np.float64)
     num_joints = joints.shape[1] if num_joints is None else num_joints

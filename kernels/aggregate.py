@@ -1,7 +1,7 @@
 """Host aggregation without torch, equal to :func:`hhrnet.aggregate.aggregate` (torch) bit for bit.
 
 The official test pipeline resizes every map with ``F.interpolate(mode="bilinear", align_corners=False)``
-(SPEC §7.3); the decoder's argmax, rounding and thresholds then turn any last-bit difference in the maps
+(docs/official.md §7.3); the decoder's argmax, rounding and thresholds then turn any last-bit difference in the maps
 into different joints (a 2.9e-6 difference moved a refined joint 19.9 px on a real COCO image). So the
 resize here reproduces torch's CPU kernel (``upsample_generic_Nd_kernel_impl`` with ``HelperInterpLinear``)
 in its own float32 arithmetic, which its x86-64 and aarch64 builds compile with fused multiply-adds:

@@ -11,7 +11,7 @@ pixel could enter the top-k (whole blocks below the heap minimum are skipped), r
 joints, joint by joint, max first over blocks shared by every person missing the joint, and nothing is
 re-converted per person. ``parallel=True`` runs peaks and refine over the joints on all Numba threads.
 
-The official person count is unbounded (SPEC B2: up to J*M = 510 persons on a noise map). Refine keeps its
+The official person count is unbounded (docs/official.md B2: up to J*M = 510 persons on a noise map). Refine keeps its
 cost bounded anyway: one joint costs O(H W) plus a small search per person (see :mod:`.refine`), so pure
 noise at the official 17x512x704 decodes in a few times a clean 20-person scene, with the official output.
 ``DecodeParams.max_persons`` caps the count (not official). Inputs with NaN or infinite values are an

@@ -1,7 +1,7 @@
 """Grouping: the official ``match_by_tag`` as a Numba kernel, plus the exact-arithmetic helpers it shares
 with refine.
 
-Bit-parity rules kept here (SPEC §8, D2):
+Bit-parity rules kept here (docs/official.md §8, D2):
 
 * candidate rows [x, y, val, tag...] are float64 (int64 locations concatenated with float32 values);
 * a person's mean tag is NumPy's float32 ``np.mean(list_of_tags, axis=0)``: for T = 1 NumPy sums the
@@ -9,8 +9,8 @@ Bit-parity rules kept here (SPEC §8, D2):
 * distance = float64 L2 over T, cost = ``round_half_even(dist) * 100 - val``, padded with 1e10 columns;
 * Munkres is munkres 1.1.4's (:mod:`hhrnet.kernels.munkres`); pairs are read in row-major order;
 * persons live in creation order with the official float32 key ``tag[0]``: a new person whose key equals
-  an existing one's overwrites that person's joint and resets its tag list (SPEC B1, unless
-  ``unique_keys``); only the first M persons can absorb candidates (SPEC B2; ``max_persons`` caps creation).
+  an existing one's overwrites that person's joint and resets its tag list (docs/official.md B1, unless
+  ``unique_keys``); only the first M persons can absorb candidates (docs/official.md B2; ``max_persons`` caps creation).
 
 The kernel takes every buffer from its caller and allocates nothing, so the CUDA grouping kernel (one
 thread per image) runs this very function; :func:`group_jm` is the CPU wrapper that allocates.

@@ -1,7 +1,7 @@
 """Munkres (Hungarian) assignment that returns exactly what PyPI ``munkres`` 1.1.4 returns.
 
 The official grouping solves ``round(dist) * 100 - val`` with ``Munkres().compute``. That cost has many
-equally optimal assignments, and which one comes back is decided by the solver's scan order (SPEC §8), so
+equally optimal assignments, and which one comes back is decided by the solver's scan order (docs/official.md §8), so
 "an optimal assignment" (scipy, munkres 3.0) is not enough. This module follows the classic six-step
 algorithm with munkres 1.1.4's conventions, in float64:
 

@@ -1,8 +1,8 @@
 """Decoding parameters: the official grouping ``Params`` (lib/core/group.py) plus our opt-in fixes.
 
 No torch and no Numba here: the object is read by the reference decoder, the Numba CPU decoder and the
-CUDA decoder alike. Every default is the official behaviour; the ``SPEC §11`` fixes and the pose NMS are off.
-The kernels take the joint order as data: the official order is defined here (:data:`OFFICIAL_COCO_ORDER`),
+CUDA decoder alike. Every default is the official behaviour; the ``docs/official.md §11`` fixes and the pose NMS are
+off. The kernels take the joint order as data: the official order is defined here (:data:`OFFICIAL_COCO_ORDER`),
 never imported from the configuration layer above.
 """
 
@@ -15,14 +15,14 @@ from hhrnet.errors import ConfigError
 
 MAX_JOINTS = 128  # numpy's float32 pairwise sum is reproduced for up to this many joints per person
 # The official grouping order (HigherHRNet lib/core/group.py, Params.joint_order): head, shoulders, hips,
-# then the limbs outwards. CrowdPose uses its first 14 entries (SPEC B5).
+# then the limbs outwards. CrowdPose uses its first 14 entries (docs/official.md B5).
 OFFICIAL_COCO_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
 
 def default_joint_order(num_joints: int, center_first: bool = False) -> tuple[int, ...]:
     """Official grouping order (from :data:`OFFICIAL_COCO_ORDER`).
 
-    COCO's order truncated to the first J entries when J <= 17 (CrowdPose's 14 joints, SPEC B5); a plain
+    COCO's order truncated to the first J entries when J <= 17 (CrowdPose's 14 joints, docs/official.md B5); a plain
     0..J-1 otherwise, or when the truncated COCO order is not a permutation of 0..J-1 (the official code
     would index past the joints there). ``center_first``: the official order when a centre joint is
     appended as the last channel and kept (``WITH_CENTER`` without ``IGNORE_CENTER``).
@@ -51,7 +51,7 @@ class DecodeParams:
     adjust: bool = True  # quarter-pixel offset towards the larger neighbour, then +0.5
     refine: bool = True  # fill missing joints by a tag-guided global search
     joint_order: tuple[int, ...] = ()  # grouping order; () = default_joint_order(num_joints)
-    # deliberate departures from the official decoder (SPEC §11); the defaults are official
+    # deliberate departures from the official decoder (docs/official.md §11); the defaults are official
     max_persons: int = 0  # B2: 0 = unbounded; >0 = a new person past this count is dropped
     unique_person_keys: bool = False  # B1: a new person never merges into one whose tag key is equal
     ties_positive: bool = False  # B3: equal neighbours give no quarter offset (official: -0.25)

@@ -1,4 +1,4 @@
-"""Pose NMS: an opt-in departure from the official decoder (which keeps every person it groups, SPEC §9).
+"""Pose NMS: an opt-in departure from the official decoder (which keeps every person it groups, docs/official.md §9).
 
 With occluded joints the official grouping starts extra persons from candidates it could not match; refine
 then fills their missing joints at the same tag-nearest peaks as the real person, so the extra person is a

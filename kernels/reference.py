@@ -1,7 +1,7 @@
 """Reference decoder: the official ``HeatmapParser.parse(adjust=True, refine=True)`` in plain NumPy.
 
 This is the readable statement of what every decoder here must return (the fast Numba and CUDA decoders
-equal it bit for bit). Steps, as in the official lib/core/group.py (SPEC §8):
+equal it bit for bit). Steps, as in the official lib/core/group.py (docs/official.md §8):
 
 1. NMS: keep pixels equal to the max of their 5x5 window (plateaus survive), zero the rest.
 2. top-k: M peaks per joint, in torch.topk's CPU order for equal values
@@ -10,11 +10,11 @@ equal it bit for bit). Steps, as in the official lib/core/group.py (SPEC §8):
    rows [x, y, val, tag...]; the first joint type with candidates seeds persons; later ones are matched to
    the first M persons by munkres 1.1.4 on ``round(||tag - mean tag||) * 100 - val`` (1e10 padding) and
    accepted when the raw distance is below ``tag_threshold``; any other candidate starts a person keyed by
-   its float32 ``tag[0]`` in a dict, so an equal key merges into the existing person (SPEC B1).
-4. adjust: quarter pixel towards the larger neighbour (ties -0.25, SPEC B3), then +0.5.
+   its float32 ``tag[0]`` in a dict, so an equal key merges into the existing person (docs/official.md B1).
+4. adjust: quarter pixel towards the larger neighbour (ties -0.25, docs/official.md B3), then +0.5.
 5. score: float32 mean of the J values per person, before refine.
 6. refine: each missing joint at the first-occurrence argmax of ``det - round(||tag - person tag||)``,
-   written only where det > 0 (SPEC B4).
+   written only where det > 0 (docs/official.md B4).
 
 Options (off = official): ``max_persons`` (B2: persons past the cap are not created), ``unique_person_keys``
 (B1: no key merging), ``ties_positive`` (B3: equal neighbours give no offset), ``pose_nms`` (OKS NMS of the

@@ -1,15 +1,15 @@
 """After grouping: the official ``adjust``, person score and ``refine`` as Numba kernels.
 
 * adjust: a detected joint moves a quarter pixel towards its larger neighbour (x and y separately; equal
-  neighbours give -0.25, SPEC B3, unless ``ties_positive``), then +0.5; float32.
+  neighbours give -0.25, docs/official.md B3, unless ``ties_positive``), then +0.5; float32.
 * score: NumPy's float32 mean of the J values (0 for missing joints), after adjust and before refine.
 * refine: a person's tag is the float32 mean of ``tag[j, int(y), int(x)]`` over its detected joints; each
   missing joint goes to the first-occurrence argmax of ``det - round(||tag - person tag||)`` over the whole
   map (float32, round half to even) when det there is > 0, with the same quarter offset; the tag columns of
-  refined joints stay 0 (SPEC B4).
+  refined joints stay 0 (docs/official.md B4).
 
 The official code searches every joint of every person and throws the detected ones away, and converts
-the maps per person (SPEC S1). Here person tags are taken once, then each joint is refined for all the
+the maps per person (docs/official.md S1). Here person tags are taken once, then each joint is refined for all the
 persons missing it (joints in parallel with ``prange``), and a pixel is only evaluated when it can beat the
 best (value, index) so far. Since value = det - round(distance) and round(distance) >= 0, det bounds the
 value, and a box of tags bounds the distance:

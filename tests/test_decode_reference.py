@@ -1,5 +1,5 @@
 """The reference decoder, the literal official port and the fast decoder against the official golden
-outputs; the opt-in fixes (SPEC B1-B3); DecodeParams."""
+outputs; the opt-in fixes (docs/official.md B1-B3); DecodeParams."""
 
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def test_refine_fills_missing_joints_by_tag_and_leaves_tags_zero() -> None:
 
 def test_joint_order_and_params() -> None:
     assert DecodeParams().joint_order == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
-    assert DecodeParams(num_joints=14).joint_order == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13)  # SPEC B5
+    # CrowdPose: the first 14 entries of COCO's order (docs/official.md B5)
+    assert DecodeParams(num_joints=14).joint_order == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13)
     assert default_joint_order(20) == tuple(range(20))
     assert default_joint_order(8) == tuple(range(8))  # the truncated COCO order is not a permutation
     assert default_joint_order(18, center_first=True)[:2] == (17, 0)

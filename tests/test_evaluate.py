@@ -56,6 +56,21 @@ def test_single_person_matches_independent_oks(tmp_path: Path) -> None:
         assert got["AP"] == pytest.approx(expected, abs=1e-6), shift
 
 
+def test_scores_rank_the_detections() -> None:
+    """One person, an exact detection and a far-off one: scored above the exact one, the far-off detection comes
+    first in the evaluator's ranking, so at full recall precision is 1/2 and AP 0.5; scored below it, AP is 1."""
+    src = json.loads((samples.annotation_file("coco")).read_text())
+    ann = next(a for a in src["annotations"] if a["image_id"] == 785)
+    images = [i for i in src["images"] if i["id"] == 785]
+    gt_doc = {"images": images, "annotations": [ann], "categories": src["categories"]}
+    exact = np.array(ann["keypoints"], np.float32).reshape(1, 17, 3)
+    far = exact.copy()
+    far[..., :2] += 150.0  # OKS ~ 0: a false positive at every threshold
+    for far_score, exact_score, expected in ((0.9, 0.3, 0.5), (0.3, 0.9, 1.0)):
+        entries = result_entries(785, np.concatenate([far, exact]), np.array([far_score, exact_score], np.float32))
+        assert evaluate_predictions(entries, gt_doc)["AP"] == pytest.approx(expected, abs=1e-6), far_score
+
+
 def test_crowdpose_uses_box_area_times_053() -> None:
     from hhrnet.evaluate import CROWDPOSE_SIGMAS
 
@@ -78,7 +93,7 @@ def test_results_format_and_errors(tmp_path: Path) -> None:
     kp = np.array([[[10, 20, 0.5], [30, 5, 0.9]]], np.float32)
     (entry,) = result_entries(7, kp, np.array([0.7], np.float32))
     assert entry["bbox"] == [10.0, 5.0, 20.0, 15.0] and entry["category_id"] == 1 and entry["image_id"] == 7
-    assert len(entry["keypoints"]) == 6 and entry["score"] == pytest.approx(0.7)
+    assert len(entry["keypoints"]) == 6
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):

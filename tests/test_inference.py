@@ -229,12 +229,24 @@ def test_letterbox_batch_equals_one_by_one() -> None:
 
 def test_cuda_decoder_reads_device_outputs_without_a_host_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """With TensorRT's run_device, the CUDA decoder gets the engine's own output buffers; __call__ (the host
-    copy) is never used. A fake session stands in for TensorRT; the CPU decoder stands in for the GPU one."""
+    copy) is never used. A fake session stands in for TensorRT; the CPU decoder stands in for the GPU one. The
+    expectation comes from the planted scene and from the host path with the reference decoder."""
     from hhrnet.kernels import cuda as kcuda
     from hhrnet.kernels.decode import decode_batch
 
     codec = Codec.from_config(apply_overrides(preset("tiny"), ["data.input_size=128", "data.output_size=[32,64]"]))
-    rng = np.random.default_rng(4)
+    values = np.array([[0.5 + 0.02 * k + 0.1 * p for k in range(17)] for p in range(3)], np.float32)  # (P, J)
+
+    def scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Three people, one isolated peak per joint, a distinct tag per person: (1, J, H, W), (1, J, H, W, 2)."""
+        det = np.zeros((1, 17, h, w), np.float32)
+        tags = np.zeros((1, 17, h, w, 2), np.float32)
+        for p in range(3):
+            for k in range(17):
+                y, x = 8 + 6 * k, 12 + 30 * p
+                det[0, k, y, x] = values[p, k]
+                tags[0, k, y, x] = 2.0 * p + 1.0
+        return det, tags
 
     class DeviceArray:
         def __init__(self, a: np.ndarray) -> None:
@@ -246,18 +258,22 @@ def test_cuda_decoder_reads_device_outputs_without_a_host_copy(monkeypatch: pyte
         handed: list[DeviceArray] = []
 
         def run_device(self, x: np.ndarray) -> list[DeviceArray]:
-            h, w = x.shape[2:]
-            self.handed = [DeviceArray(rng.random((1, 17, h, w), np.float32)),
-                           DeviceArray(rng.random((1, 17, h, w, 2), np.float32))]  # fmt: skip
+            self.handed = [DeviceArray(a) for a in scene(*x.shape[2:])]
             return self.handed
 
         def __call__(self, x: np.ndarray) -> list[np.ndarray]:
             raise AssertionError("the host copy must not be used")
 
-    seen: list[object] = []
+    class HostEngine:
+        graph = "aggregate"
+
+        def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+            return list(scene(*x.shape[2:]))
+
+    seen: list[tuple[object, ...]] = []
 
     def fake_decode_cuda(det, tags, params, capacity=512, stream=0):  # type: ignore[no-untyped-def]
-        seen.append((det, tags))
+        seen.append((det, tags, params, capacity))
         return decode_batch(det.a, tags.a, params, capacity)
 
     monkeypatch.setattr(kcuda, "decode_cuda", fake_decode_cuda)
@@ -265,7 +281,14 @@ def test_cuda_decoder_reads_device_outputs_without_a_host_copy(monkeypatch: pyte
     predictor = Predictor(engine, codec, decoder="fast")
     predictor.decoder = "cuda"  # skip the GPU availability check; dispatch is what is tested
     assert predictor.on_device()
-    got = predictor.predict(np.zeros((100, 140, 3), np.uint8))
-    assert seen == [tuple(engine.handed)]
-    expected = decode_batch(engine.handed[0].a, engine.handed[1].a, codec.decode, 17 * 30).image(0)
-    np.testing.assert_array_equal(got.scores, expected[1])
+    image = np.zeros((100, 140, 3), np.uint8)
+    got = predictor.predict(image)
+    ((det, tags, params, capacity),) = seen
+    assert det is engine.handed[0] and tags is engine.handed[1] and params == codec.decode
+    assert capacity >= 17 * codec.decode.max_num_people  # room for every candidate to start a person
+    order = np.argsort(got.scores)
+    np.testing.assert_allclose(got.scores[order], values.mean(axis=1), rtol=1e-6)  # mean of the planted values
+    np.testing.assert_array_equal(got.keypoints[order, :, 2], values)
+    host = Predictor(HostEngine(), codec, decoder="reference").predict(image)
+    np.testing.assert_array_equal(got.keypoints, host.keypoints)
+    np.testing.assert_array_equal(got.scores, host.scores)

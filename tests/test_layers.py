@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,10 @@ TORCH_FREE = [
 BLOCK = "import sys\nfor _m in ('torch', 'onnx', 'onnxscript', 'tensorboard'):\n    sys.modules[_m] = None\n"
 
 
-def _modules() -> dict[str, Path]:
+def _modules(packages: Mapping[str, Path] = PACKAGES) -> dict[str, Path]:
+    """Every module of ``packages`` (package name -> source folder) by its dotted name."""
     out = {}
-    for pkg, root in PACKAGES.items():
+    for pkg, root in packages.items():
         for path in root.rglob("*.py"):
             rel = path.relative_to(root).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
@@ -62,9 +64,12 @@ def _imports(path: Path, module: str) -> set[str]:
     return names
 
 
-def _violations(prefix: str, forbidden: tuple[str, ...], allow: tuple[str, ...] = ()) -> list[str]:
+def _violations(
+    prefix: str, forbidden: tuple[str, ...], allow: tuple[str, ...] = (), packages: Mapping[str, Path] = PACKAGES
+) -> list[str]:
+    """``module imports name`` for every module under ``prefix`` (but not ``allow``) naming a ``forbidden`` one."""
     bad = []
-    for module, path in _modules().items():
+    for module, path in _modules(packages).items():
         if not module.startswith(prefix) or module.startswith(allow):
             continue
         for name in _imports(path, module):
@@ -89,9 +94,47 @@ def test_layers_point_one_way() -> None:
 
 
 def test_the_layer_check_can_fail(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from hhrnet.config import preset\n    import torch.nn\n")
-    assert _imports(bad, "hhrnet.kernels.bad") >= {"hhrnet.config.preset", "torch.nn"}
+    """The finder run on a planted tree: imports inside functions, relative imports, nested packages, allow."""
+    files = {
+        "kern/__init__.py": "",
+        "kern/clean.py": "import numpy as np\nfrom . import peaks\n",
+        "kern/deep/__init__.py": "",
+        "kern/deep/bad.py": "import numpy\n\n\ndef f():\n    from hhrnet.config import preset\n    import torch.nn\n",
+        "lib/__init__.py": "",
+        "lib/runtime/__init__.py": "",
+        "lib/runtime/ort.py": "from ..export import onnx\n",
+        "lib/export/__init__.py": "",
+        "lib/export/onnx.py": "import torch\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    planted = {"hhrnet": tmp_path / "lib", "hhrnet.kernels": tmp_path / "kern"}
+    assert set(_modules(planted)) == {
+        "hhrnet",
+        "hhrnet.runtime",
+        "hhrnet.runtime.ort",
+        "hhrnet.export",
+        "hhrnet.export.onnx",
+        "hhrnet.kernels",
+        "hhrnet.kernels.clean",
+        "hhrnet.kernels.deep",
+        "hhrnet.kernels.deep.bad",
+    }
+    assert _violations("hhrnet.kernels", ("torch", "hhrnet.config"), packages=planted) == [
+        "hhrnet.kernels.deep.bad imports hhrnet.config",
+        "hhrnet.kernels.deep.bad imports hhrnet.config.preset",
+        "hhrnet.kernels.deep.bad imports torch.nn",
+    ]
+    assert _violations("hhrnet.runtime", ("torch", "hhrnet.export"), packages=planted) == [
+        "hhrnet.runtime.ort imports hhrnet.export",
+        "hhrnet.runtime.ort imports hhrnet.export.onnx",
+    ]
+    assert _violations("hhrnet", ("torch",), packages=planted) == [
+        "hhrnet.export.onnx imports torch",
+        "hhrnet.kernels.deep.bad imports torch.nn",
+    ]
+    assert _violations("hhrnet", ("torch",), allow=("hhrnet.export", "hhrnet.kernels"), packages=planted) == []
 
 
 def _run_blocked(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

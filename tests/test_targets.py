@@ -113,7 +113,7 @@ def test_scale_aware_sigma_equals_naive_twin() -> None:
 
 
 def test_truncation_quirks_and_kernel() -> None:
-    """int() truncation: x in (-1, 0) lands on column 0 (SPEC B8); 6σ+3 kernel, centre 3σ+1, peak 1."""
+    """int() truncation: x in (-1, 0) lands on column 0 (docs/official.md B8); 6σ+3 kernel, centre 3σ+1, peak 1."""
     k = TG.gaussian_kernel(2.0)
     assert k.shape == (15, 15) and k[7, 7] == 1.0 and np.argmax(k) == 7 * 15 + 7
     joints = np.array([[[-0.5, 3.9, 1.0], [5.99, -0.2, 2.0], [-1.0, 3.0, 1.0], [4.0, 4.0, 0.0]]])

@@ -1,6 +1,6 @@
 """COCO-format keypoint datasets (COCO, CrowdPose, the synthetic set) producing HigherHRNet training samples.
 
-One sample (SPEC.md §4, §6): the RGB image (read like the official code) is warped by the official random
+One sample (docs/official.md §4, §6): the RGB image (read like the official code) is warped by the official random
 affine crop + flip (:mod:`hhrnet.data.transforms`), and targets are rendered at every output size
 (:mod:`hhrnet.targets`). Items are dicts::
 
@@ -332,7 +332,7 @@ class KeypointDataset(Dataset):
                                  scale_aware_sigma=self.scale_aware_sigma is not None)  # fmt: skip
         try:
             heatmaps, packed = self.encoder(sample.joints)
-        except InputError as exc:  # overflow="raise" (SPEC B7)
+        except InputError as exc:  # overflow="raise" (docs/official.md B7)
             raise _BadSample(where, str(exc)) from None
         return {
             "image": torch.from_numpy(normalize_image(sample.image)),  # (3, S, S)

@@ -1,6 +1,6 @@
 """Training augmentation: the official random affine crop + horizontal flip as a pure function.
 
-The official pipeline (SPEC.md §6) draws its random numbers inside the transform objects. Here the draw
+The official pipeline (docs/official.md §6) draws its random numbers inside the transform objects. Here the draw
 (:func:`sample_affine_params`) and the warp (:func:`apply_transform`) are separate, so a sample can be
 reproduced from its :class:`AffineParams` alone and tested without any random state.
 

@@ -2,9 +2,10 @@
 guard that runs before any engine is deserialised.
 
 Deserialising an engine built for another GPU or TensorRT version (or with no GPU) can crash the process
-(SPEC/ENVIRONMENT: ``deserialize_cuda_engine`` segfaults without a GPU). :func:`check_engine` compares the
-engine's sidecar (written by :func:`hhrnet.export.tensorrt.build_engine`) with the running TensorRT and GPU
-and raises a :class:`~hhrnet.errors.BackendError` naming the mismatch; only then is the engine loaded.
+(with tensorrt-lean on a machine without a GPU, ``Runtime(Logger())`` returns but ``deserialize_cuda_engine``
+segfaults). :func:`check_engine` compares the engine's sidecar (written by
+:func:`hhrnet.export.tensorrt.build_engine`) with the running TensorRT and GPU and raises a
+:class:`~hhrnet.errors.BackendError` naming the mismatch; only then is the engine loaded.
 
 What the runtime sends decides an engine's optimization profile (:func:`default_profiles`): the engine
 builder and the Triton repository writer both read it from here.

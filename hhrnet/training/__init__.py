@@ -12,7 +12,7 @@
 * Progress, TensorBoard and the epoch summary show the loss terms, the fraction of people the tags group
   correctly (``grouped``) and the ETA of the whole run.
 * ``model_best.pth`` is chosen by validation AP when a validation split exists (the official code keeps the
-  last epoch, SPEC B10); TensorBoard stage tags are per stage (official B11 fixed).
+  last epoch, docs/official.md B10); TensorBoard stage tags are per stage (official B11 fixed).
 
 Modules: :mod:`.loop` (``train``), :mod:`.engine` (``train_one_epoch``, ``evaluate``), :mod:`.schedule`,
 :mod:`.state` (checkpoints, resume), :mod:`.distributed`, :mod:`.progress`.
