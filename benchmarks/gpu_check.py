@@ -988,10 +988,15 @@ def tensorrt_section(check: Check) -> Result:
         raise Skip("tensorrt is not importable here: engines not built, --engine parity not checked")
     if not check.gpu:
         raise Skip("tensorrt imports but torch sees no GPU: engines not built")
-    # --- LEAD: the TensorRT facts check of issue 24 goes here ----------------------------------------
-    # facts = hhrnet.export.tensorrt.verify_facts(trt)   (record it in `extra` below)
     extra: dict[str, Any] = {"tensorrt": trt.__version__}
-    # ------------------------------------------------------------------------------------------------
+    # what reading NVIDIA's documentation could not settle (TF32 under strong typing in 11.x, bytes-only parsing of
+    # external weights, -1 for an incomplete profile): measured on this TensorRT and GPU, recorded with the results
+    from hhrnet.export.tensorrt import verify_facts
+
+    try:
+        extra["facts"] = verify_facts(trt, execute=True)
+    except Exception as exc:  # a fact that cannot be measured is recorded, the engines are still built
+        extra["facts"] = {"error": f"{type(exc).__name__}: {exc}"}
     from hhrnet import samples
     from hhrnet.checkpoint import make_payload, save_checkpoint
 
