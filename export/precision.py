@@ -353,10 +353,19 @@ def to_int8_guarded(
         quantize.close()
     provenance = _int8_provenance(calibration, method, percentile, target)
     warnings = holdout_warnings(holdout)
-    if warnings:
-        provenance["warnings"] = provenance.get("warnings", []) + warnings
     kept_set = set(result.kept)
     quantized = [n for n in nodes if n not in kept_set]
+    if not quantized:
+        how = "true AP drop" if holdout.annotations is not None else "agreement drop (no --annotations)"
+        warnings.append(
+            f"the guard kept every block in fp32: no int8 variant stayed within {max_ap_drop} AP points by {how}, "
+            "so this file computes in fp32; give --annotations (the label-free measure is much stricter than "
+            "true ΔAP), a larger --max-ap-drop, or --no-guard"
+        )
+        if log is not None:
+            log(f"warning: {warnings[-1]}")
+    if warnings:
+        provenance["warnings"] = provenance.get("warnings", []) + warnings
     record = dict(result.record, holdout=holdout.provenance)
     extra = {"kept_fp32": [b["block"] for b in record["kept"]], "kept_fp32_nodes": len(result.kept),
              "quantized_nodes": len(quantized), "quantized_ops": list(settings["op_types_to_quantize"]),

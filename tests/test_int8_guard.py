@@ -211,3 +211,19 @@ def test_cli_guard_options_are_checked(files: dict[str, Path], tmp_path: Path) -
     assert res.exit_code != 0 and "--max-ap-drop must be >= 0" in str(res.exception) + res.output
     res = runner.invoke(app, [*base, "--calib-count", "4"])
     assert res.exit_code != 0 and "every image there is a calibration image" in str(res.exception) + res.output
+
+
+def test_a_guard_that_keeps_everything_in_float_says_so(files: dict[str, Path], tmp_path: Path) -> None:
+    """Label-free on two held-out photos of a formula-weight model, no int8 variant stays within 0.5 points of
+    agreement: the file then computes in fp32, and its contract (and the log) must say so, not just "int8"."""
+    from hhrnet.export.onnx import read_contract
+    from hhrnet.export.precision import convert
+
+    said: list[str] = []
+    out = convert(files["aggregate"], tmp_path / "q.onnx", "int8", calib_images=files["images"], calib_count=2,
+                  log=said.append)  # fmt: skip
+    art = read_contract(out.path)
+    assert art.extra["quantized_nodes"] == 0 and art.extra["guard"]["kept"]
+    warning = [w for w in art.calibration["warnings"] if "kept every block in fp32" in w]
+    assert warning and "agreement drop" in warning[0] and "--annotations" in warning[0]
+    assert any(line.startswith("warning: the guard kept every block") for line in said)

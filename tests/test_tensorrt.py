@@ -209,8 +209,11 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     export_onnx(model, cfg, root / "fp32.onnx", sample_size=(128, 128))
     coco = samples.images("coco")[0].parent
     convert(root / "fp32.onnx", root / "fp16.onnx", "fp16")
-    convert(root / "fp32.onnx", root / "int8.onnx", "int8", calib_images=coco, calib_count=2)
-    convert(root / "fp32.onnx", root / "int8cpu.onnx", "int8", calib_images=coco, calib_count=2, target="cpu")
+    # the fixed rule (heads in fp32), not the guard: these files test the TensorRT side, and on two held-out photos
+    # of a formula-weight model the label-free guard keeps every block in fp32 (no int8 left to check)
+    int8 = {"calib_images": coco, "calib_count": 2, "guarded": False}
+    convert(root / "fp32.onnx", root / "int8.onnx", "int8", **int8)
+    convert(root / "fp32.onnx", root / "int8cpu.onnx", "int8", target="cpu", **int8)
     return {p: root / f"{p}.onnx" for p in ("fp32", "fp16", "int8", "int8cpu")}
 
 
