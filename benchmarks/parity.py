@@ -11,13 +11,13 @@ image count and activation type, so a calibration choice can be read off the tab
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hhrnet.benchmarks.common import Row, environment
+from hhrnet.export.guard import as_ground_truth
 
 GATES = {"exact": 0.0, "fp32": 0.1, "fp16": 0.3, "int8": 1.0}
 
@@ -51,20 +51,6 @@ def precision_info(artifact: Any) -> dict[str, Any]:
     return info
 
 
-def _as_ground_truth(results: Sequence[Mapping[str, Any]], ann: Mapping[str, Any]) -> dict[str, Any]:
-    """Baseline predictions as a COCO ground-truth file (each person's box and area from its keypoints)."""
-    anns = []
-    for i, r in enumerate(results):
-        x, y, w, h = r["bbox"]
-        kps = list(r["keypoints"])
-        for j in range(2, len(kps), 3):
-            kps[j] = 2 if kps[j] > 0 else 0
-        anns.append({"id": i + 1, "image_id": r["image_id"], "category_id": 1, "iscrowd": 0, "keypoints": kps,
-                     "num_keypoints": sum(1 for v in kps[2::3] if v > 0), "bbox": [x, y, max(w, 1), max(h, 1)],
-                     "area": max(w, 1) * max(h, 1)})  # fmt: skip
-    return {"images": copy.deepcopy(ann["images"]), "annotations": anns, "categories": ann.get("categories", [])}
-
-
 def run(
     variants: Sequence[Variant], codec: Any, image_dir: str | Path, ann_file: str | Path, *,
     max_images: int | None = None,
@@ -80,7 +66,7 @@ def run(
     env = environment("cpu")
     base = evaluate_model(variants[0].network, codec, image_dir, ann_file, max_images=max_images,
                           decoder=variants[0].decoder)  # fmt: skip
-    reference_gt = _as_ground_truth(base.results, ann)
+    reference_gt = as_ground_truth(base.results, ann["images"], ann.get("categories"))
     rows: list[Row] = []
     for v in variants:
         res = base if v is variants[0] else evaluate_model(v.network, codec, image_dir, ann_file,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +219,10 @@ class _Net:
         return list(self.session.run(None, {self.input_name: x}))
 
 
-def as_ground_truth(results: Sequence[dict[str, Any]], images: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def as_ground_truth(
+    results: Sequence[Mapping[str, Any]], images: Sequence[Mapping[str, Any]],
+    categories: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Predictions as a COCO ground-truth dict (box and area of each person from its keypoints)."""
     anns = []
     for i, r in enumerate(results):
@@ -230,7 +233,8 @@ def as_ground_truth(results: Sequence[dict[str, Any]], images: Sequence[dict[str
         anns.append({"id": i + 1, "image_id": r["image_id"], "category_id": 1, "iscrowd": 0, "keypoints": kps,
                      "num_keypoints": sum(1 for v in kps[2::3] if v > 0), "bbox": [x, y, max(w, 1), max(h, 1)],
                      "area": max(w, 1) * max(h, 1)})  # fmt: skip
-    return {"images": [dict(im) for im in images], "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    cats = [dict(c) for c in categories] if categories else [{"id": 1, "name": "person"}]
+    return {"images": [dict(im) for im in images], "annotations": anns, "categories": cats}
 
 
 def agreement_ap(results: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]],
