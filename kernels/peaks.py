@@ -312,30 +312,6 @@ def nms_hw(det: np.ndarray, pad: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _heap_of_first(det: np.ndarray, k: int, pad: int, v: np.ndarray, ix: np.ndarray) -> None:
-    """The heap-select's start: the NMS values of the first k pixels (flat order) as a min-heap."""
-    w = det.shape[1]
-    for i in range(k):
-        y = i // w
-        v[i] = nms_value(det, y, i - y * w, pad)
-        ix[i] = i
-    _make_heap(v, ix, 0, k)
-
-
-@njit(cache=True)
-def _visit(det: np.ndarray, y: int, x: int, k: int, pad: int, v: np.ndarray, ix: np.ndarray) -> None:
-    """One pixel of the heap-select after the first k: enters the heap when its NMS value beats the minimum."""
-    i = y * det.shape[1] + x
-    if i < k:
-        return
-    top = v[0]
-    if det[y, x] > top or top < 0:
-        nv = nms_value(det, y, x, pad)
-        if nv > top:
-            _sift(v, ix, 0, 0, k, nv, np.int64(i))
-
-
-@njit(cache=True)
 def topk_nms_hw(det: np.ndarray, k: int, pad: int, v: np.ndarray, ix: np.ndarray, stack: np.ndarray) -> None:
     """``topk(nms(det).ravel(), k)`` into v[:k], ix[:k] (torch order) without building the NMS map.
 
@@ -354,10 +330,21 @@ def topk_nms_hw(det: np.ndarray, k: int, pad: int, v: np.ndarray, ix: np.ndarray
             ix[i] = i
         topk_select(v, ix, n, k, stack)
         return
-    _heap_of_first(det, k, pad, v, ix)
+    for i in range(k):
+        y = i // w
+        v[i] = nms_value(det, y, i - y * w, pad)
+        ix[i] = i
+    _make_heap(v, ix, 0, k)
     for y in range(h):
         for x in range(w):
-            _visit(det, y, x, k, pad, v, ix)
+            i = y * w + x
+            if i < k:
+                continue
+            top = v[0]
+            if det[y, x] > top or top < 0:
+                nv = nms_value(det, y, x, pad)
+                if nv > top:
+                    _sift(v, ix, 0, 0, k, nv, np.int64(i))
     _sort_heap(v, ix, 0, k)
 
 
@@ -375,7 +362,11 @@ def topk_nms_blocks_hw(
     if k * PARTIAL_SORT_FACTOR > n or det_max.shape[0] * tile < h or det_max.shape[1] * tile < w:
         topk_nms_hw(det, k, pad, v, ix, stack)
         return
-    _heap_of_first(det, k, pad, v, ix)
+    for i in range(k):
+        y = i // w
+        v[i] = nms_value(det, y, i - y * w, pad)
+        ix[i] = i
+    _make_heap(v, ix, 0, k)
     for y in range(h):
         ty = y // tile
         for tx in range(det_max.shape[1]):
@@ -384,7 +375,14 @@ def topk_nms_blocks_hw(
             if top >= 0 and det_max[ty, tx] <= top and y * w + x0 >= k:
                 continue
             for x in range(x0, imin(x0 + tile, w)):
-                _visit(det, y, x, k, pad, v, ix)
+                i = y * w + x
+                if i < k:
+                    continue
+                top = v[0]
+                if det[y, x] > top or top < 0:
+                    nv = nms_value(det, y, x, pad)
+                    if nv > top:
+                        _sift(v, ix, 0, 0, k, nv, np.int64(i))
     _sort_heap(v, ix, 0, k)
 
 
