@@ -91,7 +91,7 @@ def test_the_reference_check_can_fail() -> None:
         "b.py": "# see docs/official.md §12 and docs/official.md §7.8\n",
         "c.py": "# docs/official.md B2-B16 and docs/official.md S1-7\n",
         "d.py": "# see " + "SP" + "EC §8\n",
-        "e.txt": "# see ../shared/" + "ENVIRON" + "MENT.md\n",
+        "e.txt": "# see ../" + "shared/" + "ENVIRON" + "MENT.md\n",
     }
     assert _references(planted["a.py"]) == ["B3", "§8", "D2"]
     assert _expand("§7.3-4") == ["§7.3", "§7.4"] and _expand("§7-8") == ["§7", "§8"]

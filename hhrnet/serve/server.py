@@ -33,7 +33,7 @@ from hhrnet.serve.repository import ENSEMBLE, MODELS
 class Endpoints:
     """Where the server listens."""
 
-    host: str = "127.0.0.1"  # bind address of HTTP, gRPC and metrics (loopback by default; 0.0.0.0: all interfaces)
+    host: str = "127.0.0.1"  # bind address of HTTP, gRPC and metrics (loopback unless --host says otherwise)
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
