@@ -437,10 +437,10 @@ def build_network(check: Check, cfg: Any) -> Any:
 
 def aggregate_graph(model: Any, cfg: Any, flip: bool = True) -> Any:
     """The network with the flip test in its batch and the maps projected to the input (the deployed graph)."""
-    from hhrnet.codec import Codec
+    from hhrnet.codec import resolve_codec
     from hhrnet.export.graph import AggregateGraph
 
-    codec = Codec.from_config(cfg)
+    codec = resolve_codec(cfg)
     return AggregateGraph(
         model,
         num_joints=codec.num_joints,
@@ -570,11 +570,11 @@ def end_to_end_rows(check: Check, images: Sequence[Any], repeats: int = 3) -> li
     import torch
 
     from hhrnet.benchmarks.official_port import decode_official
-    from hhrnet.codec import Codec
+    from hhrnet.codec import resolve_codec
 
     cfg = network_config(check)
     model = build_network(check, cfg)
-    codec = Codec.from_config(cfg)
+    codec = resolve_codec(cfg)
     params = codec.decode
     net = aggregate_graph(model, cfg)
     sync = _sync(check)

@@ -18,15 +18,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from hhrnet.codec import Codec
+from hhrnet.codec import Codec, resolve_codec
 from hhrnet.errors import BackendError, ConfigError
-from hhrnet.runtime.artifact import OUTPUTS, Artifact
-
-Graph = Literal["raw", "aggregate", "peaks"]
+from hhrnet.graphs import Graph, graph_kind
+from hhrnet.runtime.artifact import Artifact
 
 
 @dataclass
@@ -44,30 +43,26 @@ def build_graph(model: Any, codec: Codec, graph: Graph) -> Any:
     """The torch module whose export is the ``graph`` variant of ``codec``'s pipeline around ``model``."""
     from hhrnet.export.graph import AggregateGraph, PeaksGraph
 
-    if graph == "raw":
+    kind = graph_kind(graph)
+    if not kind.aggregates:
         return model
     agg = AggregateGraph(
         model, num_joints=codec.num_joints, flip_index=codec.flip_index, flip=codec.flip,
         with_heatmaps=codec.stage_heatmaps, with_ae=codec.stage_tags, project=codec.project2image,
     )  # fmt: skip
-    if graph == "aggregate":
+    if not kind.peaks:
         return agg
-    if graph == "peaks":
-        if codec.drop_center:
-            raise ConfigError("the peaks graph cannot drop a centre channel; export the aggregate graph")
-        return PeaksGraph(agg, top_k=codec.decode.max_num_people, nms_kernel=codec.decode.nms_kernel)
-    raise BackendError(f"unknown export graph {graph!r}; expected raw, aggregate or peaks")
+    if codec.drop_center:
+        raise ConfigError("the peaks graph cannot drop a centre channel; export the aggregate graph")
+    return PeaksGraph(agg, top_k=codec.decode.max_num_people, nms_kernel=codec.decode.nms_kernel)
 
 
 def make_artifact(cfg: Any, codec: Codec, graph: str, static: bool) -> Artifact:
-    """The contract of an export of ``cfg`` with ``codec``; static exports letterbox to the input size."""
+    """The contract of an export of ``cfg`` with ``codec``; a static export letterboxes (:meth:`Codec.letterboxed`)."""
     import hhrnet
 
     if static:
-        side = codec.letterbox or codec.input_size
-        if side % 64:
-            raise ConfigError(f"a static export letterboxes to a square multiple of 64; {side} is not")
-        codec = codec.replace(letterbox=side, scales=(1.0,))
+        codec = codec.replace(scales=(1.0,)).letterboxed()
     hw = (codec.letterbox, codec.letterbox) if static else None
     return Artifact(codec, cfg.to_dict(), graph, "fp32", None, hw, hhrnet.__version__)
 
@@ -96,7 +91,7 @@ def export_onnx(
     from hhrnet.export.opsets import unsupported_ops
     from hhrnet.io import atomic_write_bytes
 
-    artifact = make_artifact(cfg, codec or Codec.from_config(cfg), graph, static)
+    artifact = make_artifact(cfg, codec or resolve_codec(cfg), graph, static)
     model = model.eval()
     module = build_graph(model, artifact.codec, graph).eval()
     if artifact.static_hw is not None:
@@ -104,13 +99,14 @@ def export_onnx(
     else:
         h, w = sample_size or (min(artifact.codec.input_size, 256),) * 2
     x = torch.zeros(1, 3, h, w)
-    names = list(OUTPUTS[graph])
+    kind = graph_kind(graph)
+    names = list(kind.outputs)
     axes: dict[str, dict[int, str]] | None = None
     if artifact.static_hw is None:
         axes = {"image": {0: "batch", 2: "height", 3: "width"}}
         for n in names:
             axes[n] = {0: "batch"} | ({2: "h", 3: "w"} if n in ("heatmaps", "tags") else {})
-        if graph == "raw":
+        if not kind.aggregates:  # the network's two stages: 1/4 and 1/2 of the input
             axes["out0"] = {0: "batch", 2: "h4", 3: "w4"}
             axes["out1"] = {0: "batch", 2: "h2", 3: "w2"}
     buf = io.BytesIO()

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from hhrnet.config import Config, from_dict, layered, preset
+from hhrnet.datasets import facts_for_joints
 from hhrnet.errors import CheckpointError, ConfigError
 from hhrnet.io import atomic_save_torch
 from hhrnet.model import HigherHRNet, build_model, checkpoint_filter_fn
@@ -145,7 +146,8 @@ def default_config(state: Mapping[str, Tensor]) -> Config:
     """For an official checkpoint: the COCO or CrowdPose W32-512 preset, by the joints its head predicts."""
     head = state.get("final_layers.1.weight")
     joints = int(head.shape[0]) if head is not None else 17
-    return preset("crowdpose_w32_512" if joints == 14 else "coco_w32_512")
+    facts = facts_for_joints(joints)
+    return preset(f"{facts.name}_w32_512" if facts is not None else "coco_w32_512")
 
 
 def load_model(

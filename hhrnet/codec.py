@@ -10,7 +10,9 @@ Every choice the official test pipeline makes outside the network lives here, on
 * decoding: :class:`~hhrnet.kernels.params.DecodeParams` (thresholds, NMS, joint order, opt-in fixes);
 * back to image pixels: the inverse of the input warp.
 
-A :class:`Codec` is built from a :class:`~hhrnet.config.Config` (:meth:`Codec.from_config`), written
+**Where the contract is decided**: :func:`resolve_codec`, one function for every command, the demo, the
+evaluator, the exporter and the server. A :class:`Codec` is built from a :class:`~hhrnet.config.Config`
+(:meth:`Codec.from_config`, which also builds the :class:`~hhrnet.kernels.params.DecodeParams`), written
 completely into every exported file (ONNX metadata, TensorRT engine sidecar) and rebuilt from there
 (:meth:`Codec.from_json`) with nothing else, so the deployed pipeline is the verified one. The predictor,
 export, calibration, the runtimes and the decoders take their settings only from it.
@@ -28,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hhrnet.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD
 from hhrnet.errors import ConfigError, InputError
-from hhrnet.kernels.params import DecodeParams
+from hhrnet.kernels.params import DecodeParams, default_joint_order
 from hhrnet.warp import warp_affine
 
 if TYPE_CHECKING:
@@ -43,8 +46,12 @@ HARD_MAX_INPUT_SIDE = 1 << 15
 MAX_SCALES = 8
 # keys added after schema 1 was first written: an older artifact without them gets the defaults
 _ADDED_KEYS = {"max_input_pixels": MAX_INPUT_PIXELS, "max_input_side": MAX_INPUT_SIDE}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+SIDE_MULTIPLE = 64  # a letterbox square (and every official-resize input side) is a multiple of this
+
+
+def round_up_side(side: int) -> int:
+    """``side`` rounded up to a multiple of :data:`SIDE_MULTIPLE`."""
+    return -(-int(side) // SIDE_MULTIPLE) * SIDE_MULTIPLE
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +157,33 @@ def _stage_masks(cfg: Config) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
     return with_hm, with_ae
 
 
+def _decode_params(cfg: Config) -> DecodeParams:
+    """The decoder's parameters a config defines (official ``WITH_CENTER`` / ``IGNORE_CENTER`` rule: a trailing
+    centre channel is either dropped, or kept and grouped first)."""
+    t = cfg.test
+    joints = cfg.model.num_joints
+    with_center = cfg.data.with_center
+    if with_center and t.ignore_center:
+        joints -= 1
+    return DecodeParams(
+        num_joints=joints,
+        max_num_people=cfg.data.max_num_people,
+        detection_threshold=float(t.detection_threshold),
+        tag_threshold=float(t.tag_threshold),
+        use_detection_val=t.use_detection_val,
+        ignore_too_much=t.ignore_too_much,
+        nms_kernel=t.nms_kernel,
+        nms_padding=t.nms_padding,
+        adjust=t.adjust,
+        refine=t.refine,
+        joint_order=default_joint_order(joints, center_first=with_center and not t.ignore_center),
+        max_persons=t.max_persons,
+        unique_person_keys=t.unique_person_keys,
+        ties_positive=t.ties_positive,
+        pose_nms=float(t.pose_nms),
+    )
+
+
 @dataclass(frozen=True)
 class Codec:
     """Everything between an image and its poses except the network. Frozen; compared field by field."""
@@ -174,8 +208,8 @@ class Codec:
     max_input_side: int = MAX_INPUT_SIDE  # max(h, w)
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("coco", "crowdpose"):
-            raise ConfigError(f"codec dataset must be coco or crowdpose, got {self.dataset!r}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"codec dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.num_joints < 1 or self.tag_channels not in (1, self.num_joints):
             raise ConfigError(f"codec: {self.tag_channels} tag channels do not fit {self.num_joints} joints")
         if len(self.flip_index) != self.num_joints or sorted(self.flip_index) != list(range(self.num_joints)):
@@ -249,13 +283,33 @@ class Codec:
             project2image=test.project2image,
             letterbox=int(letterbox or 0),
             drop_center=bool(cfg.data.with_center and test.ignore_center),
-            decode=DecodeParams.from_config(cfg),
+            decode=_decode_params(cfg),
             max_input_pixels=test.max_input_pixels,
             max_input_side=test.max_input_side,
         )
 
     def replace(self, **changes: Any) -> Codec:
         return replace(self, **changes)
+
+    def with_flags(
+        self, flip: bool | None = None, scales: Sequence[float] | None = None, letterbox: int | None = None
+    ) -> Codec:
+        """This codec with a command's explicit test flags applied (None = keep)."""
+        changes: dict[str, Any] = {}
+        if flip is not None:
+            changes["flip"] = bool(flip)
+        if scales is not None:
+            changes["scales"] = tuple(scales)
+        if letterbox is not None:
+            changes["letterbox"] = int(letterbox)
+        return self.replace(**changes) if changes else self
+
+    def letterboxed(self, side: int | None = None) -> Codec:
+        """This codec letterboxing every image into one square, for fixed shapes (static exports, serving):
+        ``side`` when given, else its own letterbox, else the input size rounded up to a multiple of 64."""
+        if len(self.scales) != 1:
+            raise ConfigError("a letterboxed pipeline runs one scale; drop the extra test scales")
+        return self.replace(letterbox=int(side or self.letterbox or round_up_side(self.input_size)))
 
     def relayered(self, was: Config, now: Config) -> Codec:
         """This codec with what changed from config ``was`` to config ``now`` applied, and nothing else.
@@ -325,8 +379,14 @@ class Codec:
 
     @property
     def tag_dims(self) -> int:
-        """T of the aggregated tag maps: one per pass (2 with flip)."""
-        return 2 if self.flip else 1
+        """T of the aggregated tag maps: one per stage with tags and pass (2 passes with flip)."""
+        return sum(self.stage_tags) * (2 if self.flip else 1)
+
+    def map_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the decoded maps for a network input of ``input_hw``: the input size when projected to
+        it (``project2image``), else the network's finest stage, half of it."""
+        h, w = input_hw
+        return (h, w) if self.project2image else (h // 2, w // 2)
 
     @property
     def decoded_joints(self) -> int:
@@ -413,3 +473,31 @@ class Codec:
         """(P, J, 3+T) map coordinates -> (P, J, 3) image pixels + value."""
         mapped = to_image_coords(poses, prepared.center, prepared.scale, (map_hw[1], map_hw[0]))
         return np.ascontiguousarray(mapped[..., :3])
+
+
+def resolve_codec(
+    cfg: Config,
+    *,
+    artifact: tuple[Codec, Config] | None = None,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    letterbox: int | None = None,
+) -> Codec:
+    """The test-time contract a command runs with; every command, the demo, the evaluator, the exporter and the
+    server get their codec here. Precedence, lowest first:
+
+    1. the config ``cfg``, already layered by :func:`hhrnet.config.layered` (embedded config, then ``--config``,
+       then ``--set``) — for a checkpoint or a bare config this is the whole base;
+    2. for an exported file, ``artifact`` = (its embedded codec, its embedded config): the embedded codec is the
+       base and only what ``cfg`` changed from the embedded config is applied to it (an export made with
+       ``--no-flip`` stays flip-free when a user only changes a threshold);
+    3. the command's explicit test flags (``--flip/--no-flip``, ``--scales``, ``--letterbox``).
+
+    The caller checks the result against what an artifact's graph bakes in (``Artifact.check``).
+    """
+    if artifact is None:
+        codec = Codec.from_config(cfg)
+    else:
+        embedded_codec, embedded_cfg = artifact
+        codec = embedded_codec.relayered(embedded_cfg, cfg)
+    return codec.with_flags(flip, scales, letterbox)

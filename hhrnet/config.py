@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from hhrnet.choices import DatasetName
+from hhrnet.datasets import dataset_facts
 from hhrnet.errors import ConfigError
 from hhrnet.kernels.params import OFFICIAL_COCO_ORDER
 
-COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
-CROWDPOSE_FLIP_INDEX: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13)
 # Official grouping order (group.py:113-119), owned by the decoder's parameters; CrowdPose uses the first 14
 # entries (docs/official.md B5).
 COCO_JOINT_ORDER: tuple[int, ...] = OFFICIAL_COCO_ORDER
@@ -106,7 +105,7 @@ class DataConfig:
 
     @property
     def flip_index(self) -> tuple[int, ...]:
-        base = COCO_FLIP_INDEX if self.dataset == "coco" else CROWDPOSE_FLIP_INDEX
+        base = dataset_facts(self.dataset).flip_index
         return base + ((len(base),) if self.with_center else ())
 
 
@@ -216,7 +215,7 @@ def _w48(model: ModelConfig) -> ModelConfig:
 
 
 def _make_preset(dataset: DatasetName, width: int, size: int) -> Config:
-    joints = 17 if dataset == "coco" else 14
+    joints = dataset_facts(dataset).num_joints
     model = ModelConfig(num_joints=joints)
     if width == 48:
         model = _w48(model)
@@ -842,9 +841,7 @@ def field_names(cls: type) -> list[str]:
 
 
 __all__ = [
-    "COCO_FLIP_INDEX",
     "COCO_JOINT_ORDER",
-    "CROWDPOSE_FLIP_INDEX",
     "Config",
     "DataConfig",
     "DeconvConfig",

@@ -118,7 +118,7 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
     from hhrnet.benchmarks.parity import Variant
     from hhrnet.benchmarks.parity import run as parity_run
     from hhrnet.checkpoint import load_model
-    from hhrnet.codec import Codec
+    from hhrnet.codec import resolve_codec
     from hhrnet.config import apply_overrides, preset
     from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA, synthesize
     from hhrnet.evaluate import evaluate_model, write_results
@@ -202,7 +202,7 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
     log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
     model, cfg = load_model(ckpt)
     torch_net = torch_network(model)
-    codec = Codec.from_config(cfg)
+    codec = resolve_codec(cfg)
     ev = evaluate_model(torch_net, codec, images, ann)
     write_results(root / "val_results.json", ev.results)
     summary.numbers["val_AP"] = round(ev.stats["AP"], 4)

@@ -18,15 +18,18 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hhrnet.datasets import CROWDPOSE, dataset_facts
 from hhrnet.errors import InputError
+
+if TYPE_CHECKING:
+    from hhrnet.codec import Codec
 
 COCO_STATS = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 CROWDPOSE_STATS = ("AP", "AP .5", "AP .75", "AR", "AR .5", "AR .75", "AP (E)", "AP (M)", "AP (H)")
-CROWDPOSE_SIGMAS = np.array([0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79]) / 10
 
 
 def result_entries(image_id: int, keypoints: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
@@ -71,10 +74,10 @@ def _gt(ann: str | Path | Mapping[str, Any], dataset: str) -> Any:
     source = str(ann) if not isinstance(ann, Mapping) else "annotations"
     if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
         raise InputError(f"{source} is not a COCO keypoint file")
-    _check_ground_truth(data, source, 17 if dataset == "coco" else 14)
+    _check_ground_truth(data, source, dataset_facts(dataset).num_joints)
     data.setdefault("categories", [{"id": 1, "name": "person"}])
     for a in data["annotations"]:
-        if dataset == "crowdpose":
+        if dataset == CROWDPOSE.name:
             x, y, w, h = a["bbox"]
             a["area"] = w * h * 0.53  # CrowdPose's OKS area
         elif "area" not in a:
@@ -194,11 +197,10 @@ def evaluate_predictions(
     Predictions for images the ground truth does not have are left out and reported in ``warnings``, as is
     an empty list (AP 0 is then the right answer, but rarely the intended one).
     """
-    if dataset not in ("coco", "crowdpose"):
-        raise InputError(f"unknown dataset {dataset!r}; expected coco or crowdpose")
+    facts = dataset_facts(dataset)
     source = str(results) if isinstance(results, str | Path) else "results"
     raw = _load_json(results, "results file") if isinstance(results, str | Path) else list(results)
-    dets = _check_results(raw, source, 17 if dataset == "coco" else 14)
+    dets = _check_results(raw, source, facts.num_joints)
     gt = _gt(annotations, dataset)
     known = set(gt.getImgIds())
     warnings: list[str] = []
@@ -214,10 +216,11 @@ def evaluate_predictions(
             + ("; NOTHING matched the ground truth" if not matched else "")
         )
     dets = [dict(d, category_id=1) for d in dets if d["image_id"] in known]
-    if dataset == "coco":
+    if facts is not CROWDPOSE:  # COCO: pycocotools' own sigmas (the same values)
         stats = _evaluate(gt, dets, None, None, 20)
         return Stats(zip(COCO_STATS, (float(s) for s in stats), strict=True), warnings)
-    stats = _evaluate(gt, dets, CROWDPOSE_SIGMAS, None, 20)
+    sigmas = np.asarray(CROWDPOSE.oks_sigmas)
+    stats = _evaluate(gt, dets, sigmas, None, 20)
     out = Stats(zip(("AP", "AP .5", "AP .75"), (float(s) for s in stats[:3]), strict=True), warnings)
     out.update(zip(("AR", "AR .5", "AR .75"), (float(s) for s in stats[5:8]), strict=True))
     index = {img["id"]: float(img.get("crowdIndex", 0.0)) for img in gt.dataset["images"]}
@@ -227,7 +230,7 @@ def evaluate_predictions(
         ("AP (H)", lambda c: c >= 0.8),
     ):
         ids = [i for i, c in index.items() if test(c)]
-        out[name] = float(_evaluate(gt, dets, CROWDPOSE_SIGMAS, ids, 20)[0]) if ids else float("nan")
+        out[name] = float(_evaluate(gt, dets, sigmas, ids, 20)[0]) if ids else float("nan")
     return out
 
 
@@ -241,12 +244,10 @@ class EvalResult:
 
 def evaluate_model(
     network: Callable[[np.ndarray], Sequence[np.ndarray]],
-    contract: Any,
+    codec: Codec,
     image_dir: str | Path,
     ann_file: str | Path,
     *,
-    flip: bool | None = None,
-    scales: Sequence[float] | None = None,
     max_images: int | None = None,
     decoder: str = "fast",
     graph: str | None = None,
@@ -254,18 +255,12 @@ def evaluate_model(
 ) -> EvalResult:
     """Run the test pipeline over a COCO/CrowdPose split and score it.
 
-    ``contract`` is the :class:`~hhrnet.codec.Codec` to run with, or a Config whose codec is used (with
-    ``flip`` / ``scales`` applied); ``graph`` says what ``network`` returns (default: its ``graph`` or raw).
+    ``codec`` is the contract to run with (:func:`hhrnet.codec.resolve_codec`); ``graph`` says what ``network``
+    returns (default: its ``graph`` or raw).
     """
-    from hhrnet.codec import Codec
     from hhrnet.images import read_image
     from hhrnet.inference import Predictor
 
-    codec = contract if isinstance(contract, Codec) else Codec.from_config(contract)
-    if flip is not None or scales is not None:
-        from hhrnet.load import test_flags
-
-        codec = test_flags(codec, flip, scales, None)
     data = _load_json(ann_file, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(f"{ann_file} is not a COCO keypoint file (no images list)")

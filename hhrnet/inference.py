@@ -3,15 +3,17 @@
 Stages (each callable on its own so a benchmark can time them):
 
 1. preprocess  :meth:`Codec.preprocess`: official resize (or the letterbox), normalisation;
-2. network     torch, ONNX Runtime or TensorRT. What it returns depends on its ``graph``:
-               ``raw``       ``[out0, out1]``; the flipped image runs in the same batch, the host aggregates;
-               ``aggregate`` ``[heatmaps, tags]``: flip, resize, averaging and projection happen in the graph;
-               ``peaks``     ``aggregate`` + NMS/top-k in the graph: the decoder starts from its (B, J, M) peaks;
+2. network     torch, ONNX Runtime or TensorRT; what it returns is its graph kind's (:mod:`hhrnet.graphs`):
+               a ``raw`` graph gets the flipped image in the same batch and the host aggregates; an
+               aggregating graph returns decoder-ready maps (and, ``peaks``, its (B, J, M) top-k peaks);
 3. aggregate   (raw only) stages averaged, flip merged, projected, scales combined, in torch's exact
                float32 arithmetic (:mod:`hhrnet.kernels.aggregate`), so the default pipeline equals the
                official one bit for bit;
 4. decode      :mod:`hhrnet.kernels` (fast Numba by default, the reference, or CUDA);
 5. postprocess the inverse affine back to image pixels.
+
+:class:`MapDecoder` is stages 3-5 (what the server runs after its network model); :class:`Predictor` puts
+stages 1-2 in front of it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 from hhrnet.choices import DECODERS, Decoder
 from hhrnet.codec import Codec, Prepared
 from hhrnet.errors import BackendError, InputError
+from hhrnet.graphs import GraphKind, graph_kind
 from hhrnet.images import read_image
 
 Network = Callable[[np.ndarray], Sequence[np.ndarray]]
 
-__all__ = ["Decoder", "Maps", "Network", "Poses", "Predictor", "read_image", "torch_network"]
+__all__ = ["Decoder", "MapDecoder", "Maps", "Network", "Poses", "Predictor", "read_image", "torch_network"]
 
 
 @dataclass
@@ -59,22 +62,23 @@ def check_finite_maps(arrays: Sequence[np.ndarray]) -> None:
             raise InputError("the network produced NaN or infinite maps (check the weights / engine / input)")
 
 
-class Predictor:
-    """The official test pipeline around a network callable; every choice comes from ``codec``."""
+class MapDecoder:
+    """What follows the network: its outputs (of graph kind ``graph``) -> maps -> poses in image pixels.
+
+    Stage 3 (host aggregation, for a graph that does not aggregate), stage 4 (the decoder) and stage 5 (back to
+    image pixels), for one codec. The server uses it directly; :class:`Predictor` puts a network in front.
+    """
 
     def __init__(
-        self, network: Network, codec: Codec, *, decoder: Decoder = "fast", graph: str | None = None,
-        parallel_decode: bool = False,
-    ) -> None:  # fmt: skip
+        self, codec: Codec, *, graph: str = "raw", decoder: Decoder = "fast", parallel_decode: bool = False
+    ) -> None:
         if decoder not in DECODERS:
             raise InputError(f"unknown decoder {decoder!r}; expected {', '.join(DECODERS)}")
-        self.network = network
         self.codec = codec
+        self.kind: GraphKind = graph_kind(graph)
+        self.kind.check_scales(codec.scales)
         self.decoder = decoder
         self.parallel_decode = parallel_decode  # peaks and refine over all Numba threads; same output
-        self.graph = graph or getattr(network, "graph", "raw")
-        if self.graph != "raw" and len(codec.scales) != 1:
-            raise InputError(f"the {self.graph} graph runs one scale; multi-scale needs a raw export")
         if decoder == "cuda":
             self._check_cuda()
 
@@ -87,15 +91,78 @@ class Predictor:
         if not cuda.is_available():
             raise BackendError("--decoder cuda needs a CUDA GPU (numba.cuda finds none)")
 
+    # stage 3
+    def to_maps(
+        self, outs: list[np.ndarray], flipped: list[np.ndarray] | None, project_to: tuple[int, int] | None
+    ) -> list[Maps]:
+        """Network outputs of one scale -> one :class:`Maps` per image (host aggregation for a raw graph)."""
+        if not self.kind.aggregates:
+            hm, tags = self.codec.aggregate([o.astype(np.float32, copy=False) for o in outs], flipped, project_to)
+            return [Maps(hm[i], tags[i]) for i in range(len(hm))]
+        hm, tags = outs[0].astype(np.float32, copy=False), outs[1].astype(np.float32, copy=False)
+        if self.kind.peaks:
+            vals, index, ptags = outs[2].astype(np.float32), outs[3].astype(np.int64), outs[4].astype(np.float32)
+            return [Maps(hm[i], tags[i], (vals[i], index[i], ptags[i])) for i in range(len(hm))]
+        return [Maps(hm[i], tags[i]) for i in range(len(hm))]
+
+    # stage 4
+    def decode(self, maps: Maps) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, tags = self.codec.for_decoding(maps.heatmaps, maps.tags)
+        params = self.codec.decode
+        if maps.peaks is not None and self.decoder == "fast" and not self.codec.drop_center:
+            from hhrnet.kernels.decode import decode_from_peaks
+
+            return decode_from_peaks(heatmaps, tags, *maps.peaks, params)
+        if self.decoder == "reference":
+            from hhrnet.kernels.reference import decode_reference
+
+            return decode_reference(heatmaps, tags, params)
+        if self.decoder == "cuda":
+            from hhrnet.kernels.cuda import decode_cuda
+
+            return decode_cuda(heatmaps[None], tags[None], params, capacity=params.person_capacity).image(0)
+        from hhrnet.kernels.decode import decode
+
+        return decode(heatmaps, tags, params, parallel=self.parallel_decode)
+
+    # stage 5
+    def postprocess(self, poses: np.ndarray, scores: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> Poses:
+        return Poses(self.codec.to_image(poses, prepared, map_hw), scores.astype(np.float32))
+
+    def poses(self, maps: Maps, prepared: Prepared) -> Poses:
+        """Stages 4-5: one image's maps -> its poses in image pixels."""
+        poses, scores = self.decode(maps)
+        return self.postprocess(poses, scores, prepared, maps.heatmaps.shape[1:])
+
+
+class Predictor:
+    """The official test pipeline: a network callable followed by a :class:`MapDecoder`, both from ``codec``."""
+
+    def __init__(
+        self,
+        network: Network,
+        codec: Codec,
+        *,
+        decoder: Decoder = "fast",
+        graph: str | None = None,
+        parallel_decode: bool = False,
+    ) -> None:
+        self.network = network
+        self.codec = codec
+        self.graph = graph or getattr(network, "graph", "raw")
+        self.maps_decoder = MapDecoder(codec, graph=self.graph, decoder=decoder, parallel_decode=parallel_decode)
+        self.kind = self.maps_decoder.kind
+        self.decoder = decoder
+
     # stage 1
     def preprocess(self, image: np.ndarray) -> Prepared:
         return self.codec.preprocess(image)
 
     # stage 2
     def run_network(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """(outputs, flipped outputs): a raw graph gets the flipped copy appended to the same batch."""
+        """(outputs, flipped outputs): a graph that does not flip inside gets the flipped copy in the same batch."""
         b = batch.shape[0]
-        host_flip = self.codec.flip and self.graph == "raw"
+        host_flip = self.codec.flip and self.kind.host_flips
         x = np.concatenate([batch, batch[:, :, :, ::-1]], 0) if host_flip else batch
         outs = [np.asarray(o) for o in self.network(np.ascontiguousarray(x, np.float32))]
         check_finite_maps(outs)
@@ -107,15 +174,7 @@ class Predictor:
     def to_maps(
         self, outs: list[np.ndarray], flipped: list[np.ndarray] | None, project_to: tuple[int, int] | None
     ) -> list[Maps]:
-        """Network outputs of one scale -> one :class:`Maps` per image (host aggregation for a raw graph)."""
-        if self.graph == "raw":
-            hm, tags = self.codec.aggregate([o.astype(np.float32, copy=False) for o in outs], flipped, project_to)
-            return [Maps(hm[i], tags[i]) for i in range(len(hm))]
-        hm, tags = outs[0].astype(np.float32, copy=False), outs[1].astype(np.float32, copy=False)
-        if self.graph == "peaks":
-            vals, index, ptags = outs[2].astype(np.float32), outs[3].astype(np.int64), outs[4].astype(np.float32)
-            return [Maps(hm[i], tags[i], (vals[i], index[i], ptags[i])) for i in range(len(hm))]
-        return [Maps(hm[i], tags[i]) for i in range(len(hm))]
+        return self.maps_decoder.to_maps(outs, flipped, project_to)
 
     def batch_maps(self, batch: np.ndarray, project_to: tuple[int, int] | None) -> list[Maps]:
         """Stages 2-3 for (B, 3, H, W) inputs of one scale."""
@@ -148,38 +207,23 @@ class Predictor:
             final = final + hm
         return Maps(final / np.float32(len(heatmaps)), tags)
 
-    # stage 4
+    # stages 4-5
     def decode(self, maps: Maps) -> tuple[np.ndarray, np.ndarray]:
-        heatmaps, tags = self.codec.for_decoding(maps.heatmaps, maps.tags)
-        params = self.codec.decode
-        if maps.peaks is not None and self.decoder == "fast" and not self.codec.drop_center:
-            from hhrnet.kernels.decode import decode_from_peaks
+        return self.maps_decoder.decode(maps)
 
-            return decode_from_peaks(heatmaps, tags, *maps.peaks, params)
-        if self.decoder == "reference":
-            from hhrnet.kernels.reference import decode_reference
-
-            return decode_reference(heatmaps, tags, params)
-        if self.decoder == "cuda":
-            from hhrnet.kernels.cuda import decode_cuda
-
-            batch = decode_cuda(heatmaps[None], tags[None], params, capacity=len(params.joint_order) * 30)
-            return batch.image(0)
-        from hhrnet.kernels.decode import decode
-
-        return decode(heatmaps, tags, params, parallel=self.parallel_decode)
-
-    # stage 5
     def postprocess(self, poses: np.ndarray, scores: np.ndarray, prepared: Prepared, map_hw: tuple[int, int]) -> Poses:
-        return Poses(self.codec.to_image(poses, prepared, map_hw), scores.astype(np.float32))
+        return self.maps_decoder.postprocess(poses, scores, prepared, map_hw)
 
     def on_device(self) -> bool:
         """Whether decoding reads the network's outputs on the GPU: the CUDA decoder on a runtime that keeps
         its outputs there (TensorRT's ``run_device``), a graph that aggregates, one scale, no centre channel."""
         return (
-            self.decoder == "cuda" and self.graph != "raw" and hasattr(self.network, "run_device")
-            and len(self.codec.scales) == 1 and not self.codec.drop_center
-        )  # fmt: skip
+            self.decoder == "cuda"
+            and self.kind.aggregates
+            and hasattr(self.network, "run_device")
+            and len(self.codec.scales) == 1
+            and not self.codec.drop_center
+        )
 
     def predict_on_device(self, prepared: Prepared) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """Network and decode with no host round trip of the maps: (poses, scores, map (H, W))."""
@@ -188,7 +232,7 @@ class Predictor:
         outs = self.network.run_device(prepared.inputs[0][1][None])  # type: ignore[attr-defined]
         heatmaps, tags = outs[0], outs[1]  # device arrays, valid until the next call
         params = self.codec.decode
-        batch = decode_cuda(heatmaps, tags, params, capacity=len(params.joint_order) * params.max_num_people)
+        batch = decode_cuda(heatmaps, tags, params, capacity=params.person_capacity)
         poses, scores = batch.image(0)
         shape = heatmaps.__cuda_array_interface__["shape"]
         return poses, scores, (int(shape[2]), int(shape[3]))
@@ -198,9 +242,7 @@ class Predictor:
         if self.on_device():
             poses, scores, map_hw = self.predict_on_device(prepared)
             return self.postprocess(poses, scores, prepared, map_hw)
-        maps = self.maps(prepared)
-        poses, scores = self.decode(maps)
-        return self.postprocess(poses, scores, prepared, maps.heatmaps.shape[1:])
+        return self.maps_decoder.poses(self.maps(prepared), prepared)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Poses]:
         """With a letterbox the network runs once for the whole batch; the official resize runs per image."""
@@ -209,11 +251,7 @@ class Predictor:
         prepared = [self.preprocess(im) for im in images]
         batch = np.stack([p.inputs[0][1] for p in prepared])
         all_maps = self.batch_maps(batch, self.codec.project_size(prepared[0]))
-        results = []
-        for p, maps in zip(prepared, all_maps, strict=True):
-            poses, scores = self.decode(maps)
-            results.append(self.postprocess(poses, scores, p, maps.heatmaps.shape[1:]))
-        return results
+        return [self.maps_decoder.poses(maps, p) for p, maps in zip(prepared, all_maps, strict=True)]
 
 
 def torch_network(model: Any, device: str = "cpu", fp16: bool = False, channels_last: bool = False) -> Network:

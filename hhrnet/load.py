@@ -1,9 +1,9 @@
 """Open what the user gave (a checkpoint, an ONNX file or a TensorRT engine) as a network plus its codec.
 
-One rule for every command (:func:`hhrnet.config.layered`): the config embedded in the artifact, replaced by
-``--config`` when given, then ``--set``; then the explicit test flags (flip, scales, letterbox). For an
-exported file the codec it carries is the base, only what the user changed is applied to it
-(:meth:`~hhrnet.codec.Codec.relayered`), and the result is checked against what its graph bakes in.
+One rule for every command: the config by :func:`hhrnet.config.layered` (the config embedded in the artifact,
+replaced by ``--config`` when given, then ``--set``), the codec by :func:`hhrnet.codec.resolve_codec` (for an
+exported file the codec it carries is the base and only what the user changed is applied; then the explicit
+test flags), checked against what an exported graph bakes in.
 
 Only the checkpoint path imports torch: ONNX Runtime and TensorRT need nothing of it.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hhrnet.choices import BACKENDS
-from hhrnet.codec import Codec
+from hhrnet.codec import Codec, resolve_codec
 from hhrnet.config import Config, layered
 from hhrnet.errors import BackendError, ConfigError
 from hhrnet.runtime.artifact import Artifact
@@ -41,27 +41,15 @@ class Loaded:
         return Predictor(self.network, self.codec, decoder=decoder, graph=self.graph)  # type: ignore[arg-type]
 
 
-def test_flags(codec: Codec, flip: bool | None, scales: Sequence[float] | None, letterbox: int | None) -> Codec:
-    """The codec with the command's explicit test flags applied (None = keep)."""
-    changes: dict[str, Any] = {}
-    if flip is not None:
-        changes["flip"] = bool(flip)
-    if scales is not None:
-        changes["scales"] = tuple(scales)
-    if letterbox is not None:
-        changes["letterbox"] = int(letterbox)
-    return codec.replace(**changes) if changes else codec
-
-
 def artifact_codec(
     artifact: Artifact, config: str | Path | Config | None, overrides: Sequence[str],
     flip: bool | None = None, scales: Sequence[float] | None = None, letterbox: int | None = None,
 ) -> tuple[Codec, Config]:  # fmt: skip
-    """(codec, config) to run an exported artifact with, by the precedence rule; checked against its graph."""
+    """(codec, config) to run an exported artifact with (:func:`~hhrnet.codec.resolve_codec`); checked against
+    what its graph bakes in."""
     embedded = artifact.build_config()
     cfg = layered(embedded, config, overrides)
-    codec = artifact.codec.relayered(embedded, cfg) if (config is not None or overrides) else artifact.codec
-    codec = test_flags(codec, flip, scales, letterbox)
+    codec = resolve_codec(cfg, artifact=(artifact.codec, embedded), flip=flip, scales=scales, letterbox=letterbox)
     artifact.check(codec)
     return codec, cfg
 
@@ -127,5 +115,5 @@ def _open_torch(
         model = build_model(cfg)
     else:
         raise ConfigError("give --checkpoint, --onnx or --engine (--random-weights runs an untrained network)")
-    codec = test_flags(Codec.from_config(cfg), flip, scales, letterbox)
+    codec = resolve_codec(cfg, flip=flip, scales=scales, letterbox=letterbox)
     return Loaded(torch_network(model, device=device), codec, cfg, "torch", model=model)

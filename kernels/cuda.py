@@ -36,9 +36,9 @@ from numba.extending import overload
 
 from hhrnet.errors import InputError
 from hhrnet.kernels.decode import DecodedBatch
-from hhrnet.kernels.group import group_image, mul_rn, person_capacity
+from hhrnet.kernels.group import group_image, mul_rn
 from hhrnet.kernels.munkres import NOT_CONVERGED
-from hhrnet.kernels.params import DecodeParams
+from hhrnet.kernels.params import DecodeParams, person_capacity
 from hhrnet.kernels.peaks import floor_log2, scratch_size, topk_nms_hw
 from hhrnet.kernels.posenms import suppress
 from hhrnet.kernels.refine import adjust_joint, person_score, person_tag, place_refined, refine_value

@@ -227,12 +227,6 @@ def group_image(
     return n
 
 
-def person_capacity(num_joints: int, m: int, max_persons: int) -> int:
-    """Persons one image can produce: every candidate starts at most one (J * M), or the B2 cap."""
-    full = num_joints * m
-    return min(full, max_persons) if max_persons > 0 else full
-
-
 @njit(cache=True)
 def group_jm(
     vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, width: int, joint_order: np.ndarray,

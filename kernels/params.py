@@ -36,6 +36,12 @@ def default_joint_order(num_joints: int, center_first: bool = False) -> tuple[in
     return tuple(range(num_joints))
 
 
+def person_capacity(num_joints: int, m: int, max_persons: int) -> int:
+    """Persons one image can produce: every candidate starts at most one (J * M), or the B2 cap."""
+    full = num_joints * m
+    return min(full, max_persons) if max_persons > 0 else full
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     """How heatmaps and tags become poses. ``joint_order=()`` means the official order for ``num_joints``."""
@@ -85,33 +91,11 @@ class DecodeParams:
         any other field."""
         return cls(num_joints=num_joints, joint_order=default_joint_order(num_joints, center_first), **options)
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> DecodeParams:
-        """From a :class:`hhrnet.config.Config` or anything with ``.test``, ``.model.num_joints`` and
-        ``.data.max_num_people`` (duck-typed; the official ``WITH_CENTER``/``IGNORE_CENTER`` rule applies)."""
-        t = cfg.test
-        joints = int(cfg.model.num_joints)
-        with_center = bool(getattr(cfg.data, "with_center", False))
-        ignore_center = bool(getattr(t, "ignore_center", True))
-        if with_center and ignore_center:
-            joints -= 1
-        return cls(
-            num_joints=joints,
-            max_num_people=int(cfg.data.max_num_people),
-            detection_threshold=float(t.detection_threshold),
-            tag_threshold=float(t.tag_threshold),
-            use_detection_val=bool(t.use_detection_val),
-            ignore_too_much=bool(t.ignore_too_much),
-            nms_kernel=int(t.nms_kernel),
-            nms_padding=int(t.nms_padding),
-            adjust=bool(getattr(t, "adjust", True)),
-            refine=bool(getattr(t, "refine", True)),
-            joint_order=default_joint_order(joints, center_first=with_center and not ignore_center),
-            max_persons=int(getattr(t, "max_persons", 0)),
-            unique_person_keys=bool(getattr(t, "unique_person_keys", False)),
-            ties_positive=bool(getattr(t, "ties_positive", False)),
-            pose_nms=float(getattr(t, "pose_nms", 0.0)),
-        )
+    @property
+    def person_capacity(self) -> int:
+        """Persons one image can produce with these parameters: the result rows a fixed-capacity decoder
+        (CUDA) needs so that it never drops anyone."""
+        return person_capacity(self.num_joints, self.max_num_people, self.max_persons)
 
     def with_joints(self, num_joints: int) -> DecodeParams:
         """The same settings for another joint count, with that count's default order."""

@@ -17,19 +17,13 @@ import math
 import numpy as np
 from numba import njit
 
-# keypoint OKS sigmas: COCO (17 joints) and CrowdPose (14); other joint counts use 0.08 for every joint
-COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87,
-                        0.89, 0.89]) / 10  # fmt: skip
-CROWDPOSE_SIGMAS = np.array([0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79]) / 10
+from hhrnet.datasets import DEFAULT_OKS_SIGMA, facts_for_joints
 
 
 def sigmas_for(num_joints: int) -> np.ndarray:
-    """(J,) f64 OKS sigmas for a joint count."""
-    if num_joints == 17:
-        return COCO_SIGMAS
-    if num_joints == 14:
-        return CROWDPOSE_SIGMAS
-    return np.full(num_joints, 0.08)
+    """(J,) f64 OKS sigmas for a joint count: COCO's (17 joints), CrowdPose's (14), else 0.08 for every joint."""
+    facts = facts_for_joints(num_joints)
+    return np.asarray(facts.oks_sigmas) if facts is not None else np.full(num_joints, DEFAULT_OKS_SIGMA)
 
 
 @njit(cache=True)

@@ -9,6 +9,7 @@ import pytest
 from conftest import EXPERIMENTS
 
 from hhrnet import config as C
+from hhrnet.datasets import CROWDPOSE
 from hhrnet.errors import ConfigError
 
 YAMLS = sorted(EXPERIMENTS.glob("*/higher_hrnet/*.yaml"))
@@ -58,7 +59,7 @@ def test_yaml_specific_values() -> None:
     assert w48.train.amp == "fp16"
     assert w48.data.output_size == (160, 320)
     assert C.load_yaml(EXPERIMENTS / "crowd_pose/higher_hrnet/w32_512_adam_lr1e-3.yaml").data.flip_index == (
-        C.CROWDPOSE_FLIP_INDEX
+        CROWDPOSE.flip_index
     )
 
 

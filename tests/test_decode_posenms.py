@@ -10,7 +10,7 @@ from hhrnet.benchmarks import scenes
 from hhrnet.errors import ConfigError
 from hhrnet.kernels.decode import decode, decode_batch
 from hhrnet.kernels.params import DecodeParams
-from hhrnet.kernels.posenms import COCO_SIGMAS, oks, pose_nms, sigmas_for, suppress
+from hhrnet.kernels.posenms import oks, pose_nms, sigmas_for, suppress
 from hhrnet.kernels.reference import decode_reference
 
 
@@ -35,8 +35,8 @@ def test_oks_equals_the_naive_twin() -> None:
         b = a.copy()
         b[:, :2] += rng.normal(0, rng.choice([0.5, 5, 50]), (17, 2)).astype(np.float32)
         b[:, 2] = rng.random(17) > 0.3
-        assert oks(a, b, COCO_SIGMAS) == pytest.approx(naive_oks(a, b, COCO_SIGMAS), rel=1e-12, abs=1e-15)
-    assert oks(a, a, COCO_SIGMAS) == pytest.approx(1.0)
+        assert oks(a, b, sigmas_for(17)) == pytest.approx(naive_oks(a, b, sigmas_for(17)), rel=1e-12, abs=1e-15)
+    assert oks(a, a, sigmas_for(17)) == pytest.approx(1.0)
     assert sigmas_for(14)[0] == pytest.approx(0.079) and sigmas_for(5).tolist() == [0.08] * 5
 
 
@@ -50,7 +50,7 @@ def test_duplicates_dropped_by_score_official_order_kept() -> None:
     dup[:, :2] += 0.3  # a near copy of person 2, with a higher score
     poses = np.concatenate([base, dup[None]])
     scores = np.array([0.5, 0.4, 0.3, 0.2, 0.35], np.float32)
-    assert pose_nms(poses, scores.astype(np.float64), COCO_SIGMAS, 0.9).tolist() == [0, 1, 3, 4]
+    assert pose_nms(poses, scores.astype(np.float64), sigmas_for(17), 0.9).tolist() == [0, 1, 3, 4]
     kept, kept_scores = suppress(poses, scores, 0.9)
     np.testing.assert_array_equal(kept, poses[[0, 1, 3, 4]])
     np.testing.assert_array_equal(kept_scores, scores[[0, 1, 3, 4]])

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from hhrnet.benchmarks.official_port import decode_official
-from hhrnet.config import preset
+from hhrnet.codec import Codec
+from hhrnet.config import apply_overrides, preset
 from hhrnet.errors import ConfigError
 from hhrnet.kernels.decode import decode
 from hhrnet.kernels.params import DecodeParams, default_joint_order
@@ -125,14 +125,13 @@ def test_joint_order_and_params() -> None:
 
 
 def test_params_from_config() -> None:
-    coco = DecodeParams.from_config(preset("coco_w32_512"))
+    coco = Codec.from_config(preset("coco_w32_512")).decode
     assert coco == DecodeParams()
-    crowd = DecodeParams.from_config(preset("crowdpose_w32_512"))
+    crowd = Codec.from_config(preset("crowdpose_w32_512")).decode
     assert crowd.num_joints == 14 and crowd.joint_order == DecodeParams(num_joints=14).joint_order
-    test = SimpleNamespace(**{**vars(preset("coco_w32_512").test), "max_persons": 40, "ties_positive": True})
-    cfg = SimpleNamespace(test=test, model=SimpleNamespace(num_joints=18), data=SimpleNamespace(max_num_people=20,
-                          with_center=True))  # fmt: skip
-    p = DecodeParams.from_config(cfg)
+    cfg = apply_overrides(preset("coco_w32_512"), ["model.num_joints=18", "data.num_joints=18", "data.with_center=True",
+                          "data.max_num_people=20", "test.max_persons=40", "test.ties_positive=True"])  # fmt: skip
+    p = Codec.from_config(cfg).decode
     assert (p.num_joints, p.max_num_people, p.max_persons, p.ties_positive) == (17, 20, 40, True)
 
 

@@ -72,7 +72,7 @@ def test_scores_rank_the_detections() -> None:
 
 
 def test_crowdpose_uses_box_area_times_053() -> None:
-    from hhrnet.evaluate import CROWDPOSE_SIGMAS
+    from hhrnet.datasets import CROWDPOSE
 
     src = json.loads((samples.annotation_file("crowdpose")).read_text())
     ann = max((a for a in src["annotations"] if a["num_keypoints"] > 0), key=lambda a: a["num_keypoints"])
@@ -83,7 +83,7 @@ def test_crowdpose_uses_box_area_times_053() -> None:
     for shift in (3.0, 10.0):
         dt = gt.copy()
         dt[:, 0] += shift
-        oks = _oks(gt, dt, area, CROWDPOSE_SIGMAS)
+        oks = _oks(gt, dt, area, np.asarray(CROWDPOSE.oks_sigmas))
         expected = np.mean([oks >= t for t in np.linspace(0.5, 0.95, 10)])
         det = [{"image_id": ann["image_id"], "keypoints": dt.reshape(-1).tolist(), "score": 0.9}]
         assert evaluate_predictions(det, doc, "crowdpose")["AP"] == pytest.approx(expected, abs=1e-6), shift

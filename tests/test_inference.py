@@ -13,7 +13,8 @@ from conftest import assert_torch_equal, torch_simd
 from hhrnet import samples
 from hhrnet.aggregate import aggregate as agg_torch
 from hhrnet.codec import Codec, affine_transform, multi_scale_size, to_image_coords
-from hhrnet.config import COCO_FLIP_INDEX, apply_overrides, preset
+from hhrnet.config import apply_overrides, preset
+from hhrnet.datasets import COCO
 from hhrnet.errors import InputError
 from hhrnet.images import read_image
 from hhrnet.inference import Predictor
@@ -51,7 +52,7 @@ def test_numpy_aggregation_equals_torch_bit_for_bit(flip: bool, h: int, w: int) 
         rng.random((b, 17, h // 2, w // 2), dtype=np.float32),
     ]
     flips = [rng.random(o.shape, dtype=np.float32) for o in outs]
-    kw = {"num_joints": 17, "flip_index": COCO_FLIP_INDEX, "project_to": (h, w)}
+    kw = {"num_joints": 17, "flip_index": COCO.flip_index, "project_to": (h, w)}
     a = agg_np(outs, flips if flip else None, **kw)
     ref = agg_torch([torch.from_numpy(o) for o in outs], [torch.from_numpy(o) for o in flips] if flip else None, **kw)
     assert a[0].shape == (b, 17, h, w) and a[1].shape == (b, 17, h, w, 2 if flip else 1)
@@ -85,9 +86,9 @@ def test_flip_merge_semantics() -> None:
     rng = np.random.default_rng(1)
     out1 = rng.random((1, 17, 8, 8), dtype=np.float32)
     out0 = np.concatenate([rng.random((1, 17, 4, 4), dtype=np.float32)] * 2, 1)
-    mirror = [o[:, list(COCO_FLIP_INDEX) * (o.shape[1] // 17)][:, :, :, ::-1].copy() for o in (out0, out1)]
-    hm, tags = agg_np([out0, out1], mirror, num_joints=17, flip_index=COCO_FLIP_INDEX, project_to=None)
-    single, _ = agg_np([out0, out1], None, num_joints=17, flip_index=COCO_FLIP_INDEX, project_to=None)
+    mirror = [o[:, list(COCO.flip_index) * (o.shape[1] // 17)][:, :, :, ::-1].copy() for o in (out0, out1)]
+    hm, tags = agg_np([out0, out1], mirror, num_joints=17, flip_index=COCO.flip_index, project_to=None)
+    single, _ = agg_np([out0, out1], None, num_joints=17, flip_index=COCO.flip_index, project_to=None)
     np.testing.assert_allclose(hm, single, atol=1e-6)
     np.testing.assert_allclose(tags[..., 0], tags[..., 1], atol=1e-6)
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from hhrnet.benchmarks.official_targets import naive_affine_matrix, naive_augment
-from hhrnet.config import COCO_FLIP_INDEX, CROWDPOSE_FLIP_INDEX, DataConfig
+from hhrnet.config import DataConfig
 from hhrnet.data import transforms as T
+from hhrnet.datasets import COCO, CROWDPOSE
 
 
 def _sample_inputs(seed: int, height: int = 90, width: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,9 +44,9 @@ def test_apply_transform_equals_naive_twin(flip: bool, rot: float) -> None:
     image, mask, joints = _sample_inputs(1)
     params = T.AffineParams(center=(60.0, 45.0), scale=0.45 * 1.2, rotation=rot, translate=(-7, 5), flip=flip,
                             aug_scale=1.2)  # fmt: skip
-    got = T.apply_transform(image, mask, joints, params, 64, (16, 32), COCO_FLIP_INDEX)
+    got = T.apply_transform(image, mask, joints, params, 64, (16, 32), COCO.flip_index)
     img, masks, jts = naive_augment(image, mask, joints, center=(53.0, 50.0), scale=0.54, rot=rot, flip=flip,
-                                    input_size=64, output_sizes=(16, 32), flip_index=COCO_FLIP_INDEX)  # fmt: skip
+                                    input_size=64, output_sizes=(16, 32), flip_index=COCO.flip_index)  # fmt: skip
     np.testing.assert_array_equal(got.image, img)
     assert got.image.shape == (64, 64, 3) and got.image.dtype == np.uint8
     for k in range(2):
@@ -59,25 +60,25 @@ def test_flip_semantics() -> None:
     """Flip = mirror image and masks, x -> R - x - 1 and joints permuted with flip_index."""
     image, mask, joints = _sample_inputs(2)
     base = T.AffineParams(center=(60.0, 45.0), scale=0.5, rotation=10.0, translate=(3, -2))
-    plain = T.apply_transform(image, mask, joints, base, 64, (16, 32), COCO_FLIP_INDEX)
-    flipped = T.apply_transform(image, mask, joints, replace(base, flip=True), 64, (16, 32), COCO_FLIP_INDEX)
+    plain = T.apply_transform(image, mask, joints, base, 64, (16, 32), COCO.flip_index)
+    flipped = T.apply_transform(image, mask, joints, replace(base, flip=True), 64, (16, 32), COCO.flip_index)
     np.testing.assert_array_equal(flipped.image, plain.image[:, ::-1])
     for k, r in enumerate((16, 32)):
         np.testing.assert_array_equal(flipped.masks[k], plain.masks[k][:, ::-1])
-        for j, src in enumerate(COCO_FLIP_INDEX):
+        for j, src in enumerate(COCO.flip_index):
             np.testing.assert_allclose(flipped.joints[k][:, j, 0], r - plain.joints[k][:, src, 0] - 1)
             np.testing.assert_array_equal(flipped.joints[k][:, j, 1:], plain.joints[k][:, src, 1:])
     # a left eye (joint 1) at x becomes a right eye (joint 2) at R - x - 1
     one = np.zeros((1, 17, 3))
     one[0, 1] = (60.0, 45.0, 2)
     out = T.apply_transform(image, mask, one, replace(base, rotation=0.0, translate=(0, 0), flip=True), 64, (16,),
-                            COCO_FLIP_INDEX)  # fmt: skip
+                            COCO.flip_index)  # fmt: skip
     np.testing.assert_allclose(out.joints[0][0, 2], [16 - 8 - 1, 8, 2])
     assert out.joints[0][0, 1, 2] == 0
 
 
 def test_crowdpose_flip_index_is_an_involution() -> None:
-    idx = np.asarray(CROWDPOSE_FLIP_INDEX)
+    idx = np.asarray(CROWDPOSE.flip_index)
     np.testing.assert_array_equal(idx[idx], np.arange(14))
     assert list(idx[:4]) == [1, 0, 3, 2] and list(idx[12:]) == [12, 13]
 

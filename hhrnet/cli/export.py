@@ -162,14 +162,13 @@ def export(
         _convert(console, onnx, path, prec, calib_images, calib_method, calib_count, keep, int8_target,
                  Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations))  # fmt: skip
         return
-    from hhrnet.codec import Codec
+    from hhrnet.codec import resolve_codec
     from hhrnet.deps import require_torch
 
     require_torch("hhrnet export")
     from hhrnet.checkpoint import load_model
     from hhrnet.export.onnx import export_onnx
     from hhrnet.export.parity import decoded_parity
-    from hhrnet.load import test_flags
     from hhrnet.runtime.ort import OrtSession
 
     if checkpoint is None:
@@ -177,7 +176,7 @@ def export(
     if prec == "int8" and calib_images is None:
         raise ConfigError("--precision int8 needs --calib-images: a folder of representative images")
     model, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
-    codec = test_flags(Codec.from_config(cfg), flip, None, letterbox)
+    codec = resolve_codec(cfg, flip=flip, letterbox=letterbox)
     staging = None
     suffix = "" if prec == "fp32" else f"_{prec}"
     if format == "triton":  # export the ONNX file first, then write the repository from it

@@ -21,15 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hhrnet.choices import GRAPHS, PRECISIONS
+from hhrnet.choices import PRECISIONS
 from hhrnet.codec import Codec
 from hhrnet.errors import ConfigError
+from hhrnet.graphs import GraphKind, graph_kind
 
-OUTPUTS: dict[str, tuple[str, ...]] = {
-    "raw": ("out0", "out1"),
-    "aggregate": ("heatmaps", "tags"),
-    "peaks": ("heatmaps", "tags", "peak_vals", "peak_index", "peak_tags"),
-}
 KEYS = ("hhrnet.codec", "hhrnet.config", "hhrnet.artifact")
 
 
@@ -51,8 +47,7 @@ class Artifact:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. kept-fp32 nodes of a reduced-precision graph
 
     def __post_init__(self) -> None:
-        if self.graph not in GRAPHS:
-            raise ConfigError(f"unknown graph {self.graph!r}; expected one of {', '.join(GRAPHS)}")
+        graph_kind(self.graph)  # ConfigError when unknown
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.static_hw is not None:
@@ -61,22 +56,21 @@ class Artifact:
         self.check(self.codec)
 
     @property
+    def kind(self) -> GraphKind:
+        return graph_kind(self.graph)
+
+    @property
     def outputs(self) -> tuple[str, ...]:
-        return OUTPUTS[self.graph]
+        return self.kind.outputs
 
     def check(self, codec: Codec) -> None:
-        """ConfigError when ``codec`` asks for a pipeline this graph cannot run."""
-        fixed = ["num_joints", "tag_channels"]
-        if self.graph != "raw":
-            fixed += ["flip", "flip_index", "stage_heatmaps", "stage_tags", "project2image"]
-            if len(codec.scales) != 1:
-                raise ConfigError(f"the {self.graph} graph runs one scale; multi-scale needs a raw export")
-        if self.graph == "peaks":
-            if codec.decode.nms_kernel != self.codec.decode.nms_kernel:
-                raise ConfigError("the peaks graph has its NMS kernel built in: re-export to change test.nms_kernel")
-            if codec.decode.max_num_people != self.codec.decode.max_num_people:
-                raise ConfigError("the peaks graph has its top-k built in: re-export to change data.max_num_people")
-        for name in fixed:
+        """ConfigError when ``codec`` asks for a pipeline this graph cannot run (:mod:`hhrnet.graphs`)."""
+        kind = self.kind
+        kind.check_scales(codec.scales)
+        for name, key in kind.baked_decode:
+            if getattr(codec.decode, name) != getattr(self.codec.decode, name):
+                raise ConfigError(f"the {self.graph} graph has its {name} built in: re-export to change {key}")
+        for name in ("num_joints", "tag_channels", *kind.baked):
             if getattr(codec, name) != getattr(self.codec, name):
                 raise ConfigError(
                     f"this {self.graph} export was built with {name}={getattr(self.codec, name)!r}; "
@@ -95,7 +89,7 @@ class Artifact:
         the codec's tag channels, T = 2 with flip; a raw graph's stages carry tags where the model says."""
         c = self.codec
         j, t = c.num_joints, c.tag_channels
-        if self.graph == "raw":
+        if not self.kind.aggregates:
             model = self.config.get("model", {}) if isinstance(self.config, dict) else {}
             stages = list(model.get("tag_stages", [True] + [False] * (len(c.stage_tags) - 1)))
             return {f"out{i}": (None, j + (t if has else 0), None, None) for i, has in enumerate(stages)}
@@ -103,7 +97,7 @@ class Artifact:
             "heatmaps": (None, j, None, None),
             "tags": (None, t, None, None, c.tag_dims),
         }
-        if self.graph == "peaks":
+        if self.kind.peaks:
             shapes |= {"peak_vals": (None, j, None), "peak_index": (None, j, None), "peak_tags": (None, j, None, None)}
         return shapes
 

@@ -86,7 +86,7 @@ def network_batch(artifact: Artifact, images: int) -> int:
     """Rows of the network batch that carries ``images`` images: a ``raw`` graph with flip gets each image's
     flipped copy appended to the same batch (:meth:`hhrnet.inference.Predictor.run_network`); the other
     graphs flip inside the graph."""
-    return images * (2 if artifact.graph == "raw" and artifact.codec.flip else 1)
+    return images * (2 if artifact.kind.host_flips and artifact.codec.flip else 1)
 
 
 def default_profiles(artifact: Artifact, max_batch: int = 1) -> tuple[Profile, ...]:

@@ -6,7 +6,7 @@
   :func:`hhrnet.images.decode_image`; a file without a readable header is refused, never decoded unchecked;
 * :class:`ServedPipeline` letterboxes images into the network's square (:meth:`~ServedPipeline.prepare`)
   and turns one image's network outputs plus its original size back into poses in image pixels
-  (:meth:`~ServedPipeline.poses`), with the same :class:`~hhrnet.inference.Predictor` steps as ``predict``;
+  (:meth:`~ServedPipeline.poses`), with the same :class:`~hhrnet.inference.MapDecoder` as ``predict``;
 * :func:`pad_poses` / :func:`unpad_poses`: the padded fixed-rank tensors a batched response carries.
 """
 
@@ -18,10 +18,11 @@ import numpy as np
 
 from hhrnet.codec import Codec, Prepared, letterbox_box
 from hhrnet.errors import ConfigError, InputError
+from hhrnet.graphs import KINDS, graph_kind
 from hhrnet.images import ImageLimits, decode_image, header_size
-from hhrnet.inference import Maps, Poses, Predictor, check_finite_maps
+from hhrnet.inference import MapDecoder, Maps, Poses, check_finite_maps
 
-SERVABLE_GRAPHS = ("aggregate", "peaks")
+SERVABLE_GRAPHS = tuple(k.name for k in KINDS.values() if k.servable)
 
 image_size = header_size  # (width, height) from the header; None when unreadable
 
@@ -45,33 +46,24 @@ def decode_request_image(data: bytes, limits: ImageLimits, name: str = "image") 
 def served_codec(codec: Codec, static_hw: tuple[int, int] | None = None, letterbox: int | None = None) -> Codec:
     """The codec a server runs: the artifact's, letterboxed so images of any size batch together.
 
-    The square is ``letterbox`` when given, else the codec's own letterbox, else a static export's input,
-    else the input size rounded up to a multiple of 64.
+    The square is a static export's input, else ``letterbox`` when given, else what
+    :meth:`~hhrnet.codec.Codec.letterboxed` chooses (its own letterbox, else the input size rounded up to 64).
     """
     if static_hw is not None:
         side = static_hw[0]
         if letterbox not in (None, side):
             raise ConfigError(f"this export has a fixed {side}x{side} input; it cannot serve letterbox {letterbox}")
-    elif letterbox is not None:
-        side = int(letterbox)
-    elif codec.letterbox:
-        side = codec.letterbox
-    else:
-        side = -(-codec.input_size // 64) * 64
+        letterbox = side
     if len(codec.scales) != 1:
         raise ConfigError("the served pipeline runs one scale; export without extra test scales")
-    return codec.replace(letterbox=side)
-
-
-def _no_network(batch: np.ndarray) -> list[np.ndarray]:
-    raise RuntimeError("the served pipeline runs its network in another model")  # pragma: no cover
+    return codec.letterboxed(letterbox)
 
 
 class ServedPipeline:
     """Letterbox in, poses out, for one codec and graph: the steps ``predict --letterbox`` runs in-process."""
 
     def __init__(self, codec: Codec, graph: str, decoder: str = "fast") -> None:
-        if graph not in SERVABLE_GRAPHS:
+        if not graph_kind(graph).servable:
             raise ConfigError(
                 f"the served pipeline runs the {' or '.join(SERVABLE_GRAPHS)} graph (flip and projection in the "
                 f"network), not {graph!r}: re-export with --graph aggregate"
@@ -81,12 +73,12 @@ class ServedPipeline:
         self.codec = codec
         self.graph = graph
         self.side = codec.letterbox
-        self.predictor = Predictor(_no_network, codec, decoder=decoder, graph=graph)  # type: ignore[arg-type]
+        self.decoder = MapDecoder(codec, graph=graph, decoder=decoder)  # type: ignore[arg-type]
 
     @property
     def map_side(self) -> int:
-        """Side of the decoded maps: the input square when projected to it, else half of it."""
-        return self.side if self.codec.project2image else self.side // 2
+        """Side of the decoded maps (:meth:`~hhrnet.codec.Codec.map_hw` of the input square)."""
+        return self.codec.map_hw((self.side, self.side))[0]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> (3, S, S) f32, the letterboxed and normalised network input."""
@@ -102,16 +94,14 @@ class ServedPipeline:
     def poses(self, outputs: Sequence[np.ndarray], width: int, height: int) -> Poses:
         """One image's network outputs (no batch axis, in the graph's output order) -> poses in image pixels."""
         batched = [np.asarray(o)[None] for o in outputs]
-        maps: Maps = self.predictor.to_maps(batched, None, None)[0]
+        maps: Maps = self.decoder.to_maps(batched, None, None)[0]
         if maps.heatmaps.shape[1:] != (self.map_side, self.map_side):
             raise InputError(
                 f"decoder expects {self.map_side}x{self.map_side} maps, got {maps.heatmaps.shape[1]}x"
                 f"{maps.heatmaps.shape[2]}"
             )
         check_finite_maps([maps.heatmaps, maps.tags])
-        poses, scores = self.predictor.decode(maps)
-        map_hw = (int(maps.heatmaps.shape[1]), int(maps.heatmaps.shape[2]))
-        return self.predictor.postprocess(poses, scores, self.geometry(width, height), map_hw)
+        return self.decoder.poses(maps, self.geometry(width, height))
 
 
 def pad_poses(results: Sequence[Poses], num_joints: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

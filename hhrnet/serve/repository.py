@@ -33,6 +33,7 @@ from hhrnet.choices import NETWORK_BACKENDS
 from hhrnet.codec import Codec
 from hhrnet.deps import install_hint
 from hhrnet.errors import BackendError, ConfigError
+from hhrnet.graphs import graph_kind
 from hhrnet.io import read_json
 from hhrnet.runtime.artifact import Artifact
 from hhrnet.serve.pipeline import ImageLimits, ServedPipeline, served_codec
@@ -144,9 +145,9 @@ def _params(values: dict[str, str]) -> dict[str, Any]:
 def network_outputs(codec: Codec, graph: str) -> list[TensorSpec]:
     """The graph's outputs (no batch axis) for the served codec's square input."""
     m = ServedPipeline(codec, graph).map_side
-    j, t = codec.num_joints, sum(codec.stage_tags) * (2 if codec.flip else 1)
+    j, t = codec.num_joints, codec.tag_dims
     specs = [TensorSpec("heatmaps", "float32", (j, m, m)), TensorSpec("tags", "float32", (codec.tag_channels, m, m, t))]
-    if graph == "peaks":
+    if graph_kind(graph).peaks:
         k = codec.decode.max_num_people
         specs += [TensorSpec("peak_vals", "float32", (j, k)), TensorSpec("peak_index", "int64", (j, k)),
                   TensorSpec("peak_tags", "float32", (j, k, t))]  # fmt: skip

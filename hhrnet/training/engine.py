@@ -170,13 +170,15 @@ def evaluate(
     model: nn.Module, cfg: Config, image_dir: Path, ann_file: Path, *, device: torch.device, max_images: int | None
 ) -> dict[str, float]:
     """COCO-style AP of ``model`` on a validation split (the official test pipeline, fast decoder)."""
+    from hhrnet.codec import resolve_codec
     from hhrnet.evaluate import evaluate_model
     from hhrnet.inference import torch_network
 
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     was_training = net.training
     try:
-        result = evaluate_model(torch_network(net, device=str(device)), cfg, image_dir, ann_file, max_images=max_images)
+        network = torch_network(net, device=str(device))
+        result = evaluate_model(network, resolve_codec(cfg), image_dir, ann_file, max_images=max_images)
     finally:
         net.train(was_training)
     return dict(result.stats)
