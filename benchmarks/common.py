@@ -21,8 +21,21 @@ Row = dict[str, Any]
 
 from hhrnet.environment import cpu_flags, cpu_name, environment, git_commit  # noqa: E402 - re-exported
 
-__all__ = ["Row", "Timing", "compare", "cpu_flags", "cpu_name", "environment", "git_commit", "measure",
-           "parse_percent", "percentile", "read_rows", "summarize", "write_rows"]  # fmt: skip
+__all__ = [
+    "Row",
+    "Timing",
+    "compare",
+    "cpu_flags",
+    "cpu_name",
+    "environment",
+    "git_commit",
+    "measure",
+    "parse_percent",
+    "percentile",
+    "read_rows",
+    "summarize",
+    "write_rows",
+]
 
 
 @dataclass(frozen=True)

@@ -36,15 +36,45 @@ from hhrnet.kernels.params import DecodeParams
 OFFICIAL = (17, 512, 704)  # a 640x480 COCO image at input size 512 (PROJECT2IMAGE); T = 2 with the flip test
 # (kind, people) per scene: coco takes the sample image id
 SCENES: tuple[tuple[str, int], ...] = (
-    ("crowd", 1), ("crowd", 5), ("crowd", 10), ("crowd", 20), ("crowd", 30),
-    ("coco", 785), ("coco", 40083), ("coco", 196141), ("coco", 197388),
-    ("noise", 0), ("planted", 5), ("planted", 20),
-)  # fmt: skip
+    ("crowd", 1),
+    ("crowd", 5),
+    ("crowd", 10),
+    ("crowd", 20),
+    ("crowd", 30),
+    ("coco", 785),
+    ("coco", 40083),
+    ("coco", 196141),
+    ("coco", 197388),
+    ("noise", 0),
+    ("planted", 5),
+    ("planted", 20),
+)
 # the CI gate's cases; crowd-30 is refine-heavy (~15 missing joints per decoded person), planted-30 its clean twin
-QUICK: tuple[tuple[str, int], ...] = (("crowd", 5), ("crowd", 20), ("crowd", 30), ("coco", 197388), ("noise", 0),
-                                      ("planted", 20), ("planted", 30))  # fmt: skip
-COLUMNS = ("scene", "kind", "people", "persons", "port_ms", "fast_1t_ms", "fast_all_ms", "speedup_1t", "speedup_all",
-           "clean_1t_ms", "vs_clean", "floor_ms", "x_floor", "identical")  # fmt: skip
+QUICK: tuple[tuple[str, int], ...] = (
+    ("crowd", 5),
+    ("crowd", 20),
+    ("crowd", 30),
+    ("coco", 197388),
+    ("noise", 0),
+    ("planted", 20),
+    ("planted", 30),
+)
+COLUMNS = (
+    "scene",
+    "kind",
+    "people",
+    "persons",
+    "port_ms",
+    "fast_1t_ms",
+    "fast_all_ms",
+    "speedup_1t",
+    "speedup_all",
+    "clean_1t_ms",
+    "vs_clean",
+    "floor_ms",
+    "x_floor",
+    "identical",
+)
 REALISTIC = ("crowd", "coco")  # kinds that get a clean counterpart
 
 
@@ -111,8 +141,13 @@ def run(
         sc = scenes.scene(kind, people, shape, t)
         start = time.perf_counter()
         port_out = decode_official(sc.det, sc.tags, params)  # plain NumPy: its first call is a timed sample
-        samples: dict[str, list[float]] = {"port": [time.perf_counter() - start], "1t": [], "all": [], "clean": [],
-                                           "floor": []}  # fmt: skip
+        samples: dict[str, list[float]] = {
+            "port": [time.perf_counter() - start],
+            "1t": [],
+            "all": [],
+            "clean": [],
+            "floor": [],
+        }
         clean = clean_twin(sc, shape, t)
         numba.set_num_threads(1)
         fast_out = decode(sc.det, sc.tags, params)
@@ -127,8 +162,9 @@ def run(
                 samples["clean"] += [_seconds(partial(decode, clean.det, clean.tags, params)) for _ in range(repeats)]
             samples["floor"] += [_seconds(partial(touch, sc.det, sc.tags)) for _ in range(repeats)]
             numba.set_num_threads(all_threads)
-            samples["all"] += [_seconds(partial(decode, sc.det, sc.tags, params, parallel=True))
-                               for _ in range(repeats)]  # fmt: skip
+            samples["all"] += [
+                _seconds(partial(decode, sc.det, sc.tags, params, parallel=True)) for _ in range(repeats)
+            ]
         port, fast_1t, fast_all, floor = (statistics.median(samples[k]) * 1e3 for k in ("port", "1t", "all", "floor"))
         clean_1t = statistics.median(samples["clean"]) * 1e3 if samples["clean"] else None
         rows.append(
@@ -180,9 +216,18 @@ def worst_case(shape: tuple[int, int, int] = OFFICIAL, t: int = 2, repeats: int 
         persons = len(decode(d, g, params)[0])
         ms = _timed(partial(decode, d, g, params), repeats)
         clean = clean or ms
-        rows.append({"benchmark": "decode_worst", "scene": name, "shape": "x".join(map(str, shape)), "T": t,
-                     "persons": persons, "fast_1t_ms": round(ms, 1), "vs_clean": round(ms / clean, 2),
-                     **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "decode_worst",
+                "scene": name,
+                "shape": "x".join(map(str, shape)),
+                "T": t,
+                "persons": persons,
+                "fast_1t_ms": round(ms, 1),
+                "vs_clean": round(ms / clean, 2),
+                **env,
+            }
+        )
     numba.set_num_threads(numba.get_num_threads())
     return rows
 
@@ -218,8 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"realistic / clean twin, one thread: at most {max(paired):.2f}x over {len(paired)} scenes\n"
             )
     env = rows[0]
-    sys.stdout.write(f"{env['machine']}, Python {env['python']}, NumPy {env['numpy']}, Numba {env['numba']}, "
-                     f"{env['date']}, commit {env['commit']}\n")  # fmt: skip
+    sys.stdout.write(
+        f"{env['machine']}, Python {env['python']}, NumPy {env['numpy']}, Numba {env['numba']}, "
+        f"{env['date']}, commit {env['commit']}\n"
+    )
     if args.json:
         from hhrnet.benchmarks.common import write_rows
 

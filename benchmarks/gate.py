@@ -63,8 +63,14 @@ def _decode_rows() -> list[Row]:
         case = f"{row['scene']}/{row['shape']}/T{row['T']}"
         out.append({"benchmark": "decode", "case": case, "speedup": row["speedup_1t"], "identical": row["identical"]})
         if row["clean_1t_ms"] is not None:  # refine's cost: the clean twin's time / this scene's (1.0 = free)
-            out.append({"benchmark": "decode", "case": f"{case}/vs_clean", "identical": row["identical"],
-                        "speedup": round(row["clean_1t_ms"] / row["fast_1t_ms"], 2)})  # fmt: skip
+            out.append(
+                {
+                    "benchmark": "decode",
+                    "case": f"{case}/vs_clean",
+                    "identical": row["identical"],
+                    "speedup": round(row["clean_1t_ms"] / row["fast_1t_ms"], 2),
+                }
+            )
     return out
 
 
@@ -113,10 +119,14 @@ def _merge_best(runs: Sequence[Sequence[Row]]) -> list[Row]:
 def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
     """Per case: the median speedup over the runs (the stored baseline), with the number of runs."""
     return [
-        rows[-1] | {"speedup": round(statistics.median(float(r["speedup"]) for r in rows), 1),
-                    "identical": _identical(rows), "runs": len(rows)}
+        rows[-1]
+        | {
+            "speedup": round(statistics.median(float(r["speedup"]) for r in rows), 1),
+            "identical": _identical(rows),
+            "runs": len(rows),
+        }
         for rows in _by_case(runs)
-    ]  # fmt: skip
+    ]
 
 
 def run_gate(
@@ -133,8 +143,14 @@ def run_gate(
     def regressions_of(rows: Sequence[Row]) -> list[Regression]:
         if baseline is None:
             return []
-        return compare(rows, baseline, key_fields=KEY_FIELDS, metric="speedup", higher_is_better=True,
-                       max_regression=max_regression)  # fmt: skip
+        return compare(
+            rows,
+            baseline,
+            key_fields=KEY_FIELDS,
+            metric="speedup",
+            higher_is_better=True,
+            max_regression=max_regression,
+        )
 
     for name in suites:
         while len(runs[name]) < attempts and any(r.failed for r in regressions_of(_merge_best(runs[name]))):
@@ -143,9 +159,11 @@ def run_gate(
     regressions = regressions_of(rows)
     not_identical = [f"{r['benchmark']}/{r['case']}" for r in rows if not r.get("identical", True)]
     covered = {r.key for r in regressions}
-    missing = [] if baseline is None else [
-        _key(b) for b in baseline if b.get("benchmark") in suites and _key(b) not in covered
-    ]  # fmt: skip
+    missing = (
+        []
+        if baseline is None
+        else [_key(b) for b in baseline if b.get("benchmark") in suites and _key(b) not in covered]
+    )
     return GateResult(rows, regressions, not_identical, missing, {name: len(runs[name]) for name in suites})
 
 
@@ -164,14 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"{_key(r):48}  speedup {r['speedup']:8.1f}x  (median of {r['runs']} runs)\n")
         sys.stdout.write(f"baseline written to {args.baseline}\n")
         return 0
-    result = run_gate(read_rows(args.baseline), max_regression=parse_percent(args.max_regression),
-                      attempts=max(args.attempts, 1))  # fmt: skip
+    result = run_gate(
+        read_rows(args.baseline), max_regression=parse_percent(args.max_regression), attempts=max(args.attempts, 1)
+    )
     runs_of = {_key(r): result.runs[r["benchmark"]] for r in result.rows}  # suites are named by benchmark
     for reg in result.regressions:
         flag = "FAIL" if reg.failed else "ok"
         runs = runs_of[reg.key]
-        sys.stdout.write(f"{flag:4}  {reg.key:48}  speedup {reg.current:8.1f}x  baseline {reg.baseline:8.1f}x"
-                         f"  (best of {runs} run{'s' if runs > 1 else ''})\n")  # fmt: skip
+        sys.stdout.write(
+            f"{flag:4}  {reg.key:48}  speedup {reg.current:8.1f}x  baseline {reg.baseline:8.1f}x"
+            f"  (best of {runs} run{'s' if runs > 1 else ''})\n"
+        )
     for name in result.not_identical:
         sys.stdout.write(f"FAIL  {name}: fast output differs from the reference\n")
     for key in result.missing:

@@ -165,7 +165,7 @@ def run_section(name: str, fn: SectionFn, check: Check, budget_s: float) -> Resu
         result = Result(name, "skipped", summary=str(exc))
     except SectionTimeout:
         result = Result(name, "timeout", error=f"ran past its time box of {budget_s:.0f} s")
-    except Exception as exc:  # noqa: BLE001 - recorded, and the check goes on
+    except Exception as exc:  # recorded, and the check goes on
         tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
         result = Result(name, "failed", error=f"{type(exc).__name__}: {exc}", facts={"traceback": tail})
     result.name = name
@@ -200,7 +200,7 @@ def _median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None] 
 def _version(module: str) -> str | None:
     try:
         mod = __import__(module)
-    except Exception:  # noqa: BLE001 - absent or broken: reported as missing
+    except Exception:  # absent or broken: reported as missing
         return None
     return str(getattr(mod, "__version__", "present"))
 

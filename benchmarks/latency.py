@@ -40,18 +40,35 @@ def stage_rows(predictor: Any, image: np.ndarray, backend: str, precision: str, 
         poses, scores = predictor.decode(maps)
         predictor.postprocess(poses, scores, prepared, maps.heatmaps.shape[1:])
         e = time.perf_counter()
-        for k, v in (("preprocess", b - a), ("network", c - b), ("aggregate", d - c), ("decode", e - d),
-                     ("total", e - a)):  # fmt: skip
+        for k, v in (
+            ("preprocess", b - a),
+            ("network", c - b),
+            ("aggregate", d - c),
+            ("decode", e - d),
+            ("total", e - a),
+        ):
             stages[k].append(v)
     env = environment(getattr(predictor.network, "device", "cpu"))
     total = summarize(stages["total"])
     rows = []
     for stage, samples in stages.items():
         t = summarize(samples)
-        rows.append({"benchmark": "latency", "backend": backend, "graph": predictor.graph, "precision": precision,
-                     "stage": stage, "input": shape, "flip": predictor.codec.flip, "decoder": predictor.decoder,
-                     "share_of_total": round(t.p50 / total.p50, 4), "warmup_ms": round(warm_ms, 1), **t.as_row(),
-                     **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "latency",
+                "backend": backend,
+                "graph": predictor.graph,
+                "precision": precision,
+                "stage": stage,
+                "input": shape,
+                "flip": predictor.codec.flip,
+                "decoder": predictor.decoder,
+                "share_of_total": round(t.p50 / total.p50, 4),
+                "warmup_ms": round(warm_ms, 1),
+                **t.as_row(),
+                **env,
+            }
+        )
     return rows
 
 
@@ -73,8 +90,17 @@ def people_rows(
             return decode(det, tags, params)
 
         t, _ = measure(run, repeat=repeats)
-        rows.append({"benchmark": "latency_people", "stage": "decode", "people": p,
-                     "maps": "x".join(map(str, map_shape)), "T": tag_dims, **t.as_row(), **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "latency_people",
+                "stage": "decode",
+                "people": p,
+                "maps": "x".join(map(str, map_shape)),
+                "T": tag_dims,
+                **t.as_row(),
+                **env,
+            }
+        )
     return rows
 
 
@@ -91,9 +117,19 @@ def batch_rows(
             return network(x)
 
         t, warm = measure(forward, repeat=repeats)
-        rows.append({"benchmark": "latency_batch", "backend": backend, "precision": precision, "batch": b,
-                     "input": f"{b}x3x{size}x{size}", "images_per_s": round(b / (t.p50 / 1e3), 1),
-                     "warmup_ms": round(warm * 1e3, 1), **t.as_row(), **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "latency_batch",
+                "backend": backend,
+                "precision": precision,
+                "batch": b,
+                "input": f"{b}x3x{size}x{size}",
+                "images_per_s": round(b / (t.p50 / 1e3), 1),
+                "warmup_ms": round(warm * 1e3, 1),
+                **t.as_row(),
+                **env,
+            }
+        )
     return rows
 
 
@@ -124,8 +160,17 @@ def precision_rows(
     for label, precision, net, path in networks:
         t = summarize(samples[label])
         size_mb = round(os.path.getsize(path) / 2**20, 2) if path else None
-        rows.append({"benchmark": "latency_precision", "variant": label, "precision": precision,
-                     "input": f"{batch}x3x{size}x{size}", "onnx_MB": size_mb,
-                     "speedup_vs_first": round(base.p50 / t.p50, 3), "warmup_ms": round(warm[label], 1),
-                     **t.as_row(), **environment(getattr(net, "device", "cpu"))})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "latency_precision",
+                "variant": label,
+                "precision": precision,
+                "input": f"{batch}x3x{size}x{size}",
+                "onnx_MB": size_mb,
+                "speedup_vs_first": round(base.p50 / t.p50, 3),
+                "warmup_ms": round(warm[label], 1),
+                **t.as_row(),
+                **environment(getattr(net, "device", "cpu")),
+            }
+        )
     return rows

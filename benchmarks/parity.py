@@ -39,8 +39,11 @@ def precision_info(artifact: Any) -> dict[str, Any]:
     guard = artifact.extra.get("guard")
     if guard:  # the int8 guard: how many blocks it kept in fp32, and what it measured on its held-out images
         kept = f"guard: {len(guard['kept'])}/{guard['blocks']} blocks"
-        info: dict[str, Any] = {"kept_fp32": kept, "guard_loss": guard["result"]["loss"],
-                                "guard_budget": guard["max_ap_drop"]}  # fmt: skip
+        info: dict[str, Any] = {
+            "kept_fp32": kept,
+            "guard_loss": guard["result"]["loss"],
+            "guard_budget": guard["max_ap_drop"],
+        }
     else:
         info = {"kept_fp32": ",".join(artifact.extra.get("kept_fp32", [])) or "none"}
     if cal:
@@ -52,9 +55,13 @@ def precision_info(artifact: Any) -> dict[str, Any]:
 
 
 def run(
-    variants: Sequence[Variant], codec: Any, image_dir: str | Path, ann_file: str | Path, *,
+    variants: Sequence[Variant],
+    codec: Any,
+    image_dir: str | Path,
+    ann_file: str | Path,
+    *,
     max_images: int | None = None,
-) -> list[Row]:  # fmt: skip
+) -> list[Row]:
     """variants[0] is the baseline (PyTorch fp32 + reference decoder); all run with ``codec``."""
     import json
 
@@ -64,29 +71,53 @@ def run(
     if max_images is not None:
         ann = dict(ann, images=ann["images"][:max_images])
     env = environment("cpu")
-    base = evaluate_model(variants[0].network, codec, image_dir, ann_file, max_images=max_images,
-                          decoder=variants[0].decoder)  # fmt: skip
+    base = evaluate_model(
+        variants[0].network, codec, image_dir, ann_file, max_images=max_images, decoder=variants[0].decoder
+    )
     reference_gt = as_ground_truth(base.results, ann["images"], ann.get("categories"))
     rows: list[Row] = []
     for v in variants:
-        res = base if v is variants[0] else evaluate_model(v.network, codec, image_dir, ann_file,
-                                                            max_images=max_images, decoder=v.decoder)  # fmt: skip
+        res = (
+            base
+            if v is variants[0]
+            else evaluate_model(v.network, codec, image_dir, ann_file, max_images=max_images, decoder=v.decoder)
+        )
         agreement = (
             evaluate_predictions(res.results, reference_gt, codec.dataset)["AP"] if reference_gt["annotations"] else 1.0
         )
         delta = (res.stats["AP"] - base.stats["AP"]) * 100
         limit = GATES[v.gate]
-        rows.append({"benchmark": "parity", "variant": v.name, "graph": getattr(v.network, "graph", "raw"),
-                     "decoder": v.decoder, "AP": round(res.stats["AP"], 5),
-                     "delta_AP_points": round(delta, 4), "agreement_AP": round(agreement, 5), "gate": limit,
-                     "passed": abs(delta) <= limit + 1e-9, "images": res.images, **v.info, **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "parity",
+                "variant": v.name,
+                "graph": getattr(v.network, "graph", "raw"),
+                "decoder": v.decoder,
+                "AP": round(res.stats["AP"], 5),
+                "delta_AP_points": round(delta, 4),
+                "agreement_AP": round(agreement, 5),
+                "gate": limit,
+                "passed": abs(delta) <= limit + 1e-9,
+                "images": res.images,
+                **v.info,
+                **env,
+            }
+        )
     return rows
 
 
 def calibration_spread(
-    fp32_onnx: str | Path, calib_images: str | Path, image_dir: str | Path, ann_file: str | Path, *,
-    subsets: int = 4, count: int = 64, max_images: int | None = None, work: str | Path, **convert_options: Any,
-) -> list[Row]:  # fmt: skip
+    fp32_onnx: str | Path,
+    calib_images: str | Path,
+    image_dir: str | Path,
+    ann_file: str | Path,
+    *,
+    subsets: int = 4,
+    count: int = 64,
+    max_images: int | None = None,
+    work: str | Path,
+    **convert_options: Any,
+) -> list[Row]:
     """ΔAP of int8 files calibrated on ``subsets`` disjoint subsets of ``calib_images`` (``count`` images each,
     taken in name order), against the fp32 file run the same way; one row per subset plus a ``spread`` row
     (min, max, standard deviation of ΔAP), so a user sees how far one calibration's number can be trusted.
@@ -119,7 +150,14 @@ def calibration_spread(
         variants.append(Variant(f"int8 subset {i}", OrtSession(out), "fast", "int8", precision_info(rep.artifact)))
     rows = run(variants, base.artifact.codec, image_dir, ann_file, max_images=max_images)
     deltas = [r["delta_AP_points"] for r in rows[1:]]
-    rows.append({"benchmark": "parity", "variant": f"spread over {subsets} calibration subsets",
-                 "delta_AP_min": min(deltas), "delta_AP_max": max(deltas),
-                 "delta_AP_std": round(statistics.pstdev(deltas), 4), "images": rows[0]["images"]})  # fmt: skip
+    rows.append(
+        {
+            "benchmark": "parity",
+            "variant": f"spread over {subsets} calibration subsets",
+            "delta_AP_min": min(deltas),
+            "delta_AP_max": max(deltas),
+            "delta_AP_std": round(statistics.pstdev(deltas), 4),
+            "images": rows[0]["images"],
+        }
+    )
     return rows

@@ -60,9 +60,15 @@ def conv_probe(precision: str, channels: int = CONV[0], side: int = CONV[1], ker
         return _model([node], [x], [y], [numpy_helper.from_array(w, "w")])
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, shape)
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, shape)
-    values: dict[str, np.ndarray] = {"xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8),
-              "w": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8), "ws": np.array(0.002, np.float32),
-              "wz": np.array(0, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}  # fmt: skip
+    values: dict[str, np.ndarray] = {
+        "xs": np.array(0.02, np.float32),
+        "xz": np.array(128, np.uint8),
+        "w": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8),
+        "ws": np.array(0.002, np.float32),
+        "wz": np.array(0, np.int8),
+        "ys": np.array(0.05, np.float32),
+        "yz": np.array(128, np.uint8),
+    }
     inits = [numpy_helper.from_array(v, k) for k, v in values.items()]
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], **attrs)
     return _model([node], [x], [y], inits)
@@ -171,9 +177,17 @@ def _times(session: Any, feed: dict[str, np.ndarray], repeats: int) -> list[floa
 def _row(kind: str, name: str, precision: str, shape: Sequence[int], macs: int, times: Sequence[float]) -> Row:
     best, p50 = min(times), statistics.median(times)
     rate = macs / (best if kind == "probe" else p50) / 1e9  # a peak is the best achieved, a network its median
-    return {"benchmark": "peak", "kind": kind, "name": name, "precision": precision,
-            "input": "x".join(map(str, shape)), "gmacs": round(macs / 1e9, 6), "p50_ms": round(p50 * 1e3, 3),
-            "best_ms": round(best * 1e3, 3), "gmac_per_s": round(rate, 1)}  # fmt: skip
+    return {
+        "benchmark": "peak",
+        "kind": kind,
+        "name": name,
+        "precision": precision,
+        "input": "x".join(map(str, shape)),
+        "gmacs": round(macs / 1e9, 6),
+        "p50_ms": round(p50 * 1e3, 3),
+        "best_ms": round(best * 1e3, 3),
+        "gmac_per_s": round(rate, 1),
+    }
 
 
 def probe_rows(repeats: int = 10, threads: int = 0, conv: tuple[int, int, int] = CONV, gemm: int = GEMM) -> list[Row]:
@@ -185,8 +199,16 @@ def probe_rows(repeats: int = 10, threads: int = 0, conv: tuple[int, int, int] =
             ("gemm", gemm_probe(precision, gemm), (gemm, gemm)),
         ):
             session = _session(model, threads)
-            rows.append(_row("probe", name, precision, shape, count_macs(model, shape),
-                             _times(session, _feed(session, shape), repeats)))  # fmt: skip
+            rows.append(
+                _row(
+                    "probe",
+                    name,
+                    precision,
+                    shape,
+                    count_macs(model, shape),
+                    _times(session, _feed(session, shape), repeats),
+                )
+            )
     for r in rows:
         r["fraction"] = round(r["gmac_per_s"] / peaks(rows)[r["precision"]], 3)
     return rows
@@ -263,8 +285,17 @@ def op_profile(path: str, side: int, runs: int = 3, threads: int = 0, top: int =
             per_op[args["op_name"]] = per_op.get(args["op_name"], 0.0) + float(e["dur"]) / 1e3 / (runs + 1)
     total = sum(per_op.values()) or 1.0
     ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
-    return [{"benchmark": "peak", "kind": "op", "name": op, "network": Path(path).name, "ms_per_run": round(ms, 2),
-             "share": round(ms / total, 3)} for op, ms in ranked]  # fmt: skip
+    return [
+        {
+            "benchmark": "peak",
+            "kind": "op",
+            "name": op,
+            "network": Path(path).name,
+            "ms_per_run": round(ms, 2),
+            "share": round(ms / total, 3),
+        }
+        for op, ms in ranked
+    ]
 
 
 def run(
@@ -306,8 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("".join(f"  {r['name']:24} {r['ms_per_run']:9.2f} ms  {r['share']:6.1%}\n" for r in ops))
             rows += ops
     env = rows[0]
-    sys.stdout.write(f"{env['machine']} ({env.get('cpu_flags', '')}), threads {env['threads']}, {env['date']}, "
-                     f"commit {env['commit']}\n")  # fmt: skip
+    sys.stdout.write(
+        f"{env['machine']} ({env.get('cpu_flags', '')}), threads {env['threads']}, {env['date']}, "
+        f"commit {env['commit']}\n"
+    )
     if args.json:
         from hhrnet.benchmarks.common import write_rows
 

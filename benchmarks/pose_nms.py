@@ -40,11 +40,23 @@ def val_set(images: int, shape: tuple[int, int, int] = SHAPE, t: int = 2) -> tup
             x0, y0 = kp[vis, :2].min(axis=0)
             x1, y1 = kp[vis, :2].max(axis=0)
             w, h = float(x1 - x0), float(y1 - y0)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
-                         "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int(vis.sum()),
-                         "bbox": [float(x0), float(y0), w, h], "area": max(w * h * 0.53, 1.0)})  # fmt: skip
-    gt = {"images": [{"id": i, "width": shape[2], "height": shape[1]} for i in range(len(val))],
-          "annotations": anns, "categories": [{"id": 1, "name": "person"}]}  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "keypoints": [float(v) for v in kp.reshape(-1)],
+                    "num_keypoints": int(vis.sum()),
+                    "bbox": [float(x0), float(y0), w, h],
+                    "area": max(w * h * 0.53, 1.0),
+                }
+            )
+    gt = {
+        "images": [{"id": i, "width": shape[2], "height": shape[1]} for i in range(len(val))],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}],
+    }
     return val, gt
 
 
@@ -62,11 +74,20 @@ def run(images: int = 40, thresholds: Sequence[float] = (0.0, 0.5, 0.7, 0.8, 0.9
             persons += len(poses)
             results += result_entries(i, poses[..., :3], scores)
         stats = evaluate_predictions(results, gt, "coco")
-        rows.append({"benchmark": "pose_nms", "pose_nms": thr if thr > 0 else "off (official)",
-                     "images": len(val), "people_per_image": round(len(gt["annotations"]) / len(val), 1),
-                     "persons_per_image": round(persons / len(val), 1), "AP": round(stats["AP"], 4),
-                     "AP .5": round(stats["AP .5"], 4), "AP .75": round(stats["AP .75"], 4),
-                     "AR": round(stats["AR"], 4), **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "pose_nms",
+                "pose_nms": thr if thr > 0 else "off (official)",
+                "images": len(val),
+                "people_per_image": round(len(gt["annotations"]) / len(val), 1),
+                "persons_per_image": round(persons / len(val), 1),
+                "AP": round(stats["AP"], 4),
+                "AP .5": round(stats["AP .5"], 4),
+                "AP .75": round(stats["AP .75"], 4),
+                "AR": round(stats["AR"], 4),
+                **env,
+            }
+        )
     return rows
 
 
@@ -76,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.0, 0.5, 0.7, 0.8, 0.9])
     args = parser.parse_args(argv)
     rows = run(args.images, args.thresholds)
-    sys.stdout.write(table(rows, ("pose_nms", "images", "people_per_image", "persons_per_image", "AP", "AP .5",
-                                  "AP .75", "AR")))  # fmt: skip
+    sys.stdout.write(
+        table(rows, ("pose_nms", "images", "people_per_image", "persons_per_image", "AP", "AP .5", "AP .75", "AR"))
+    )
     return 0
 
 

@@ -44,8 +44,11 @@ def render(rows: Sequence[Row]) -> str:
             continue
         r0 = sel[0]
         cols = cols + [c for c in OPTIONAL.get(kind, []) if any(c in r for r in sel)]
-        env = ", ".join(f"{k} {r0.get(k)}" for k in ("machine", "device", "python", "torch", "numba", "onnxruntime",
-                                                     "cpu_flags") if r0.get(k))  # fmt: skip
+        env = ", ".join(
+            f"{k} {r0.get(k)}"
+            for k in ("machine", "device", "python", "torch", "numba", "onnxruntime", "cpu_flags")
+            if r0.get(k)
+        )
         out.append(f"#### {kind} — {r0.get('date', '?')}, commit {r0.get('commit', '?')}\n\n{env}\n")
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "---|" * len(cols))

@@ -30,8 +30,9 @@ from hhrnet import samples
 COCO_FLIP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 # Approximate share of COCO person instances with the joint labelled, per joint (nose, eyes, ears,
 # shoulders, elbows, wrists, hips, knees, ankles): the face and the legs are missing most often.
-LABELLED = np.array([0.70, 0.62, 0.62, 0.50, 0.50, 0.80, 0.80, 0.66, 0.66, 0.58, 0.58, 0.70, 0.70, 0.55, 0.55,
-                     0.45, 0.45])  # fmt: skip
+LABELLED = np.array(
+    [0.70, 0.62, 0.62, 0.50, 0.50, 0.80, 0.80, 0.66, 0.66, 0.58, 0.58, 0.70, 0.70, 0.55, 0.55, 0.45, 0.45]
+)
 OCCLUDED = 0.25  # share of labelled joints that are occluded (v = 1): a weak, often sub-threshold peak
 KINDS = ("planted", "coco", "crowd", "noise")
 
@@ -59,8 +60,11 @@ def sample_poses() -> tuple[tuple[int, int, int, np.ndarray], ...]:
     data = json.loads((samples.folder("coco") / "test_coco.json").read_text())
     out = []
     for img in sorted(data["images"], key=lambda i: i["id"]):
-        kps = [np.asarray(a["keypoints"], np.float32).reshape(17, 3) for a in data["annotations"]
-               if a["image_id"] == img["id"] and a["num_keypoints"] > 0]  # fmt: skip
+        kps = [
+            np.asarray(a["keypoints"], np.float32).reshape(17, 3)
+            for a in data["annotations"]
+            if a["image_id"] == img["id"] and a["num_keypoints"] > 0
+        ]
         out.append((int(img["id"]), int(img["width"]), int(img["height"]), np.stack(kps)))
     return tuple(out)
 
@@ -105,8 +109,9 @@ def smooth_field(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndar
 class _Canvas:
     """Draws joints (Gaussian peaks with their tags) over a noisy background."""
 
-    def __init__(self, rng: np.random.Generator, j: int, h: int, w: int, t: int, tag_range: float,
-                 bg_std: float = 0.012) -> None:  # fmt: skip
+    def __init__(
+        self, rng: np.random.Generator, j: int, h: int, w: int, t: int, tag_range: float, bg_std: float = 0.012
+    ) -> None:
         self.rng = rng
         self.det = np.empty((j, h, w), np.float32)
         self.tags = np.empty((j, h, w, t), np.float32)
@@ -162,8 +167,14 @@ def _false_positives(canvas: _Canvas, count: int, tag_range: float) -> None:
     rng = canvas.rng
     for _ in range(count):
         tag = np.full(canvas.tags.shape[3], rng.uniform(-tag_range, tag_range), np.float32)
-        canvas.joint(int(rng.integers(j)), rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.03, 0.3),
-                     rng.uniform(2.0, 4.0), tag)  # fmt: skip
+        canvas.joint(
+            int(rng.integers(j)),
+            rng.uniform(0, w),
+            rng.uniform(0, h),
+            rng.uniform(0.03, 0.3),
+            rng.uniform(2.0, 4.0),
+            tag,
+        )
 
 
 def _in_map(kps: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -173,8 +184,7 @@ def _in_map(kps: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
-def coco(image_id: int | None = None, shape: tuple[int, int, int] = (17, 512, 704), t: int = 2,
-         seed: int = 0) -> Scene:  # fmt: skip
+def coco(image_id: int | None = None, shape: tuple[int, int, int] = (17, 512, 704), t: int = 2, seed: int = 0) -> Scene:
     """The real poses of one sample image (default: the 5-person 197388), scaled to fit the map."""
     j, h, w = shape
     picked = [s for s in sample_poses() if image_id is None or s[0] == image_id]
@@ -267,8 +277,7 @@ def planted_maps(
     return det, tags, kps
 
 
-def scene(kind: str, people: int = 0, shape: tuple[int, int, int] = (17, 512, 704), t: int = 2,
-          seed: int = 0) -> Scene:  # fmt: skip
+def scene(kind: str, people: int = 0, shape: tuple[int, int, int] = (17, 512, 704), t: int = 2, seed: int = 0) -> Scene:
     """One scene by kind: ``people`` is the crowd / planted size, the sample image id for ``coco`` (0 = the
     default image) and ignored for ``noise``."""
     if kind == "planted":

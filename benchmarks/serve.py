@@ -34,9 +34,17 @@ from hhrnet.benchmarks.common import Row, environment, summarize
 
 def _row(path: str, concurrency: int, latencies: Sequence[float], wall_s: float, **extra: Any) -> Row:
     t = summarize(latencies)
-    return {"benchmark": "serve", "path": path, "concurrency": concurrency, "images": len(latencies),
-            "images_per_s": round(len(latencies) / wall_s, 2), "p50_ms": round(t.p50, 2), "p90_ms": round(t.p90, 2),
-            "p99_ms": round(t.p99, 2), **extra}  # fmt: skip
+    return {
+        "benchmark": "serve",
+        "path": path,
+        "concurrency": concurrency,
+        "images": len(latencies),
+        "images_per_s": round(len(latencies) / wall_s, 2),
+        "p50_ms": round(t.p50, 2),
+        "p90_ms": round(t.p90, 2),
+        "p99_ms": round(t.p99, 2),
+        **extra,
+    }
 
 
 def in_process_row(onnx: Path, letterbox: int | None, payloads: Sequence[bytes], requests: int) -> Row:
@@ -73,7 +81,7 @@ def server_row(url: str, protocol: str, payloads: Sequence[bytes], concurrency: 
                     t = time.perf_counter()
                     client.infer_one(payloads[(k + i) % len(payloads)])
                     latencies[k].append(time.perf_counter() - t)
-        except Exception as exc:  # noqa: BLE001 - reported as the row's failure
+        except Exception as exc:  # reported as the row's failure
             errors.append(f"client {k}: {exc}")
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
@@ -205,11 +213,13 @@ def run(
     files = [Path(p) for p in images] if images else samples.images()
     payloads = [p.read_bytes() for p in files]
     rows = [in_process_row(Path(onnx), letterbox, payloads, requests)]
-    options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device="cpu",
-                           threads=threads)  # fmt: skip
+    options = ServeOptions(
+        max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device="cpu", threads=threads
+    )
     with tempfile.TemporaryDirectory(prefix="hhrnet-bench-serve-") as tmp:
-        repo = write_repository(Path(tmp) / "repo", onnx=onnx, network_backend="python", letterbox=letterbox,
-                                options=options)  # fmt: skip
+        repo = write_repository(
+            Path(tmp) / "repo", onnx=onnx, network_backend="python", letterbox=letterbox, options=options
+        )
         endpoints = Endpoints.free_loopback()
         work = workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -239,9 +249,15 @@ def run(
     side = repo.codec.letterbox
     for r in rows:
         speedup = round(r["images_per_s"] / base, 2) if "images_per_s" in r else None  # None: perf_analyzer failed
-        r |= {"speedup_vs_in_process": speedup, "input": f"{side}x{side}",
-              "instances": instances, "max_batch": max_batch, "window_us": window_us, "onnx": str(onnx),
-              **env}  # fmt: skip
+        r |= {
+            "speedup_vs_in_process": speedup,
+            "input": f"{side}x{side}",
+            "instances": instances,
+            "max_batch": max_batch,
+            "window_us": window_us,
+            "onnx": str(onnx),
+            **env,
+        }
     return rows
 
 

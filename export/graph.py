@@ -24,9 +24,16 @@ from hhrnet.aggregate import aggregate
 
 class AggregateGraph(nn.Module):
     def __init__(
-        self, model: nn.Module, *, num_joints: int, flip_index: Sequence[int], flip: bool = True,
-        with_heatmaps: Sequence[bool] = (True, True), with_ae: Sequence[bool] = (True, False), project: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        model: nn.Module,
+        *,
+        num_joints: int,
+        flip_index: Sequence[int],
+        flip: bool = True,
+        with_heatmaps: Sequence[bool] = (True, True),
+        with_ae: Sequence[bool] = (True, False),
+        project: bool = True,
+    ) -> None:
         super().__init__()
         self.model = model
         self.num_joints = num_joints
@@ -46,9 +53,14 @@ class AggregateGraph(nn.Module):
             normal, flipped = self.model(x), None
         project_to = (x.shape[2], x.shape[3]) if self.project else None
         return aggregate(
-            normal, flipped, num_joints=self.num_joints, flip_index=self.flip_index,
-            with_heatmaps=self.with_heatmaps, with_ae=self.with_ae, project_to=project_to,
-        )  # fmt: skip  # (B, J, H, W), (B, J, H, W, T)
+            normal,
+            flipped,
+            num_joints=self.num_joints,
+            flip_index=self.flip_index,
+            with_heatmaps=self.with_heatmaps,
+            with_ae=self.with_ae,
+            project_to=project_to,
+        )  # (B, J, H, W), (B, J, H, W, T)
 
 
 class PeaksGraph(nn.Module):

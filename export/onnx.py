@@ -47,9 +47,14 @@ def build_graph(model: Any, codec: Codec, graph: Graph) -> Any:
     if not kind.aggregates:
         return model
     agg = AggregateGraph(
-        model, num_joints=codec.num_joints, flip_index=codec.flip_index, flip=codec.flip,
-        with_heatmaps=codec.stage_heatmaps, with_ae=codec.stage_tags, project=codec.project2image,
-    )  # fmt: skip
+        model,
+        num_joints=codec.num_joints,
+        flip_index=codec.flip_index,
+        flip=codec.flip,
+        with_heatmaps=codec.stage_heatmaps,
+        with_ae=codec.stage_tags,
+        project=codec.project2image,
+    )
     if not kind.peaks:
         return agg
     if codec.drop_center:
@@ -112,11 +117,26 @@ def export_onnx(
     buf = io.BytesIO()
     with torch.no_grad():
         if dynamo:
-            dims = None if axes is None else ({0: torch.export.Dim("batch", min=1, max=64),
-                                               2: torch.export.Dim("height", min=1, max=64) * 32,
-                                               3: torch.export.Dim("width", min=1, max=64) * 32},)  # fmt: skip
-            program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset, input_names=["image"],
-                                        output_names=names, dynamic_shapes=dims)  # fmt: skip
+            dims = (
+                None
+                if axes is None
+                else (
+                    {
+                        0: torch.export.Dim("batch", min=1, max=64),
+                        2: torch.export.Dim("height", min=1, max=64) * 32,
+                        3: torch.export.Dim("width", min=1, max=64) * 32,
+                    },
+                )
+            )
+            program = torch.onnx.export(
+                module,
+                (x,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=names,
+                dynamic_shapes=dims,
+            )
             assert program is not None
             proto = program.model_proto
         else:
@@ -127,10 +147,16 @@ def export_onnx(
                 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
                 warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
                 torch.onnx.export(
-                    module, (x,), buf,  # type: ignore[arg-type]  # a file object is accepted
-                    dynamo=False, opset_version=opset, input_names=["image"], output_names=names,
-                    dynamic_axes=axes, do_constant_folding=True,
-                )  # fmt: skip
+                    module,
+                    (x,),
+                    buf,  # type: ignore[arg-type]  # a file object is accepted
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["image"],
+                    output_names=names,
+                    dynamic_axes=axes,
+                    do_constant_folding=True,
+                )
             proto = onnx.load_from_string(buf.getvalue())
     write_contract(proto, artifact)
     onnx.checker.check_model(proto, full_check=True)
@@ -166,7 +192,7 @@ def load_onnx(path: str | Path, external_data: bool = False) -> Any:
     p = Path(path)
     try:
         return onnx.load(str(p), load_external_data=external_data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+    except Exception as exc:  # protobuf raises DecodeError and friends
         raise BackendError(f"cannot read {p} as ONNX: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 

@@ -128,18 +128,34 @@ def timing_cache_path(cache_dir: str | Path, trt_version: str, gpu: str, compute
 
 
 def sidecar_payload(
-    contract: Artifact, *, key: str, trt_version: str, gpu: str, compute_capability: str, precision: str,
-    profiles: list[dict[str, Any]], onnx_sha256: str, builder_flags: dict[str, bool | None] | None = None,
+    contract: Artifact,
+    *,
+    key: str,
+    trt_version: str,
+    gpu: str,
+    compute_capability: str,
+    precision: str,
+    profiles: list[dict[str, Any]],
+    onnx_sha256: str,
+    builder_flags: dict[str, bool | None] | None = None,
     timing_cache: str = "",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The ``<engine>.json`` sidecar: what the engine was built for (checked before deserialising), the builder
     flags it was built with, and the artifact contract of the ONNX file it came from, so the engine runs with
     nothing beside it."""
     return {
-        "key": key, "tensorrt": trt_version, "compute_capability": compute_capability, "gpu": gpu,
-        "precision": precision, "profiles": profiles, "onnx_sha256": onnx_sha256, "strongly_typed": True,
-        "builder_flags": dict(builder_flags or {}), "timing_cache": timing_cache, "contract": contract.metadata(),
-    }  # fmt: skip
+        "key": key,
+        "tensorrt": trt_version,
+        "compute_capability": compute_capability,
+        "gpu": gpu,
+        "precision": precision,
+        "profiles": profiles,
+        "onnx_sha256": onnx_sha256,
+        "strongly_typed": True,
+        "builder_flags": dict(builder_flags or {}),
+        "timing_cache": timing_cache,
+        "contract": contract.metadata(),
+    }
 
 
 def network_flags(trt: Any) -> int:
@@ -210,7 +226,7 @@ def external_files(model: Any, onnx_path: str | Path) -> list[Path]:
 
     names = {
         e.value for t in tensors(model.graph) if uses_external_data(t) for e in t.external_data if e.key == "location"
-    }  # noqa: E501
+    }
     return [Path(onnx_path).parent / n for n in sorted(names)]
 
 
@@ -300,11 +316,24 @@ def build_engine(
     cache.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
     atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
-    atomic_write_text(side, json.dumps(sidecar_payload(
-        contract, key=key, trt_version=trt.__version__, gpu=dev.name, compute_capability=dev.compute_capability,
-        precision=contract.precision, profiles=[asdict(p) for p in chosen],
-        onnx_sha256=digest.hex(), builder_flags=flag_values, timing_cache=timing_state,
-    ), indent=2))  # fmt: skip
+    atomic_write_text(
+        side,
+        json.dumps(
+            sidecar_payload(
+                contract,
+                key=key,
+                trt_version=trt.__version__,
+                gpu=dev.name,
+                compute_capability=dev.compute_capability,
+                precision=contract.precision,
+                profiles=[asdict(p) for p in chosen],
+                onnx_sha256=digest.hex(),
+                builder_flags=flag_values,
+                timing_cache=timing_state,
+            ),
+            indent=2,
+        ),
+    )
     return engine_path
 
 

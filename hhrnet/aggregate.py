@@ -25,9 +25,12 @@ def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def _stages(
-    outputs: Sequence[Tensor], num_joints: int, with_heatmaps: Sequence[bool], with_ae: Sequence[bool],
+    outputs: Sequence[Tensor],
+    num_joints: int,
+    with_heatmaps: Sequence[bool],
+    with_ae: Sequence[bool],
     flip_index: Sequence[int] | None,
-) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+) -> tuple[Tensor, list[Tensor]]:
     size = (outputs[-1].shape[2], outputs[-1].shape[3])  # shapes, not ints: stays dynamic when traced
     total: Tensor | None = None
     count = 0

@@ -56,7 +56,7 @@ def _load_file(path: str | Path) -> Any:
             f"{p} was refused: loading it would run code or build arbitrary objects ({_refusal_reason(exc)}); "
             "hhrnet only loads plain-weights checkpoints"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - torn/garbage files fail in many ways inside the unpickler
+    except Exception as exc:  # torn/garbage files fail in many ways inside the unpickler
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or truncated ({first})") from None
 

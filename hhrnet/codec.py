@@ -263,9 +263,13 @@ class Codec:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, *, flip: bool | None = None, scales: Sequence[float] | None = None,
+        cls,
+        cfg: Config,
+        *,
+        flip: bool | None = None,
+        scales: Sequence[float] | None = None,
         letterbox: int | None = None,
-    ) -> Codec:  # fmt: skip
+    ) -> Codec:
         """The codec a config defines; ``flip``, ``scales`` and ``letterbox`` override its test section."""
         with_hm, with_ae = _stage_masks(cfg)
         joints = cfg.model.num_joints
@@ -453,9 +457,14 @@ class Codec:
         from hhrnet.kernels.aggregate import aggregate
 
         return aggregate(
-            outputs, flipped, num_joints=self.num_joints, flip_index=self.flip_index,
-            with_heatmaps=self.stage_heatmaps, with_ae=self.stage_tags, project_to=project_to,
-        )  # fmt: skip
+            outputs,
+            flipped,
+            num_joints=self.num_joints,
+            flip_index=self.flip_index,
+            with_heatmaps=self.stage_heatmaps,
+            with_ae=self.stage_tags,
+            project_to=project_to,
+        )
 
     def project_size(self, prepared: Prepared) -> tuple[int, int] | None:
         """(H, W) every scale's maps are resized to, or None without PROJECT2IMAGE."""

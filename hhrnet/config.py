@@ -257,8 +257,16 @@ def _tiny() -> Config:
     )
     data = DataConfig(input_size=256, output_size=(64, 128), root="data/synth", train_split="train", test_split="val")
     loss = LossConfig(ae_loss_type="max")
-    train = TrainConfig(images_per_gpu=8, lr=3e-3, lr_schedule="cosine", warmup=0.03, end_epoch=36, workers=0,
-                        print_freq=10, channels_last=True)  # fmt: skip
+    train = TrainConfig(
+        images_per_gpu=8,
+        lr=3e-3,
+        lr_schedule="cosine",
+        warmup=0.03,
+        end_epoch=36,
+        workers=0,
+        print_freq=10,
+        channels_last=True,
+    )
     # decoder: the max push spaces people's tags ~1 apart, so the official tag threshold 1.0 merges neighbours;
     # 0.5 and a detection threshold of 0.2 were chosen on a separate synthetic split (benchmarks/TRAINING.md)
     test = TestConfig(tag_threshold=0.5, detection_threshold=0.2)
@@ -291,14 +299,32 @@ def preset(name: str) -> Config:
 # the unused STEM_INPLANES, values derived elsewhere). They are accepted and ignored.
 _IGNORED_KEYS = frozenset(
     {
-        "GPUS", "LOG_DIR", "DATA_DIR", "PIN_MEMORY", "RANK", "VERBOSE", "DIST_BACKEND",
-        "MULTIPROCESSING_DISTRIBUTED", "CUDNN.BENCHMARK", "CUDNN.DETERMINISTIC", "CUDNN.ENABLED",
-        "DEBUG.DEBUG", "DEBUG.SAVE_BATCH_IMAGES_GT", "DEBUG.SAVE_BATCH_IMAGES_PRED", "DEBUG.SAVE_HEATMAPS_GT",
-        "DEBUG.SAVE_HEATMAPS_PRED", "DEBUG.SAVE_TAGMAPS_PRED", "MODEL.EXTRA.STEM_INPLANES",
-        "FP16.STATIC_LOSS_SCALE", "FP16.DYNAMIC_LOSS_SCALE", "TRAIN.GAMMA1", "TRAIN.GAMMA2",
-        "TRAIN.CHECKPOINT", "DATASET.DATASET_TEST",
+        "GPUS",
+        "LOG_DIR",
+        "DATA_DIR",
+        "PIN_MEMORY",
+        "RANK",
+        "VERBOSE",
+        "DIST_BACKEND",
+        "MULTIPROCESSING_DISTRIBUTED",
+        "CUDNN.BENCHMARK",
+        "CUDNN.DETERMINISTIC",
+        "CUDNN.ENABLED",
+        "DEBUG.DEBUG",
+        "DEBUG.SAVE_BATCH_IMAGES_GT",
+        "DEBUG.SAVE_BATCH_IMAGES_PRED",
+        "DEBUG.SAVE_HEATMAPS_GT",
+        "DEBUG.SAVE_HEATMAPS_PRED",
+        "DEBUG.SAVE_TAGMAPS_PRED",
+        "MODEL.EXTRA.STEM_INPLANES",
+        "FP16.STATIC_LOSS_SCALE",
+        "FP16.DYNAMIC_LOSS_SCALE",
+        "TRAIN.GAMMA1",
+        "TRAIN.GAMMA2",
+        "TRAIN.CHECKPOINT",
+        "DATASET.DATASET_TEST",
     }
-)  # fmt: skip
+)
 
 # official key -> (section, field). Stage and deconv keys are handled by prefix below.
 _KEY_MAP: dict[str, tuple[str, str]] = {
@@ -457,8 +483,13 @@ _OFFICIAL_DEFAULTS: dict[str, Any] = {
     "TEST.LOG_PROGRESS": False,
 }
 
-_DATASET_NAMES: dict[str, DatasetName] = {"coco_kpt": "coco", "coco": "coco", "crowd_pose_kpt": "crowdpose",
-                                          "crowd_pose": "crowdpose", "crowdpose": "crowdpose"}  # fmt: skip
+_DATASET_NAMES: dict[str, DatasetName] = {
+    "coco_kpt": "coco",
+    "coco": "coco",
+    "crowd_pose_kpt": "crowdpose",
+    "crowd_pose": "crowdpose",
+    "crowdpose": "crowdpose",
+}
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
@@ -775,8 +806,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "test.max_input_pixels": (1, 1 << 28),
     "test.max_input_side": (32, 1 << 15),
 }
-_STAGE_RANGES: dict[str, tuple[float, float]] = {"num_modules": (1, 64), "num_branches": (1, 8),
-                                                 "num_blocks": (1, 64), "num_channels": (1, 4096)}  # fmt: skip
+_STAGE_RANGES: dict[str, tuple[float, float]] = {
+    "num_modules": (1, 64),
+    "num_branches": (1, 8),
+    "num_blocks": (1, 64),
+    "num_channels": (1, 4096),
+}
 
 
 def _check_range(where: str, value: Any, low: float | None, high: float | None) -> None:
@@ -810,8 +845,7 @@ def validate(cfg: Config) -> Config:
     """Cross-field checks the official code asserts (check_config) plus our own, and every numeric range."""
     check_ranges(cfg)
     loss, test, model, data = cfg.loss, cfg.test, cfg.model, cfg.data
-    for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "with_ae_loss", "push_loss_factor",
-                 "pull_loss_factor"):  # fmt: skip
+    for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "with_ae_loss", "push_loss_factor", "pull_loss_factor"):
         if len(getattr(loss, name)) != loss.num_stages:
             raise ConfigError(f"loss.{name} must have loss.num_stages={loss.num_stages} entries")
     for name in ("with_heatmaps", "with_ae"):

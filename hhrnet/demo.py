@@ -56,29 +56,54 @@ class DemoSummary:
         rows.append(("real photos", "not supported", NO_TRANSFER))
         if "train_minutes" in n:
             note = "figures of the first run (training was already complete)" if n.get("train_resumed") else ""
-            rows.append(("training", f"{n['train_minutes']:.1f} min, {n['epochs']:.1f} epochs, {n['steps']} steps, "
-                         f"{n['train_images_per_s']:.0f} img/s", note))  # fmt: skip
+            rows.append(
+                (
+                    "training",
+                    f"{n['train_minutes']:.1f} min, {n['epochs']:.1f} epochs, {n['steps']} steps, "
+                    f"{n['train_images_per_s']:.0f} img/s",
+                    note,
+                )
+            )
         if "grouped" in n:
             rows.append(("tags group people", f"{n['grouped']:.0%}", "of training people, at true joints, last epoch"))
         if "onnx_max_abs_error" in n:
-            rows.append(("ONNX vs PyTorch", f"max |error| {n['onnx_max_abs_error']:.2e}",
-                         "decoded positions " + ("identical" if n.get("onnx_decoded_positions_identical")
-                                                 else "differ")))  # fmt: skip
+            rows.append(
+                (
+                    "ONNX vs PyTorch",
+                    f"max |error| {n['onnx_max_abs_error']:.2e}",
+                    "decoded positions " + ("identical" if n.get("onnx_decoded_positions_identical") else "differ"),
+                )
+            )
         for name, p in n.get("parity", {}).items():
-            rows.append((f"parity: {name}", f"ΔAP {p['delta_AP_points']:+.2f} points, agreement AP "
-                         f"{p['agreement_AP']:.3f}", ("passed" if p["passed"] else "FAILED") +
-                         f" (gate ±{p['gate']} points vs torch fp32 + reference decoder)"))  # fmt: skip
+            rows.append(
+                (
+                    f"parity: {name}",
+                    f"ΔAP {p['delta_AP_points']:+.2f} points, agreement AP {p['agreement_AP']:.3f}",
+                    ("passed" if p["passed"] else "FAILED")
+                    + f" (gate ±{p['gate']} points vs torch fp32 + reference decoder)",
+                )
+            )
         if n.get("int8_guard"):
-            rows.append(("int8: kept in fp32", n["int8_guard"][0].split("): ", 1)[-1],
-                         "; ".join(line.strip().removeprefix("kept in fp32: ") for line in n["int8_guard"][1:])
-                         or "nothing kept: every block quantized"))  # fmt: skip
+            rows.append(
+                (
+                    "int8: kept in fp32",
+                    n["int8_guard"][0].split("): ", 1)[-1],
+                    "; ".join(line.strip().removeprefix("kept in fp32: ") for line in n["int8_guard"][1:])
+                    or "nothing kept: every block quantized",
+                )
+            )
         for backend, ms in n.get("total_ms_p50", {}).items():
             rows.append((f"latency p50: {backend}", f"{ms:.1f} ms", "256x256 image with flip, end to end"))
         if "sample_people" in n:
             found = n.get("sample_poses_found", n["sample_people"])
-            rows.append(("sample image", f"{n['sample_people']} people drawn",
-                         f"of {found} poses found, those scoring >= {DRAW_MIN_SCORE}; overlapping figures can still "
-                         f"be joined: {self.outputs.get('drawing', '')}"))  # fmt: skip
+            rows.append(
+                (
+                    "sample image",
+                    f"{n['sample_people']} people drawn",
+                    f"of {found} poses found, those scoring >= {DRAW_MIN_SCORE}; overlapping figures can still "
+                    f"be joined: {self.outputs.get('drawing', '')}",
+                )
+            )
         if "demo_minutes" in n:
             rows.append(("this run", f"{n['demo_minutes']:.1f} min", "whole job"))
         return rows
@@ -109,8 +134,15 @@ def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
     return all(info.get(k) == v for k, v in wanted.items())
 
 
-def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0, train_images: int = 400,
-             val_images: int = 200, log: Log = print) -> DemoSummary:  # fmt: skip
+def run_demo(
+    out: str | Path,
+    *,
+    epochs: int | None = None,
+    minutes: float = 0.0,
+    train_images: int = 400,
+    val_images: int = 200,
+    log: Log = print,
+) -> DemoSummary:
     """The main job into ``out``; ``epochs`` defaults to the tiny preset's ``end_epoch``, ``minutes`` > 0 trains to a
     wall-clock budget instead (at most ``epochs`` when given)."""
     from hhrnet.benchmarks.common import write_rows
@@ -152,8 +184,16 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
         log(f"[1/7] reusing the synthetic data in {data}")
     else:
         log(f"[1/7] synthesizing {train_images} train / {val_images} val images -> {data}")
-        synthesize(data, num_train=train_images, num_val=val_images, image_size=256, seed=0, force=True,
-                   min_keypoint_area=COCO_MIN_KEYPOINT_AREA, max_overlap=DEMO_MAX_OVERLAP)  # fmt: skip
+        synthesize(
+            data,
+            num_train=train_images,
+            num_val=val_images,
+            image_size=256,
+            seed=0,
+            force=True,
+            min_keypoint_area=COCO_MIN_KEYPOINT_AREA,
+            max_overlap=DEMO_MAX_OVERLAP,
+        )
         if (root / "train").exists():  # a run on other data must not be resumed
             shutil.rmtree(root / "train")
     ann, images = data / "annotations" / "person_keypoints_val.json", data / "images" / "val"
@@ -196,8 +236,10 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
     if "grouped" in last:
         summary.numbers["grouped"] = round(last["grouped"], 3)
     stage_done("train")
-    log(f"      trained {fmt_seconds(result.train_seconds)}: {summary.numbers['epochs']} epochs, "
-        f"{result.steps_done} steps, {summary.numbers['train_images_per_s']} img/s")  # fmt: skip
+    log(
+        f"      trained {fmt_seconds(result.train_seconds)}: {summary.numbers['epochs']} epochs, "
+        f"{result.steps_done} steps, {summary.numbers['train_images_per_s']} img/s"
+    )
 
     log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
     model, cfg = load_model(ckpt)
@@ -226,15 +268,23 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
     stage_done("export")
 
     log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime fp32 / fp16 / int8 + fast")
-    variants = [Variant("torch fp32 + reference", torch_net, "reference", "exact"),
-                Variant("torch fp32 + fast", torch_net, "fast", "exact"),
-                Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32")]  # fmt: skip
+    variants = [
+        Variant("torch fp32 + reference", torch_net, "reference", "exact"),
+        Variant("torch fp32 + fast", torch_net, "fast", "exact"),
+        Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32"),
+    ]
     for prec in ("fp16", "int8"):  # precision in the graph; int8 calibrated on training images via the codec
         path = root / f"model_{prec}.onnx"
         # int8: the accuracy guard keeps in fp32 the fewest blocks that hold the AP drop on 48 held-out training
         # images (not used for calibration) within 0.5 points, scored against their annotations
-        conv = convert(onnx_path, path, prec, calib_images=data / "images" / "train" if prec == "int8" else None,
-                       annotations=data / "annotations" / "person_keypoints_train.json", guard_count=48)  # fmt: skip
+        conv = convert(
+            onnx_path,
+            path,
+            prec,
+            calib_images=data / "images" / "train" if prec == "int8" else None,
+            annotations=data / "annotations" / "person_keypoints_train.json",
+            guard_count=48,
+        )
         if prec == "int8":
             kept = float_summary(conv.artifact)
             for line in kept:
@@ -274,6 +324,8 @@ def run_demo(out: str | Path, *, epochs: int | None = None, minutes: float = 0.0
     stage_done("predict")
     summary.numbers["stage_seconds"] = stage_seconds
     summary.numbers["demo_minutes"] = round((time.perf_counter() - started) / 60, 2)
-    atomic_write_text(root / "summary.json", json.dumps({"outputs": summary.outputs, "numbers": summary.numbers},
-                                                        indent=2, default=str))  # fmt: skip
+    atomic_write_text(
+        root / "summary.json",
+        json.dumps({"outputs": summary.outputs, "numbers": summary.numbers}, indent=2, default=str),
+    )
     return summary

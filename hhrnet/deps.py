@@ -22,7 +22,7 @@ def tensorrt_or_none() -> ModuleType | None:
     """The real ``tensorrt`` module, or None when it is absent (or only type stubs are installed)."""
     try:
         trt = importlib.import_module("tensorrt")
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+    except Exception:  # any import failure means "not usable"
         return None
     return trt if hasattr(trt, "Runtime") else None
 

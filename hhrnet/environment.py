@@ -25,7 +25,7 @@ def package_version(dist: str) -> str | None:
         from importlib.metadata import version
 
         return version(dist)
-    except Exception:  # noqa: BLE001 - a missing/odd distribution is simply "not installed"
+    except Exception:  # a missing/odd distribution is simply "not installed"
         return None
 
 
@@ -59,8 +59,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd",
-              "asimddp", "sve")  # fmt: skip
+SIMD_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "sve",
+)
 
 
 def cpu_flags() -> str:
@@ -96,6 +107,6 @@ def environment(device: str = "cpu") -> dict[str, Any]:
             import torch
 
             env["gpu"] = torch.cuda.get_device_name(0)
-        except Exception:  # noqa: BLE001 - informational only
+        except Exception:  # informational only
             env["gpu"] = "unknown"
     return env

@@ -89,8 +89,9 @@ def _gt(ann: str | Path | Mapping[str, Any], dataset: str) -> Any:
     return coco
 
 
-def _evaluate(gt: Any, results: list[dict[str, Any]], sigmas: np.ndarray | None, img_ids: Iterable[int] | None,
-              max_dets: int) -> np.ndarray:  # fmt: skip
+def _evaluate(
+    gt: Any, results: list[dict[str, Any]], sigmas: np.ndarray | None, img_ids: Iterable[int] | None, max_dets: int
+) -> np.ndarray:
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):

@@ -149,7 +149,7 @@ class Predictor:
     ) -> None:
         self.network = network
         self.codec = codec
-        self.graph = graph or getattr(network, "graph", "raw")
+        self.graph: str = graph or getattr(network, "graph", None) or "raw"
         self.maps_decoder = MapDecoder(codec, graph=self.graph, decoder=decoder, parallel_decode=parallel_decode)
         self.kind = self.maps_decoder.kind
         self.decoder = decoder

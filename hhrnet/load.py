@@ -42,9 +42,13 @@ class Loaded:
 
 
 def artifact_codec(
-    artifact: Artifact, config: str | Path | Config | None, overrides: Sequence[str],
-    flip: bool | None = None, scales: Sequence[float] | None = None, letterbox: int | None = None,
-) -> tuple[Codec, Config]:  # fmt: skip
+    artifact: Artifact,
+    config: str | Path | Config | None,
+    overrides: Sequence[str],
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    letterbox: int | None = None,
+) -> tuple[Codec, Config]:
     """(codec, config) to run an exported artifact with (:func:`~hhrnet.codec.resolve_codec`); checked against
     what its graph bakes in."""
     embedded = artifact.build_config()
@@ -96,9 +100,15 @@ def open_model(
 
 
 def _open_torch(
-    checkpoint: str | Path | None, config: str | Path | Config | None, overrides: Sequence[str],
-    flip: bool | None, scales: Sequence[float] | None, letterbox: int | None, device: str, random_weights: bool,
-) -> Loaded:  # fmt: skip
+    checkpoint: str | Path | None,
+    config: str | Path | Config | None,
+    overrides: Sequence[str],
+    flip: bool | None,
+    scales: Sequence[float] | None,
+    letterbox: int | None,
+    device: str,
+    random_weights: bool,
+) -> Loaded:
     from hhrnet.deps import require_torch
 
     require_torch("the torch backend (--checkpoint)")

@@ -95,8 +95,9 @@ def grouping_counts(tags: Tensor, joints: Tensor, threshold: float = 1.0) -> tup
     dist = torch.where(person[:, None, None, :], dist, torch.full_like(dist, float("inf")))
     own = (picked - mean[..., None]).abs()  # (B, P, J)
     slots = torch.arange(dist.shape[1], device=dist.device)
-    other = torch.where(slots[None, :, None, None] == slots[None, None, None, :], torch.full_like(dist, float("inf")),
-                        dist).amin(dim=3)  # (B, P, J) nearest other person's mean  # fmt: skip
+    other = torch.where(
+        slots[None, :, None, None] == slots[None, None, None, :], torch.full_like(dist, float("inf")), dist
+    ).amin(dim=3)  # (B, P, J) nearest other person's mean
     right = ((own < threshold) & (own < other)) | ~used  # (B, P, J)
     correct = (right.all(dim=2) & person).sum()
     return correct, person.sum()

@@ -255,9 +255,16 @@ class TargetEncoder:
             raise ValueError(f"got joints for {len(joints_per_size)} sizes, expected {len(self.output_sizes)}")
         heatmaps, packed = [], []
         for joints, r in zip(joints_per_size, self.output_sizes, strict=True):
-            hm, pk = encode(joints, r, sigma=self.sigma, max_people=self.max_people,
-                            scale_aware_sigma=self.scale_aware_sigma, tag_per_joint=self.tag_per_joint,
-                            overflow=self.overflow, num_joints=self.num_joints)  # fmt: skip
+            hm, pk = encode(
+                joints,
+                r,
+                sigma=self.sigma,
+                max_people=self.max_people,
+                scale_aware_sigma=self.scale_aware_sigma,
+                tag_per_joint=self.tag_per_joint,
+                overflow=self.overflow,
+                num_joints=self.num_joints,
+            )
             heatmaps.append(hm)
             packed.append(pk)
         return heatmaps, packed

@@ -7,14 +7,13 @@ import colorsys
 import cv2
 import numpy as np
 
-COCO_LIMBS = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-              (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))  # fmt: skip
-CROWDPOSE_LIMBS = ((12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (13, 6), (13, 7), (6, 8),
-                   (8, 10), (7, 9), (9, 11), (6, 7))  # fmt: skip
+from hhrnet.datasets import facts_for_joints
 
 
 def limbs_for(num_joints: int) -> tuple[tuple[int, int], ...]:
-    return COCO_LIMBS if num_joints == 17 else CROWDPOSE_LIMBS if num_joints == 14 else ()
+    """The skeleton of the dataset with this many joints (:mod:`hhrnet.datasets`); none for other counts."""
+    facts = facts_for_joints(num_joints)
+    return facts.skeleton if facts is not None else ()
 
 
 def _colour(i: int) -> tuple[int, int, int]:

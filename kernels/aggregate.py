@@ -33,11 +33,11 @@ TORCH_CHANNELS_LAST_LIMIT = 128  # torch resizes outputs with H + W <= this with
 
 
 @intrinsic
-def _fma32(typingctx, a, b, c):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201 - numba intrinsic
+def _fma32(typingctx, a, b, c):  # type: ignore[no-untyped-def]  # numba intrinsic
     """a * b + c rounded once (float32), as the compiled torch kernel computes it."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         f32 = ir.FloatType()
         fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
         return builder.call(fn, args)
@@ -115,9 +115,12 @@ def resize_maps(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def _stages(
-    outputs: Sequence[np.ndarray], num_joints: int, with_heatmaps: Sequence[bool], with_ae: Sequence[bool],
+    outputs: Sequence[np.ndarray],
+    num_joints: int,
+    with_heatmaps: Sequence[bool],
+    with_ae: Sequence[bool],
     flip_index: Sequence[int] | None,
-) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
+) -> tuple[np.ndarray, list[np.ndarray]]:
     size = (outputs[-1].shape[2], outputs[-1].shape[3])
     total: np.ndarray | None = None
     count = 0

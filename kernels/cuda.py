@@ -54,7 +54,7 @@ if not SIMULATOR:
     from numba.cuda import libdevice
 
     @overload(mul_rn, target="cuda")
-    def _mul_rn_cuda(a, b):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - numba overload hook
+    def _mul_rn_cuda(a, b):  # type: ignore[no-untyped-def]  # numba overload hook
         if a == types.float32 and b == types.float32:
             return lambda a, b: libdevice.fmul_rn(a, b)
         return lambda a, b: libdevice.dmul_rn(a, b)
@@ -71,8 +71,9 @@ else:
 
 
 @cuda.jit
-def peaks_kernel(det: Any, tags: Any, k: int, pad: int, work_v: Any, work_i: Any, stack: Any, vals: Any, inds: Any,
-                 tag_k: Any) -> None:  # fmt: skip
+def peaks_kernel(
+    det: Any, tags: Any, k: int, pad: int, work_v: Any, work_i: Any, stack: Any, vals: Any, inds: Any, tag_k: Any
+) -> None:
     """det (B, J, H, W), tags (B, J, H, W, T) -> vals/inds (B, J, M), tag_k (B, J, M, T); work (B, J, S)."""
     det = _local(det)
     tags = _local(tags)
@@ -95,12 +96,36 @@ def peaks_kernel(det: Any, tags: Any, k: int, pad: int, work_v: Any, work_i: Any
 
 @cuda.jit
 def group_kernel(
-    vals: Any, inds: Any, tag_k: Any, width: int, joint_order: Any, max_num_people: int,
-    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
-    unique_keys: bool, max_persons: int, persons: Any, keys: Any, tag_rows: Any, tag_count: Any, rows: Any,
-    ctags: Any, means: Any, raw: Any, cost: Any, marks: Any, row_cover: Any, col_cover: Any, path: Any,
-    poses: Any, scores: Any, counts: Any, overflow: Any,
-) -> None:  # fmt: skip
+    vals: Any,
+    inds: Any,
+    tag_k: Any,
+    width: int,
+    joint_order: Any,
+    max_num_people: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    unique_keys: bool,
+    max_persons: int,
+    persons: Any,
+    keys: Any,
+    tag_rows: Any,
+    tag_count: Any,
+    rows: Any,
+    ctags: Any,
+    means: Any,
+    raw: Any,
+    cost: Any,
+    marks: Any,
+    row_cover: Any,
+    col_cover: Any,
+    path: Any,
+    poses: Any,
+    scores: Any,
+    counts: Any,
+    overflow: Any,
+) -> None:
     """One thread per image: grouping into the work persons (B, cap, J, 3+T), then the first C into poses."""
     vals = _local(vals)
     inds = _local(inds)
@@ -122,10 +147,33 @@ def group_kernel(
     poses = _local(poses)
     capacity = poses.shape[1]
     for b in range(cuda.grid(1), vals.shape[0], cuda.gridsize(1)):
-        n = group_image(vals[b], inds[b], tag_k[b], width, joint_order, max_num_people, detection_threshold,
-                        tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons, persons[b],
-                        keys[b], tag_rows[b], tag_count[b], rows[b], ctags[b], means[b], raw[b], cost[b], marks[b],
-                        row_cover[b], col_cover[b], path[b])  # fmt: skip
+        n = group_image(
+            vals[b],
+            inds[b],
+            tag_k[b],
+            width,
+            joint_order,
+            max_num_people,
+            detection_threshold,
+            tag_threshold,
+            use_detection_val,
+            ignore_too_much,
+            unique_keys,
+            max_persons,
+            persons[b],
+            keys[b],
+            tag_rows[b],
+            tag_count[b],
+            rows[b],
+            ctags[b],
+            means[b],
+            raw[b],
+            cost[b],
+            marks[b],
+            row_cover[b],
+            col_cover[b],
+            path[b],
+        )
         kept = n if n < capacity else capacity  # n = -1: grouping gave up (non-finite input), reported
         for p in range(kept):
             for j in range(poses.shape[2]):
@@ -299,25 +347,53 @@ def decode_cuda(det: Any, tags: Any, params: DecodeParams, capacity: int = 512, 
     )
     stack_rows = 2 * floor_log2(max(size, 2)) + 2
     peaks_kernel[_grid(b_count * j_count), THREADS, stream](
-        d_det, d_tags, m, params.nms_padding, dev((b_count, j_count, size), np.float32),
-        dev((b_count, j_count, size), np.int64), dev((b_count, j_count, stack_rows, 3), np.int64), vals, inds, tag_k,
-    )  # fmt: skip
+        d_det,
+        d_tags,
+        m,
+        params.nms_padding,
+        dev((b_count, j_count, size), np.float32),
+        dev((b_count, j_count, size), np.int64),
+        dev((b_count, j_count, stack_rows, 3), np.int64),
+        vals,
+        inds,
+        tag_k,
+    )
 
     poses = cuda.to_device(np.zeros((b_count, capacity, j_count, 3 + t_count), np.float32), stream=stream)
     scores = cuda.to_device(np.zeros((b_count, capacity), np.float32), stream=stream)
     counts = dev((b_count,), np.int32)
     overflow = dev((b_count,), np.bool_)
     group_kernel[_grid(b_count), THREADS, stream](
-        vals, inds, tag_k, w, cuda.to_device(np.asarray(params.joint_order, np.int64), stream=stream),
-        params.max_num_people, params.detection_threshold, params.tag_threshold, params.use_detection_val,
-        params.ignore_too_much, params.unique_person_keys, params.max_persons,
-        dev((b_count, cap, j_count, 3 + t_count), np.float64), dev((b_count, cap), np.float32),
-        dev((b_count, cap, j_count, t_count), np.float32), dev((b_count, cap), np.int64),
-        dev((b_count, mw, 3 + t_count), np.float64), dev((b_count, mw, t_count), np.float32),
-        dev((b_count, mw, t_count), np.float32), dev((b_count, mw, mw), np.float64),
-        dev((b_count, mw, mw), np.float64), dev((b_count, mw, mw), np.int8), dev((b_count, mw), np.bool_),
-        dev((b_count, mw), np.bool_), dev((b_count, 2 * mw + 1, 2), np.int64), poses, scores, counts, overflow,
-    )  # fmt: skip
+        vals,
+        inds,
+        tag_k,
+        w,
+        cuda.to_device(np.asarray(params.joint_order, np.int64), stream=stream),
+        params.max_num_people,
+        params.detection_threshold,
+        params.tag_threshold,
+        params.use_detection_val,
+        params.ignore_too_much,
+        params.unique_person_keys,
+        params.max_persons,
+        dev((b_count, cap, j_count, 3 + t_count), np.float64),
+        dev((b_count, cap), np.float32),
+        dev((b_count, cap, j_count, t_count), np.float32),
+        dev((b_count, cap), np.int64),
+        dev((b_count, mw, 3 + t_count), np.float64),
+        dev((b_count, mw, t_count), np.float32),
+        dev((b_count, mw, t_count), np.float32),
+        dev((b_count, mw, mw), np.float64),
+        dev((b_count, mw, mw), np.float64),
+        dev((b_count, mw, mw), np.int8),
+        dev((b_count, mw), np.bool_),
+        dev((b_count, mw), np.bool_),
+        dev((b_count, 2 * mw + 1, 2), np.int64),
+        poses,
+        scores,
+        counts,
+        overflow,
+    )
     if (counts.copy_to_host(stream=stream) < 0).any():  # only non-finite maps can make grouping give up
         raise InputError(f"on the device: {NOT_CONVERGED}")
     if params.adjust:

@@ -44,17 +44,44 @@ from hhrnet.kernels.refine import (
 
 @njit(cache=True)
 def decode_peaks_jhw(
-    det: np.ndarray, tags: np.ndarray, vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, det_max: np.ndarray,
-    tag_lo: np.ndarray, tag_hi: np.ndarray, joint_order: np.ndarray,
-    max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
-    ignore_too_much: bool, do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool,
+    det: np.ndarray,
+    tags: np.ndarray,
+    vals: np.ndarray,
+    inds: np.ndarray,
+    tag_k: np.ndarray,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    joint_order: np.ndarray,
+    max_num_people: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    do_adjust: bool,
+    do_refine: bool,
+    unique_keys: bool,
+    max_persons: int,
+    ties_positive: bool,
     grid_cost: float,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """Everything after the peak step: group -> adjust -> score -> refine, from vals (J, M), flat inds (J, M)
     and tag_k (J, M, T) (the kernel's own peaks, or a peaks graph's top-k); det_max, tag_lo, tag_hi: the
     block summaries of :func:`hhrnet.kernels.refine.summarize` (used by refine only)."""
-    persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
-                       tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
+    persons = group_jm(
+        vals,
+        inds,
+        tag_k,
+        det.shape[2],
+        joint_order,
+        max_num_people,
+        detection_threshold,
+        tag_threshold,
+        use_detection_val,
+        ignore_too_much,
+        unique_keys,
+        max_persons,
+    )
     if do_adjust:
         adjust_pj(persons, det, ties_positive)
     scores = scores_pj(persons)
@@ -64,28 +91,87 @@ def decode_peaks_jhw(
 
 
 def _decode_one(
-    det: np.ndarray, tags: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray,
-    joint_order: np.ndarray, max_num_people: int, pad: int,
-    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
-    do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    det: np.ndarray,
+    tags: np.ndarray,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    joint_order: np.ndarray,
+    max_num_people: int,
+    pad: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    do_adjust: bool,
+    do_refine: bool,
+    unique_keys: bool,
+    max_persons: int,
+    ties_positive: bool,
+    grid_cost: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """det (J, H, W) f32, tags (J, H, W, T) f32, block summaries -> poses (P, J, 3+T) f32, scores (P,) f32."""
     vals, inds, tag_k = peaks_blocks_jhw(det, tags, max_num_people, pad, det_max, TILE)  # (J, M), (J, M), (J, M, T)
-    return decode_peaks_jhw(det, tags, vals, inds, tag_k, det_max, tag_lo, tag_hi, joint_order, max_num_people,
-                            detection_threshold, tag_threshold, use_detection_val, ignore_too_much, do_adjust,
-                            do_refine, unique_keys, max_persons, ties_positive, grid_cost)  # fmt: skip
+    return decode_peaks_jhw(
+        det,
+        tags,
+        vals,
+        inds,
+        tag_k,
+        det_max,
+        tag_lo,
+        tag_hi,
+        joint_order,
+        max_num_people,
+        detection_threshold,
+        tag_threshold,
+        use_detection_val,
+        ignore_too_much,
+        do_adjust,
+        do_refine,
+        unique_keys,
+        max_persons,
+        ties_positive,
+        grid_cost,
+    )
 
 
 def _decode_one_parallel(
-    det: np.ndarray, tags: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray,
-    joint_order: np.ndarray, max_num_people: int, pad: int,
-    detection_threshold: float, tag_threshold: float, use_detection_val: bool, ignore_too_much: bool,
-    do_adjust: bool, do_refine: bool, unique_keys: bool, max_persons: int, ties_positive: bool, grid_cost: float,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    det: np.ndarray,
+    tags: np.ndarray,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    joint_order: np.ndarray,
+    max_num_people: int,
+    pad: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    do_adjust: bool,
+    do_refine: bool,
+    unique_keys: bool,
+    max_persons: int,
+    ties_positive: bool,
+    grid_cost: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`decode_jhw` with peaks and refine spread over the joints (all cores)."""
     vals, inds, tag_k = peaks_blocks_jhw_parallel(det, tags, max_num_people, pad, det_max, TILE)
-    persons = group_jm(vals, inds, tag_k, det.shape[2], joint_order, max_num_people, detection_threshold,
-                       tag_threshold, use_detection_val, ignore_too_much, unique_keys, max_persons)  # fmt: skip
+    persons = group_jm(
+        vals,
+        inds,
+        tag_k,
+        det.shape[2],
+        joint_order,
+        max_num_people,
+        detection_threshold,
+        tag_threshold,
+        use_detection_val,
+        ignore_too_much,
+        unique_keys,
+        max_persons,
+    )
     if do_adjust:
         adjust_pj(persons, det, ties_positive)
     scores = scores_pj(persons)
@@ -129,9 +215,13 @@ def check_finite(name: str, a: np.ndarray, axes: tuple[str, ...], parallel: bool
 
 
 def prepare(
-    det: np.ndarray, tags: np.ndarray, params: DecodeParams, batched: bool, parallel: bool = False,
+    det: np.ndarray,
+    tags: np.ndarray,
+    params: DecodeParams,
+    batched: bool,
+    parallel: bool = False,
     check: bool = True,
-) -> tuple[np.ndarray, np.ndarray, DecodeParams]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, DecodeParams]:
     """Validate shapes and values (NaN / infinite values are an InputError; ``check=False`` leaves the values
     to :func:`summaries`), make C-contiguous float32 copies where needed, add T = 1 to (.., J, H, W) tags."""
     det = np.ascontiguousarray(det, dtype=np.float32)
@@ -185,11 +275,23 @@ def _run(
 ) -> tuple[np.ndarray, np.ndarray]:
     kernel = decode_jhw_parallel if parallel else decode_jhw
     return kernel(
-        det, tags, *summaries(det, tags, params, parallel, at_image), np.asarray(params.joint_order, np.int64),
-        params.max_num_people, params.nms_padding, params.detection_threshold, params.tag_threshold,
-        params.use_detection_val, params.ignore_too_much, params.adjust, params.refine, params.unique_person_keys,
-        params.max_persons, params.ties_positive, GRID_COST,
-    )  # fmt: skip
+        det,
+        tags,
+        *summaries(det, tags, params, parallel, at_image),
+        np.asarray(params.joint_order, np.int64),
+        params.max_num_people,
+        params.nms_padding,
+        params.detection_threshold,
+        params.tag_threshold,
+        params.use_detection_val,
+        params.ignore_too_much,
+        params.adjust,
+        params.refine,
+        params.unique_person_keys,
+        params.max_persons,
+        params.ties_positive,
+        GRID_COST,
+    )
 
 
 def decode(
@@ -232,11 +334,25 @@ def decode_from_peaks(
     check_finite("peak values", vals, ("joint", "k"))
     check_finite("peak tags", tag_k, ("joint", "k", "tag dim"))
     poses, scores = decode_peaks_jhw(
-        det, tags, vals, inds, tag_k, *summaries(det, tags, params), np.asarray(params.joint_order, np.int64),
-        params.max_num_people, params.detection_threshold, params.tag_threshold, params.use_detection_val,
-        params.ignore_too_much, params.adjust, params.refine, params.unique_person_keys, params.max_persons,
-        params.ties_positive, GRID_COST,
-    )  # fmt: skip
+        det,
+        tags,
+        vals,
+        inds,
+        tag_k,
+        *summaries(det, tags, params),
+        np.asarray(params.joint_order, np.int64),
+        params.max_num_people,
+        params.detection_threshold,
+        params.tag_threshold,
+        params.use_detection_val,
+        params.ignore_too_much,
+        params.adjust,
+        params.refine,
+        params.unique_person_keys,
+        params.max_persons,
+        params.ties_positive,
+        GRID_COST,
+    )
     return suppress(poses, scores, params.pose_nms)
 
 

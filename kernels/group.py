@@ -41,7 +41,7 @@ def mul_rn(a: float, b: float) -> float:
 
 
 @overload(mul_rn, target="cpu")
-def _mul_rn_cpu(a, b):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - numba overload hook
+def _mul_rn_cpu(a, b):  # type: ignore[no-untyped-def]  # numba overload hook
     return lambda a, b: a * b
 
 
@@ -116,10 +116,19 @@ def mean_tags(rows: np.ndarray, n: int, out: np.ndarray) -> None:
 
 @njit(cache=True)
 def _new_person(
-    key: np.float32, idx: int, r: int, rows: np.ndarray, ctags: np.ndarray, n: int,
-    persons: np.ndarray, keys: np.ndarray, tag_rows: np.ndarray, tag_count: np.ndarray,
-    unique_keys: bool, max_persons: int,
-) -> int:  # fmt: skip
+    key: np.float32,
+    idx: int,
+    r: int,
+    rows: np.ndarray,
+    ctags: np.ndarray,
+    n: int,
+    persons: np.ndarray,
+    keys: np.ndarray,
+    tag_rows: np.ndarray,
+    tag_count: np.ndarray,
+    unique_keys: bool,
+    max_persons: int,
+) -> int:
     """The official ``setdefault(key, empty)[idx] = row; tags[key] = [tag]``. Returns the person count."""
     p = -1
     if not unique_keys:
@@ -146,13 +155,32 @@ def _new_person(
 
 @njit(cache=True)
 def group_image(
-    vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, width: int, joint_order: np.ndarray,
-    max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
-    ignore_too_much: bool, unique_keys: bool, max_persons: int,
-    persons: np.ndarray, keys: np.ndarray, tag_rows: np.ndarray, tag_count: np.ndarray,
-    rows: np.ndarray, ctags: np.ndarray, means: np.ndarray, raw: np.ndarray, cost: np.ndarray,
-    marks: np.ndarray, row_cover: np.ndarray, col_cover: np.ndarray, path: np.ndarray,
-) -> int:  # fmt: skip
+    vals: np.ndarray,
+    inds: np.ndarray,
+    tag_k: np.ndarray,
+    width: int,
+    joint_order: np.ndarray,
+    max_num_people: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    unique_keys: bool,
+    max_persons: int,
+    persons: np.ndarray,
+    keys: np.ndarray,
+    tag_rows: np.ndarray,
+    tag_count: np.ndarray,
+    rows: np.ndarray,
+    ctags: np.ndarray,
+    means: np.ndarray,
+    raw: np.ndarray,
+    cost: np.ndarray,
+    marks: np.ndarray,
+    row_cover: np.ndarray,
+    col_cover: np.ndarray,
+    path: np.ndarray,
+) -> int:
     """Official match_by_tag of one image; returns the person count P (persons[:P] in official order), or
     -1 when an assignment did not converge (only non-finite values can cause it).
 
@@ -183,8 +211,9 @@ def group_image(
             continue
         if i == 0 or n == 0:  # the first joint type with candidates seeds one person per candidate
             for r in range(r_count):
-                n = _new_person(ctags[r, 0], idx, r, rows, ctags, n, persons, keys, tag_rows, tag_count,
-                                unique_keys, max_persons)  # fmt: skip
+                n = _new_person(
+                    ctags[r, 0], idx, r, rows, ctags, n, persons, keys, tag_rows, tag_count, unique_keys, max_persons
+                )
             continue
         g_count = imin(n, max_num_people)
         if ignore_too_much and g_count == max_num_people:
@@ -222,17 +251,38 @@ def group_image(
                         tag_rows[g, tag_count[g], t] = ctags[r, t]
                     tag_count[g] += 1
                 else:
-                    n = _new_person(ctags[r, 0], idx, r, rows, ctags, n, persons, keys, tag_rows, tag_count,
-                                    unique_keys, max_persons)  # fmt: skip
+                    n = _new_person(
+                        ctags[r, 0],
+                        idx,
+                        r,
+                        rows,
+                        ctags,
+                        n,
+                        persons,
+                        keys,
+                        tag_rows,
+                        tag_count,
+                        unique_keys,
+                        max_persons,
+                    )
     return n
 
 
 @njit(cache=True)
 def group_jm(
-    vals: np.ndarray, inds: np.ndarray, tag_k: np.ndarray, width: int, joint_order: np.ndarray,
-    max_num_people: int, detection_threshold: float, tag_threshold: float, use_detection_val: bool,
-    ignore_too_much: bool, unique_keys: bool, max_persons: int,
-) -> np.ndarray:  # fmt: skip
+    vals: np.ndarray,
+    inds: np.ndarray,
+    tag_k: np.ndarray,
+    width: int,
+    joint_order: np.ndarray,
+    max_num_people: int,
+    detection_threshold: float,
+    tag_threshold: float,
+    use_detection_val: bool,
+    ignore_too_much: bool,
+    unique_keys: bool,
+    max_persons: int,
+) -> np.ndarray:
     """CPU wrapper of :func:`group_image`: -> persons (P, J, 3+T) f32 in official order."""
     j_count, m = vals.shape
     t_count = tag_k.shape[2]
@@ -253,9 +303,33 @@ def group_jm(
     row_cover = np.empty(m, np.bool_)
     col_cover = np.empty(m, np.bool_)
     path = np.empty((2 * m + 1, 2), np.int64)
-    n = group_image(vals, inds, tag_k, width, joint_order, max_num_people, detection_threshold, tag_threshold,
-                    use_detection_val, ignore_too_much, unique_keys, max_persons, persons, keys, tag_rows,
-                    tag_count, rows, ctags, means, raw, cost, marks, row_cover, col_cover, path)  # fmt: skip
+    n = group_image(
+        vals,
+        inds,
+        tag_k,
+        width,
+        joint_order,
+        max_num_people,
+        detection_threshold,
+        tag_threshold,
+        use_detection_val,
+        ignore_too_much,
+        unique_keys,
+        max_persons,
+        persons,
+        keys,
+        tag_rows,
+        tag_count,
+        rows,
+        ctags,
+        means,
+        raw,
+        cost,
+        marks,
+        row_cover,
+        col_cover,
+        path,
+    )
     if n < 0:
         raise InputError(NOT_CONVERGED)
     return persons[:n].astype(np.float32)

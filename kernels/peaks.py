@@ -350,9 +350,15 @@ def topk_nms_hw(det: np.ndarray, k: int, pad: int, v: np.ndarray, ix: np.ndarray
 
 @njit(cache=True)
 def topk_nms_blocks_hw(
-    det: np.ndarray, det_max: np.ndarray, tile: int, k: int, pad: int, v: np.ndarray, ix: np.ndarray,
+    det: np.ndarray,
+    det_max: np.ndarray,
+    tile: int,
+    k: int,
+    pad: int,
+    v: np.ndarray,
+    ix: np.ndarray,
     stack: np.ndarray,
-) -> None:  # fmt: skip
+) -> None:
     """:func:`topk_nms_hw` given det_max (th, tw), the max det of each ``tile`` x ``tile`` block: on the
     heap-select path a row run of a block is skipped whole when its max is <= the heap minimum (>= 0). The
     minimum never decreases, so no skipped pixel could have acted later either: same visits, same result."""

@@ -151,8 +151,10 @@ def decode_reference(det: np.ndarray, tags: np.ndarray, params: DecodeParams) ->
     for name, a in (("det", det), ("tags", tags)):  # NaN would make munkres loop forever, as officially
         if not np.isfinite(a).all():
             bad = np.argwhere(~np.isfinite(a))[0]
-            raise InputError(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values (NaN or infinite); the "
-                             f"first is {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")  # fmt: skip
+            raise InputError(
+                f"{name} has {int((~np.isfinite(a)).sum())} non-finite values (NaN or infinite); the "
+                f"first is {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+            )
     params = params.with_joints(det.shape[0])
     persons = match_by_tag(*top_k(det, tags, params), params)
     if params.adjust:

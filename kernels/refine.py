@@ -149,8 +149,9 @@ def blocks_of(h: int, w: int) -> tuple[int, int]:
 
 
 @njit(cache=True)
-def summarize_joint(det_j: np.ndarray, tags_j: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray,
-                    tag_hi: np.ndarray) -> bool:  # fmt: skip
+def summarize_joint(
+    det_j: np.ndarray, tags_j: np.ndarray, det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray
+) -> bool:
     """One pass over det_j (H, W) and tags_j (H, W, T): det_max (th, tw) the max det of each block, tag_lo /
     tag_hi (th, tw, T) its tag range. Returns False when a value is NaN or infinite (the summaries are then
     meaningless). Rows are reduced element-wise first (vectorised), blocks then read one reduced row."""
@@ -298,10 +299,19 @@ def block_levels(det_max: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 @njit(cache=True)
 def search_levels(
-    det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_max: np.ndarray,
-    tag_lo: np.ndarray, tag_hi: np.ndarray, order: np.ndarray, start: np.ndarray, level_max: np.ndarray,
+    det_j: np.ndarray,
+    tags_j: np.ndarray,
+    ptag: np.ndarray,
+    best: np.float32,
+    best_i: int,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    order: np.ndarray,
+    start: np.ndarray,
+    level_max: np.ndarray,
     limit: float = np.inf,
-) -> tuple[np.float32, int, float]:  # fmt: skip
+) -> tuple[np.float32, int, float]:
     """Continue the search over the whole map, max first: blocks by det level, highest first, and stop at the
     first level whose det max is below the best value (the penalty round(distance) is never negative, so
     nothing below can win). A block is read only if its det max, and the bound from its tag range, can win.
@@ -362,8 +372,7 @@ LEVELS = 16  # det levels inside each tag cell: a search reads only the levels t
 @njit(cache=True)
 def tag_grid(
     det_j: np.ndarray, tags_j: np.ndarray, floor: np.float32
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bucket the pixels of one joint map with det >= ``floor`` by tag cell (the first two tag dimensions)
     and, inside a cell, by det level (``LEVELS`` equal steps). A counting sort: pixels keep index order
     inside a bucket. A pixel below ``floor`` cannot beat a search that already holds a value >= floor.
@@ -460,10 +469,19 @@ def tag_grid(
 
 @njit(cache=True)
 def _search_cell(
-    cell: int, det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int,
-    cell_lo: np.ndarray, cell_hi: np.ndarray, start: np.ndarray, bucket_max: np.ndarray, order: np.ndarray,
+    cell: int,
+    det_j: np.ndarray,
+    tags_j: np.ndarray,
+    ptag: np.ndarray,
+    best: np.float32,
+    best_i: int,
+    cell_lo: np.ndarray,
+    cell_hi: np.ndarray,
+    start: np.ndarray,
+    bucket_max: np.ndarray,
+    order: np.ndarray,
     ds: np.ndarray,
-) -> tuple[np.float32, int]:  # fmt: skip
+) -> tuple[np.float32, int]:
     """Every det level of one tag cell, highest first; a bucket is read only if its bound can win."""
     w = det_j.shape[1]
     for level in range(LEVELS - 1, -1, -1):
@@ -491,10 +509,22 @@ def _search_cell(
 
 @njit(cache=True)
 def search_grid(
-    det_j: np.ndarray, tags_j: np.ndarray, ptag: np.ndarray, best: np.float32, best_i: int, det_top: np.float32,
-    origin: np.ndarray, size: np.ndarray, shape: np.ndarray, cell_lo: np.ndarray, cell_hi: np.ndarray,
-    start: np.ndarray, bucket_max: np.ndarray, order: np.ndarray, ds: np.ndarray,
-) -> tuple[np.float32, int]:  # fmt: skip
+    det_j: np.ndarray,
+    tags_j: np.ndarray,
+    ptag: np.ndarray,
+    best: np.float32,
+    best_i: int,
+    det_top: np.float32,
+    origin: np.ndarray,
+    size: np.ndarray,
+    shape: np.ndarray,
+    cell_lo: np.ndarray,
+    cell_hi: np.ndarray,
+    start: np.ndarray,
+    bucket_max: np.ndarray,
+    order: np.ndarray,
+    ds: np.ndarray,
+) -> tuple[np.float32, int]:
     """Continue the search over the grid of :func:`tag_grid`, ring by ring (Chebyshev distance in cells)
     around the person tag's cell. A bucket is skipped when its det max, or the bound from its cell's tag
     box, cannot win. Ring r lies at least (r - 1) cells away in tag space, so its values are at most
@@ -528,8 +558,20 @@ def search_grid(
         for a in (pc[0] - r, pc[0] + r):  # top and bottom rows of the ring
             if 0 <= a < shape[0]:
                 for b in range(max(pc[1] - r, 0), min(pc[1] + r + 1, shape[1])):
-                    best, best_i = _search_cell(a * shape[1] + b, det_j, tags_j, ptag, best, best_i, cell_lo,
-                                                cell_hi, start, bucket_max, order, ds)  # fmt: skip
+                    best, best_i = _search_cell(
+                        a * shape[1] + b,
+                        det_j,
+                        tags_j,
+                        ptag,
+                        best,
+                        best_i,
+                        cell_lo,
+                        cell_hi,
+                        start,
+                        bucket_max,
+                        order,
+                        ds,
+                    )
             if r == 0:
                 break
         if r == 0:
@@ -537,8 +579,20 @@ def search_grid(
         for b in (pc[1] - r, pc[1] + r):  # left and right columns, without the corners
             if 0 <= b < shape[1]:
                 for a in range(max(pc[0] - r + 1, 0), min(pc[0] + r, shape[0])):
-                    best, best_i = _search_cell(a * shape[1] + b, det_j, tags_j, ptag, best, best_i, cell_lo,
-                                                cell_hi, start, bucket_max, order, ds)  # fmt: skip
+                    best, best_i = _search_cell(
+                        a * shape[1] + b,
+                        det_j,
+                        tags_j,
+                        ptag,
+                        best,
+                        best_i,
+                        cell_lo,
+                        cell_hi,
+                        start,
+                        bucket_max,
+                        order,
+                        ds,
+                    )
     return best, best_i
 
 
@@ -559,9 +613,18 @@ def person_tags(persons: np.ndarray, tags: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def refine_joint(
-    persons: np.ndarray, j: int, det_j: np.ndarray, tags_j: np.ndarray, seeds_j: np.ndarray, ptags: np.ndarray,
-    det_max: np.ndarray, tag_lo: np.ndarray, tag_hi: np.ndarray, ties_positive: bool, grid_cost: float,
-) -> None:  # fmt: skip
+    persons: np.ndarray,
+    j: int,
+    det_j: np.ndarray,
+    tags_j: np.ndarray,
+    seeds_j: np.ndarray,
+    ptags: np.ndarray,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    ties_positive: bool,
+    grid_cost: float,
+) -> None:
     """Refine joint j of every person missing it; det_max (th, tw), tag_lo / tag_hi (th, tw, T) are the
     joint's block summaries (:func:`summarize`).
 
@@ -600,8 +663,20 @@ def refine_joint(
             if work > budget or (work * 4 > h * w and work / q * (n - q) > budget):
                 break
             limit = max(h * w / 16, budget / (n - q))  # one search this long: the grid is the better deal
-            best[q], best_i[q], done = search_levels(det_j, tags_j, ptags[todo[q]], best[q], best_i[q], det_max,
-                                                     tag_lo, tag_hi, order, level_start, level_max, limit)  # fmt: skip
+            best[q], best_i[q], done = search_levels(
+                det_j,
+                tags_j,
+                ptags[todo[q]],
+                best[q],
+                best_i[q],
+                det_max,
+                tag_lo,
+                tag_hi,
+                order,
+                level_start,
+                level_max,
+                limit,
+            )
             work += done
             if done > limit:
                 break  # unfinished: this person continues in the grid from its best so far
@@ -615,8 +690,23 @@ def refine_joint(
         for c in range(bucket_max.shape[0]):
             det_top = max(det_top, bucket_max[c])
         for r in range(q, n):
-            best[r], best_i[r] = search_grid(det_j, tags_j, ptags[todo[r]], best[r], best_i[r], det_top, origin, size,
-                                             shape, cell_lo, cell_hi, start, bucket_max, order_g, ds)  # fmt: skip
+            best[r], best_i[r] = search_grid(
+                det_j,
+                tags_j,
+                ptags[todo[r]],
+                best[r],
+                best_i[r],
+                det_top,
+                origin,
+                size,
+                shape,
+                cell_lo,
+                cell_hi,
+                start,
+                bucket_max,
+                order_g,
+                ds,
+            )
     for q in range(n):
         found = best_i[q] if best_i[q] < h * w else 0  # nothing comparable (NaN): np.argmax answers index 0
         by = found // w
@@ -624,9 +714,16 @@ def refine_joint(
 
 
 def _refine_all(
-    persons: np.ndarray, det: np.ndarray, tags: np.ndarray, seeds: np.ndarray, det_max: np.ndarray,
-    tag_lo: np.ndarray, tag_hi: np.ndarray, ties_positive: bool, grid_cost: float,
-) -> None:  # fmt: skip
+    persons: np.ndarray,
+    det: np.ndarray,
+    tags: np.ndarray,
+    seeds: np.ndarray,
+    det_max: np.ndarray,
+    tag_lo: np.ndarray,
+    tag_hi: np.ndarray,
+    ties_positive: bool,
+    grid_cost: float,
+) -> None:
     """persons (P, J, 3+T) f32 in place; det (J, H, W) f32; tags (J, H, W, T) f32; seeds (J, S) flat indices;
     det_max (J, th, tw), tag_lo / tag_hi (J, th, tw, T) the block summaries of :func:`summarize`.
 
@@ -635,8 +732,9 @@ def _refine_all(
     """
     ptags = person_tags(persons, tags)
     for j in prange(persons.shape[1]):
-        refine_joint(persons, j, det[j], tags[j], seeds[j], ptags, det_max[j], tag_lo[j], tag_hi[j], ties_positive,
-                     grid_cost)  # fmt: skip
+        refine_joint(
+            persons, j, det[j], tags[j], seeds[j], ptags, det_max[j], tag_lo[j], tag_hi[j], ties_positive, grid_cost
+        )
 
 
 refine_pj = njit(cache=True)(_refine_all)

@@ -24,9 +24,17 @@ from test_train import TOY  # noqa: E402
 root, out = sys.argv[1], Path(sys.argv[2])
 cfg = apply_overrides(
     preset("tiny"),
-    [*TOY, "data.input_size=128", "data.output_size=[32,64]", "train.images_per_gpu=2", "train.val_every=0",
-     "train.print_freq=100", "train.lr=0.005", "train.workers=0"],
-)  # fmt: skip
+    [
+        *TOY,
+        "data.input_size=128",
+        "data.output_size=[32,64]",
+        "train.images_per_gpu=2",
+        "train.val_every=0",
+        "train.print_freq=100",
+        "train.lr=0.005",
+        "train.workers=0",
+    ],
+)
 fixed = collate([build_dataset(cfg, "train", root=root, augment=False)[i] for i in range(4)])
 criterion = HigherHRNetLoss(cfg.loss, cfg.model.num_joints)
 
@@ -42,5 +50,7 @@ before = fixed_loss(build_model(cfg))
 result = train(cfg, output_dir=out, data_root=root, epochs=6, progress=False, resume=False)
 assert result.model is not None
 after = fixed_loss(result.model)
-torch.save({"params": dict(result.model.named_parameters()), "before": before, "after": after},
-           out / f"rank{os.environ['RANK']}.pt")  # fmt: skip
+torch.save(
+    {"params": dict(result.model.named_parameters()), "before": before, "after": after},
+    out / f"rank{os.environ['RANK']}.pt",
+)

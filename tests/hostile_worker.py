@@ -19,8 +19,17 @@ import numpy as np
 def tiff_header(width: int, height: int, big_endian: bool = False) -> bytes:
     """A TIFF whose first IFD claims ``width`` x ``height`` (8-bit RGB, one strip of no data)."""
     e = ">" if big_endian else "<"
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 2), (273, 4, 0), (277, 3, 3),
-            (278, 4, height), (279, 4, 0)]  # fmt: skip
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 2),
+        (273, 4, 0),
+        (277, 3, 3),
+        (278, 4, height),
+        (279, 4, 0),
+    ]
     ifd = struct.pack(e + "H", len(tags))
     for tag, kind, value in tags:
         packed = struct.pack(e + "HH", value, 0) if kind == 3 else struct.pack(e + "I", value)
@@ -58,8 +67,11 @@ def serve_decode() -> None:
     from hhrnet.errors import InputError
     from hhrnet.serve.pipeline import ImageLimits, decode_request_image
 
-    for name, data in (("tiff", tiff_header(20000, 20000)), ("png", png_header(60000, 60000)),
-                       ("bmp", bmp_header(30000, 30000))):  # fmt: skip
+    for name, data in (
+        ("tiff", tiff_header(20000, 20000)),
+        ("png", png_header(60000, 60000)),
+        ("bmp", bmp_header(30000, 30000)),
+    ):
         try:
             decode_request_image(data, ImageLimits())
         except InputError as exc:
@@ -82,8 +94,13 @@ def property_check(examples: int) -> None:
     limits = ImageLimits()
     folder = Path(tempfile.mkdtemp())
     side = st.integers(0, (1 << 31) - 1)
-    headers = {"png": png_header, "bmp": bmp_header, "jpeg": jpeg_header, "webp": webp_header,
-               "tiff": lambda w, h, tail=b"": tiff_header(w, h) + tail}  # fmt: skip
+    headers = {
+        "png": png_header,
+        "bmp": bmp_header,
+        "jpeg": jpeg_header,
+        "webp": webp_header,
+        "tiff": lambda w, h, tail=b"": tiff_header(w, h) + tail,
+    }
 
     def encoded(shape: tuple[int, int, str]) -> bytes:
         h, w, ext = shape
@@ -99,7 +116,7 @@ def property_check(examples: int) -> None:
             side,
             side,
             st.binary(max_size=64),
-        ),  # fmt: skip
+        ),
         st.tuples(st.integers(1, 48), st.integers(1, 2500), formats).map(encoded),
         st.tuples(st.integers(1, 2500), st.integers(1, 48), formats).map(encoded),
     )

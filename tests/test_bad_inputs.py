@@ -51,10 +51,30 @@ def static_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_predict_out_under_a_file_fails_before_any_work(tmp_path: Path, tiny_ckpt: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    one_line_error(cli("predict", str(samples.folder("coco")), "--checkpoint", str(tiny_ckpt), "--out",
-                       str(tmp_path / "afile" / "sub"), cwd=tmp_path), "cannot write to --out")  # fmt: skip
-    one_line_error(cli("predict", str(samples.folder("coco")), "--checkpoint", str(tiny_ckpt), "--out",
-                       str(tmp_path / "afile"), cwd=tmp_path), "is a file")  # fmt: skip
+    one_line_error(
+        cli(
+            "predict",
+            str(samples.folder("coco")),
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--out",
+            str(tmp_path / "afile" / "sub"),
+            cwd=tmp_path,
+        ),
+        "cannot write to --out",
+    )
+    one_line_error(
+        cli(
+            "predict",
+            str(samples.folder("coco")),
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--out",
+            str(tmp_path / "afile"),
+            cwd=tmp_path,
+        ),
+        "is a file",
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
@@ -62,20 +82,33 @@ def test_predict_out_read_only(tmp_path: Path, tiny_ckpt: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    one_line_error(cli("predict", str(samples.folder("coco")), "--checkpoint", str(tiny_ckpt), "--out", str(ro),
-                       cwd=tmp_path), "cannot write to --out")  # fmt: skip
+    one_line_error(
+        cli("predict", str(samples.folder("coco")), "--checkpoint", str(tiny_ckpt), "--out", str(ro), cwd=tmp_path),
+        "cannot write to --out",
+    )
 
 
 def test_static_onnx_takes_photos_of_any_size(tmp_path: Path, static_onnx: Path) -> None:
-    proc = cli("predict", str(samples.folder("coco")), "--onnx", str(static_onnx), "--out", str(tmp_path / "o"),
-               cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict", str(samples.folder("coco")), "--onnx", str(static_onnx), "--out", str(tmp_path / "o"), cwd=tmp_path
+    )
     assert proc.returncode == 0 and "4/4 files predicted" in proc.stdout, proc.stderr
 
 
 def test_onnx_flag_on_a_non_onnx_file(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"GIF89a not a model")
-    one_line_error(cli("predict", str(samples.images("coco")[0]), "--onnx", str(tmp_path / "m.onnx"), "--out",
-                       str(tmp_path / "o"), cwd=tmp_path), "not an ONNX model")  # fmt: skip
+    one_line_error(
+        cli(
+            "predict",
+            str(samples.images("coco")[0]),
+            "--onnx",
+            str(tmp_path / "m.onnx"),
+            "--out",
+            str(tmp_path / "o"),
+            cwd=tmp_path,
+        ),
+        "not an ONNX model",
+    )
 
 
 def test_export_static_runs_to_the_parity_line(tmp_path: Path, tiny_ckpt: Path) -> None:
@@ -87,16 +120,25 @@ def test_export_static_runs_to_the_parity_line(tmp_path: Path, tiny_ckpt: Path) 
 def test_eval_results_with_the_wrong_keypoint_count(tmp_path: Path) -> None:
     bad = tmp_path / "r.json"
     bad.write_text(json.dumps([{"image_id": 785, "category_id": 1, "keypoints": [1.0] * 10, "score": 0.5}]))
-    one_line_error(cli("eval", "--predictions", str(bad), "--annotations", str(samples.annotation_file("coco")),
-                       cwd=tmp_path), "entry 0 has 10 keypoint values", "needs 51")  # fmt: skip
+    one_line_error(
+        cli("eval", "--predictions", str(bad), "--annotations", str(samples.annotation_file("coco")), cwd=tmp_path),
+        "entry 0 has 10 keypoint values",
+        "needs 51",
+    )
 
 
 @pytest.mark.parametrize("ids", [[999999], []], ids=["unknown-image-ids", "empty"])
 def test_eval_warns_when_nothing_can_be_scored(tmp_path: Path, ids: list[int]) -> None:
     dets = [{"image_id": i, "category_id": 1, "keypoints": [1.0] * 51, "score": 0.5} for i in ids]
     (tmp_path / "r.json").write_text(json.dumps(dets))
-    proc = cli("eval", "--predictions", str(tmp_path / "r.json"), "--annotations",
-               str(samples.annotation_file("coco")), cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "eval",
+        "--predictions",
+        str(tmp_path / "r.json"),
+        "--annotations",
+        str(samples.annotation_file("coco")),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning:" in proc.stderr and ("NOTHING matched" in proc.stderr or "no detections" in proc.stderr)
 
@@ -106,8 +148,9 @@ def test_truncated_jpeg_is_reported_not_predicted(tmp_path: Path, tiny_ckpt: Pat
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "half.jpg").write_bytes(src[: len(src) // 2])
     (tmp_path / "in" / "whole.jpg").write_bytes(src)
-    proc = cli("predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"),
-               cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"), cwd=tmp_path
+    )
     assert proc.returncode == 0 and "1/2 files predicted" in proc.stdout, proc.stderr
     assert "half.jpg: cannot use" in proc.stderr and "truncated JPEG" in proc.stderr
     lines = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
@@ -116,8 +159,15 @@ def test_truncated_jpeg_is_reported_not_predicted(tmp_path: Path, tiny_ckpt: Pat
 
 def test_random_bytes_as_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "r.pth").write_bytes(np.random.default_rng(1).bytes(2048))
-    proc = cli("predict", str(samples.images("coco")[0]), "--checkpoint", str(tmp_path / "r.pth"), "--out",
-               str(tmp_path / "o"), cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict",
+        str(samples.images("coco")[0]),
+        "--checkpoint",
+        str(tmp_path / "r.pth"),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
     one_line_error(proc, "is not a PyTorch checkpoint")
     assert "weights_only" not in proc.stderr
 
@@ -138,8 +188,10 @@ def test_truncated_and_wrong_dataset_checkpoints(tmp_path: Path, tiny_ckpt: Path
     data = tiny_ckpt.read_bytes()
     (tmp_path / "t.pth").write_bytes(data[: len(data) // 2])
     one_line_error(cli("info", "--checkpoint", str(tmp_path / "t.pth"), cwd=tmp_path), "corrupt or truncated")
-    one_line_error(cli("info", "--checkpoint", str(tiny_ckpt), "--config", "crowdpose_w32_512", cwd=tmp_path),
-                   "does not match the model")  # fmt: skip
+    one_line_error(
+        cli("info", "--checkpoint", str(tiny_ckpt), "--config", "crowdpose_w32_512", cwd=tmp_path),
+        "does not match the model",
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,8 +210,15 @@ def test_config_and_input_errors(tmp_path: Path, args: list[str], needle: str) -
 
 
 def test_outputs_respect_the_umask(tmp_path: Path, tiny_ckpt: Path) -> None:
-    proc = cli("predict", str(samples.images("coco")[0]), "--checkpoint", str(tiny_ckpt), "--out",
-               str(tmp_path / "o"), cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict",
+        str(samples.images("coco")[0]),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     mask = os.umask(0)
     os.umask(mask)
@@ -172,8 +231,9 @@ def test_corrupt_image_among_good_ones_is_per_file(tmp_path: Path, tiny_ckpt: Pa
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     (tmp_path / "in" / "good.jpg").write_bytes(samples.images("coco")[1].read_bytes())
-    proc = cli("predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"),
-               cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"), cwd=tmp_path
+    )
     assert proc.returncode == 0 and "1/2 files predicted" in proc.stdout, proc.stderr
     doc = json.loads((tmp_path / "o" / "predictions.json").read_text())
     assert doc["failures"][0][0].endswith("bad.png")
@@ -188,8 +248,15 @@ AS_LIMIT = 4 << 30  # address space for the limited runs: a tiny-model predict p
 
 
 def limited_env() -> dict[str, str]:
-    return dict(os.environ, CI="true", NUMBA_DISABLE_CUDA="1", COLUMNS="80", MALLOC_ARENA_MAX="2",
-                NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="2")  # fmt: skip
+    return dict(
+        os.environ,
+        CI="true",
+        NUMBA_DISABLE_CUDA="1",
+        COLUMNS="80",
+        MALLOC_ARENA_MAX="2",
+        NUMBA_NUM_THREADS="2",
+        OMP_NUM_THREADS="2",
+    )
 
 
 def limited(args: list[str], cwd: Path, limit: int = AS_LIMIT) -> subprocess.CompletedProcess[str]:
@@ -198,14 +265,20 @@ def limited(args: list[str], cwd: Path, limit: int = AS_LIMIT) -> subprocess.Com
         f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
         "from hhrnet.cli.app import main; sys.exit(main(sys.argv[1:]))"
     )
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
-                          env=limited_env(), timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=limited_env(), timeout=900
+    )
 
 
 def worker(limit: int, *job: str) -> subprocess.CompletedProcess[str]:
     """A job of tests/hostile_worker.py under an address-space limit of ``limit`` bytes."""
-    return subprocess.run([sys.executable, str(Path(__file__).with_name("hostile_worker.py")), str(limit), *job],
-                          capture_output=True, text=True, env=limited_env(), timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("hostile_worker.py")), str(limit), *job],
+        capture_output=True,
+        text=True,
+        env=limited_env(),
+        timeout=900,
+    )
 
 
 def test_header_size_reads_every_accepted_format() -> None:
@@ -213,9 +286,15 @@ def test_header_size_reads_every_accepted_format() -> None:
 
     from hhrnet.images import header_size
 
-    for ext, params in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
-                        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
-                        (".tiff", [])):  # fmt: skip
+    for ext, params in (
+        (".png", []),
+        (".jpg", []),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        (".bmp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        (".tiff", []),
+    ):
         for h, w in ((37, 53), (1, 1), (300, 17), (2, 1000)):
             ok, buf = cv2.imencode(ext, np.zeros((h, w, 3), np.uint8), params)
             assert ok and header_size(buf.tobytes()) == (w, h), (ext, params, h, w)
@@ -238,8 +317,9 @@ def test_codec_bounds_the_network_input_and_names_the_sizes() -> None:
     with pytest.raises(InputError, match="400x4"):
         codec.preprocess(np.zeros((4, 400, 3), np.uint8))  # refused before the warp allocates 3.7 GB
     codec.replace(letterbox=512).check_size(4000, 1)  # the letterbox takes any aspect ratio
-    wide = Codec.from_config(apply_overrides(preset("coco_w32_512"), ["test.max_input_side=16384",
-                                                                      "test.max_input_pixels=9000000"]))  # fmt: skip
+    wide = Codec.from_config(
+        apply_overrides(preset("coco_w32_512"), ["test.max_input_side=16384", "test.max_input_pixels=9000000"])
+    )
     wide.check_size(40, 4)  # 512 x 5120 fits the raised bounds
     with pytest.raises(ConfigError, match="over the network input bound"):
         codec.replace(scales=(1.0, 16.0))
@@ -279,7 +359,12 @@ def test_predict_bounded_under_a_memory_limit(tmp_path: Path, tiny_ckpt: Path) -
         assert "huge.tif is 20000x20000 pixels; at most 40000000 pixels are accepted" in proc.stderr
         doc = json.loads((src / "predictions.json").read_text())
         assert {k: doc[k] for k in ("complete", "inputs", "finished", "failed", "not_run")} == {
-            "complete": True, "inputs": 4, "finished": 2, "failed": 2, "not_run": 0}  # fmt: skip
+            "complete": True,
+            "inputs": 4,
+            "finished": 2,
+            "failed": 2,
+            "not_run": 0,
+        }
     assert sorted(p.name for p in src.glob("*_pose.jpg")) == ["a_jpg_pose.jpg", "a_png_pose.jpg"]
 
 
@@ -289,12 +374,26 @@ def test_eval_bounded_under_a_memory_limit(tmp_path: Path, tiny_ckpt: Path) -> N
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / first["file_name"]).write_bytes((samples.folder("coco") / first["file_name"]).read_bytes())
     (tmp_path / "img" / "wide.png").write_bytes(png_bytes(1, 4000))
-    ann = {"images": [first, {"id": 1, "file_name": "wide.png", "width": 4000, "height": 1}],
-           "annotations": [a for a in src["annotations"] if a["image_id"] == first["id"]],
-           "categories": src["categories"]}  # fmt: skip
+    ann = {
+        "images": [first, {"id": 1, "file_name": "wide.png", "width": 4000, "height": 1}],
+        "annotations": [a for a in src["annotations"] if a["image_id"] == first["id"]],
+        "categories": src["categories"],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(ann))
-    proc = limited(["eval", "--checkpoint", str(tiny_ckpt), "--images", str(tmp_path / "img"), "--annotations",
-                    str(tmp_path / "ann.json"), "--json", str(tmp_path / "e.json")], tmp_path)  # fmt: skip
+    proc = limited(
+        [
+            "eval",
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--images",
+            str(tmp_path / "img"),
+            "--annotations",
+            str(tmp_path / "ann.json"),
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and "wide.png is 4000x1" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "e.json").read_text())["images"] == 2
@@ -340,10 +439,13 @@ def test_video_end_to_end_in_two_containers(tmp_path: Path, tiny_ckpt: Path) -> 
     write_clip(tmp_path / "in" / "walk.mp4", "mp4v", frames=3)
     write_clip(tmp_path / "in" / "run.avi", "MJPG", frames=2)
     (tmp_path / "in" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
-    proc = cli("predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"),
-               cwd=tmp_path)  # fmt: skip
+    proc = cli(
+        "predict", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"), cwd=tmp_path
+    )
     assert proc.returncode == 0 and "2/3 files predicted" in proc.stdout and "5 video frames" in proc.stdout, (
-        proc.stdout, proc.stderr)  # fmt: skip
+        proc.stdout,
+        proc.stderr,
+    )
     assert "broken.mp4: cannot open video" in proc.stderr and "Traceback" not in proc.stderr
     for name, frames in (("walk_pose.mp4", 3), ("run_pose.mp4", 2)):
         cap = cv2.VideoCapture(str(tmp_path / "o" / name))
@@ -413,14 +515,34 @@ def test_eval_refuses_ground_truth_without_keypoints_or_annotations(tmp_path: Pa
     no_kp = dict(doc, annotations=[{k: v for k, v in a.items() if k != "keypoints"} for a in doc["annotations"]])
     (tmp_path / "nokp.json").write_text(json.dumps(no_kp))
     (tmp_path / "empty.json").write_text(json.dumps(dict(doc, annotations=[])))
-    one_line_error(cli("eval", "--predictions", str(tmp_path / "r.json"), "--annotations", str(tmp_path / "nokp.json"),
-                       cwd=tmp_path), "annotation 0 lacks keypoints")  # fmt: skip
-    one_line_error(cli("eval", "--predictions", str(tmp_path / "r.json"), "--annotations",
-                       str(tmp_path / "empty.json"), cwd=tmp_path), "has no annotations: AP is undefined")  # fmt: skip
+    one_line_error(
+        cli(
+            "eval",
+            "--predictions",
+            str(tmp_path / "r.json"),
+            "--annotations",
+            str(tmp_path / "nokp.json"),
+            cwd=tmp_path,
+        ),
+        "annotation 0 lacks keypoints",
+    )
+    one_line_error(
+        cli(
+            "eval",
+            "--predictions",
+            str(tmp_path / "r.json"),
+            "--annotations",
+            str(tmp_path / "empty.json"),
+            cwd=tmp_path,
+        ),
+        "has no annotations: AP is undefined",
+    )
     nan = tmp_path / "nan.json"
     nan.write_text(json.dumps(_dets(keypoints=[float("nan")] * 51)))  # json.dumps writes NaN, as Python reads it
-    one_line_error(cli("eval", "--predictions", str(nan), "--annotations", str(samples.annotation_file("coco")),
-                       cwd=tmp_path), "non-finite")  # fmt: skip
+    one_line_error(
+        cli("eval", "--predictions", str(nan), "--annotations", str(samples.annotation_file("coco")), cwd=tmp_path),
+        "non-finite",
+    )
 
 
 # honest outputs -------------------------------------------------------------------------------
@@ -449,7 +571,13 @@ def test_interrupted_predict_is_marked_partial(tmp_path: Path, tiny_ckpt: Path) 
         run_predict(files, predictor, tmp_path / "o")
     doc = json.loads((tmp_path / "o" / "predictions.json").read_text())
     assert {k: doc[k] for k in ("complete", "interrupted", "inputs", "finished", "failed", "not_run")} == {
-        "complete": False, "interrupted": True, "inputs": 4, "finished": 2, "failed": 0, "not_run": 2}  # fmt: skip
+        "complete": False,
+        "interrupted": True,
+        "inputs": 4,
+        "finished": 2,
+        "failed": 0,
+        "not_run": 2,
+    }
     assert len((tmp_path / "o" / "predictions.jsonl").read_text().splitlines()) == 2
 
 
@@ -465,9 +593,23 @@ def test_killed_predict_leaves_no_stale_result_looking_current(tmp_path: Path, t
     (out / "predictions.json").write_text('{"predictions": ["from an earlier run"], "complete": true}')
     (out / ".walk_pose.tmp.mp4").write_bytes(b"left by a killed run")
     env = dict(os.environ, CI="true", NUMBA_DISABLE_CUDA="1")
-    proc = subprocess.Popen([sys.executable, "-m", "hhrnet", "predict", str(tmp_path / "in"), "--checkpoint",
-                             str(tiny_ckpt), "--out", str(out)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hhrnet",
+            "predict",
+            str(tmp_path / "in"),
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         jsonl = out / "predictions.jsonl"
@@ -520,8 +662,12 @@ def test_atomic_write_removes_temporaries_of_a_killed_writer(tmp_path: Path) -> 
 def test_output_paths_checked_before_work(tmp_path: Path, tiny_ckpt: Path, args: list[str]) -> None:
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")
-    subs = {"ck": str(tiny_ckpt), "dir": str(tmp_path / "adir"), "file": str(tmp_path / "afile"),
-            "ann": str(samples.annotation_file("coco"))}  # fmt: skip
+    subs = {
+        "ck": str(tiny_ckpt),
+        "dir": str(tmp_path / "adir"),
+        "file": str(tmp_path / "afile"),
+        "ann": str(samples.annotation_file("coco")),
+    }
     proc = cli(*(a.format(**subs) for a in args), cwd=tmp_path)
     one_line_error(proc, "--json" if "--json" in args else "--out")
     assert "is a folder" in proc.stderr or "cannot be written" in proc.stderr
@@ -562,8 +708,16 @@ def test_artifact_checked_against_its_graph(tmp_path: Path, static_onnx: Path) -
     with pytest.raises(BackendError, match=r"output 'heatmaps' is \(1, 3, 128, 128\), but the contract \(17 joints"):
         OrtSession(_with_metadata(alien, meta, tmp_path / "alien.onnx"))
     # a 14-joint contract on the 17-joint graph
-    cfg = apply_overrides(preset("tiny"), ["data.dataset=crowdpose", "model.num_joints=14", "data.num_joints=14",
-                                           "data.input_size=128", "data.output_size=[32,64]"])  # fmt: skip
+    cfg = apply_overrides(
+        preset("tiny"),
+        [
+            "data.dataset=crowdpose",
+            "model.num_joints=14",
+            "data.num_joints=14",
+            "data.input_size=128",
+            "data.output_size=[32,64]",
+        ],
+    )
     codec = Codec.from_config(cfg).replace(letterbox=128)
     crowd = Artifact(codec, cfg.to_dict(), art.graph, art.precision, None, art.static_hw, art.hhrnet_version)
     with pytest.raises(BackendError, match="contract \\(14 joints, 14 tag channels, aggregate graph\\) needs"):
@@ -588,9 +742,19 @@ def test_artifact_checked_against_its_graph(tmp_path: Path, static_onnx: Path) -
         (["synth", "s", "--size", "0"], "--size=0 is out of range"),
         (["info", "--config", "bad.yaml"], "is not UTF-8 text"),
     ],
-    ids=["lr-nan", "joints-1e400", "threshold-nan", "threshold-2", "input-size", "joints-fraction", "scales-nan",
-         "min-score-nan", "synth-size-0", "yaml-not-utf8"],
-)  # fmt: skip
+    ids=[
+        "lr-nan",
+        "joints-1e400",
+        "threshold-nan",
+        "threshold-2",
+        "input-size",
+        "joints-fraction",
+        "scales-nan",
+        "min-score-nan",
+        "synth-size-0",
+        "yaml-not-utf8",
+    ],
+)
 def test_numbers_validated_where_they_enter(tmp_path: Path, args: list[str], needle: str) -> None:
     (tmp_path / "bad.yaml").write_bytes(b"MODEL:\n  NAME: \xff\xfe\n")
     (tmp_path / "x.jpg").write_bytes(samples.images("coco")[0].read_bytes())

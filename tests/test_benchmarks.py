@@ -23,8 +23,14 @@ def test_ratio_comparison_flags_real_regressions() -> None:
         {"benchmark": "decode", "case": "b", "speedup": 50.0},
     ]
     cur = [{"benchmark": "decode", "case": "a", "speedup": 95.0}, {"benchmark": "decode", "case": "b", "speedup": 30.0}]
-    regs = compare(cur, base, key_fields=("benchmark", "case"), metric="speedup", higher_is_better=True,
-                   max_regression=parse_percent("10%"))  # fmt: skip
+    regs = compare(
+        cur,
+        base,
+        key_fields=("benchmark", "case"),
+        metric="speedup",
+        higher_is_better=True,
+        max_regression=parse_percent("10%"),
+    )
     assert [(r.key.split("case=")[1], r.failed) for r in regs] == [("a", False), ("b", True)]
     assert regs[1].change == pytest.approx(0.4)
 
@@ -43,8 +49,10 @@ def test_rows_round_trip_and_errors(tmp_path: Path) -> None:
 def test_gate_fails_on_missing_case_and_passes_on_itself(tmp_path: Path) -> None:
     from hhrnet.benchmarks.gate import run_gate
 
-    baseline = [{"benchmark": "targets", "case": "R128/P30", "speedup": 1.0},
-                {"benchmark": "targets", "case": "R999/P1", "speedup": 1.0}]  # fmt: skip
+    baseline = [
+        {"benchmark": "targets", "case": "R128/P30", "speedup": 1.0},
+        {"benchmark": "targets", "case": "R999/P1", "speedup": 1.0},
+    ]
     result = run_gate(baseline, max_regression=0.5, suites=("targets",))
     assert not result.not_identical
     assert result.missing == ["benchmark=targets/case=R999/P1"] and not result.ok

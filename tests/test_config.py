@@ -126,8 +126,15 @@ def test_round_trip_dict_and_yaml(tmp_path: Path) -> None:
 
 
 def test_presets_cover_issue_list() -> None:
-    expected = {"coco_w32_512", "coco_w32_640", "coco_w48_640", "crowdpose_w32_512", "crowdpose_w32_640",
-                "crowdpose_w48_640", "tiny"}  # fmt: skip
+    expected = {
+        "coco_w32_512",
+        "coco_w32_640",
+        "coco_w48_640",
+        "crowdpose_w32_512",
+        "crowdpose_w32_640",
+        "crowdpose_w48_640",
+        "tiny",
+    }
     assert set(C.PRESETS) == expected
     assert C.preset("crowdpose_w48_640").model.num_joints == 14
     assert C.preset("crowdpose_w32_512").data.test_split == "test"

@@ -173,8 +173,14 @@ def test_malformed_annotation_file_raises_naming_it(tmp_path: Path) -> None:
     broken.write_text('{"images": [], "annotations": [')
     with pytest.raises(InputError, match="malformed annotation file .*person_keypoints_broken.json"):
         build_dataset(_small(), "train", ann_file=broken, image_dir=tmp_path)
-    broken.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
-                                  "annotations": [{"id": 3, "keypoints": []}]}))  # fmt: skip
+    broken.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
+                "annotations": [{"id": 3, "keypoints": []}],
+            }
+        )
+    )
     with pytest.raises(InputError, match=r"person_keypoints_broken.json: annotations\[0\] needs id and image_id"):
         build_dataset(_small(), "train", ann_file=broken, image_dir=tmp_path)
     with pytest.raises(InputError, match="annotation file not found"):
@@ -212,13 +218,16 @@ def test_official_and_synthetic_layouts_are_found(tmp_path: Path) -> None:
     assert [tuple(h.shape) for h in ds[0]["heatmaps"]] == [(17, 64, 64), (17, 128, 128)]
     with pytest.raises(InputError, match="person_keypoints_val.json"):
         build_dataset(tiny, "val", root=synth)
-    assert find_split_files(synth, "train") == (synth / "annotations" / "person_keypoints_train.json",
-                                                synth / "images" / "train")  # fmt: skip
+    assert find_split_files(synth, "train") == (
+        synth / "annotations" / "person_keypoints_train.json",
+        synth / "images" / "train",
+    )
 
 
 def test_bad_image_size_in_annotation_file_raises(tmp_path: Path) -> None:
     ann = tmp_path / "a.json"
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "height": "tall", "width": 4}],
-                               "annotations": []}))  # fmt: skip
+    ann.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "height": "tall", "width": 4}], "annotations": []})
+    )
     with pytest.raises(InputError, match=r"a.json: images\[0\] height/width must be positive integers"):
         build_dataset(_small(), "val", ann_file=ann, image_dir=tmp_path)

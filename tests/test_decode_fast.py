@@ -212,8 +212,9 @@ def test_refine_searches_equal_numpy_first_argmax(t: int) -> None:
             origin, size, shape, lo, hi, first, bucket_max, order, ds = tag_grid(det_j, tags_j, floor)
             assert len(order) == int((det_j >= floor).sum())
             top = bucket_max.max() if len(order) else np.float32(-np.inf)
-            got = search_grid(det_j, tags_j, ptag, start[0], start[1], top, origin, size, shape, lo, hi, first,
-                              bucket_max, order, ds)  # fmt: skip
+            got = search_grid(
+                det_j, tags_j, ptag, start[0], start[1], top, origin, size, shape, lo, hi, first, bucket_max, order, ds
+            )
             assert got[1] == want, trial
     assert floors > 5
 
@@ -248,9 +249,24 @@ def test_refine_paths_equal_reference(grid_cost: float) -> None:
         if seed % 2:
             tags = (rng.random(tags.shape) * 30).astype(np.float32)  # unstructured tags: the grid's case
         p = DecodeParams()
-        got = decode_jhw(det, tags, *summarize(det, tags)[:3], np.asarray(p.joint_order, np.int64), p.max_num_people,
-                         p.nms_padding, p.detection_threshold, p.tag_threshold, p.use_detection_val, p.ignore_too_much,
-                         True, True, False, 0, False, grid_cost)  # fmt: skip
+        got = decode_jhw(
+            det,
+            tags,
+            *summarize(det, tags)[:3],
+            np.asarray(p.joint_order, np.int64),
+            p.max_num_people,
+            p.nms_padding,
+            p.detection_threshold,
+            p.tag_threshold,
+            p.use_detection_val,
+            p.ignore_too_much,
+            True,
+            True,
+            False,
+            0,
+            False,
+            grid_cost,
+        )
         assert_same(got, decode_reference(det, tags, p))
 
 

@@ -129,8 +129,17 @@ def test_params_from_config() -> None:
     assert coco == DecodeParams()
     crowd = Codec.from_config(preset("crowdpose_w32_512")).decode
     assert crowd.num_joints == 14 and crowd.joint_order == DecodeParams(num_joints=14).joint_order
-    cfg = apply_overrides(preset("coco_w32_512"), ["model.num_joints=18", "data.num_joints=18", "data.with_center=True",
-                          "data.max_num_people=20", "test.max_persons=40", "test.ties_positive=True"])  # fmt: skip
+    cfg = apply_overrides(
+        preset("coco_w32_512"),
+        [
+            "model.num_joints=18",
+            "data.num_joints=18",
+            "data.with_center=True",
+            "data.max_num_people=20",
+            "test.max_persons=40",
+            "test.ties_positive=True",
+        ],
+    )
     p = Codec.from_config(cfg).decode
     assert (p.num_joints, p.max_num_people, p.max_persons, p.ties_positive) == (17, 20, 40, True)
 

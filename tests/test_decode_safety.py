@@ -39,7 +39,7 @@ def poisoned(seed: int, j: int, h: int, w: int, t: int, where: str, kind: str, c
     return det, tags
 
 
-def outcome(fn, *args) -> object:  # type: ignore[no-untyped-def]  # noqa: ANN001 - any decoder
+def outcome(fn, *args) -> object:  # type: ignore[no-untyped-def]  # any decoder
     try:
         return fn(*args)
     except InputError as exc:
@@ -96,8 +96,14 @@ def test_munkres_gives_up_on_nan_instead_of_looping() -> None:
     with pytest.raises(InputError, match="did not converge"):
         assign(cost)
     n = 3
-    ok = solve_square(cost.copy(), n, np.zeros((n, n), np.int8), np.zeros(n, np.bool_), np.zeros(n, np.bool_),
-                      np.zeros((2 * n + 1, 2), np.int64))  # fmt: skip
+    ok = solve_square(
+        cost.copy(),
+        n,
+        np.zeros((n, n), np.int8),
+        np.zeros(n, np.bool_),
+        np.zeros(n, np.bool_),
+        np.zeros((2 * n + 1, 2), np.int64),
+    )
     assert ok is False
     assert step_limit(30) > 4 * 30 * 30  # far above what a finite 30 x 30 problem needs
     # grouping on NaN peak tags: the same error, not a hang

@@ -34,8 +34,9 @@ def test_coco_scene_holds_the_real_annotation() -> None:
     vis = poses[197388][..., 2]
     np.testing.assert_array_equal(sc.keypoints[..., 2], vis)  # all inside the map: the annotated visibility
     scale = min(704 / 640, 512 / 392)
-    np.testing.assert_allclose(np.ptp(sc.keypoints[0, vis[0] > 0, 0]), np.ptp(poses[197388][0, vis[0] > 0, 0]) * scale,
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.ptp(sc.keypoints[0, vis[0] > 0, 0]), np.ptp(poses[197388][0, vis[0] > 0, 0]) * scale, rtol=1e-5
+    )
 
 
 def test_crowd_realism() -> None:

@@ -13,13 +13,32 @@ from hhrnet.demo import NO_TRANSFER, DemoSummary, verdict
 
 def _numbers(ap: float, resumed: bool) -> dict:
     return {
-        "val_AP": ap, "val_AP50": 0.9, "val_AR": 0.6, "val_images": 60, "train_minutes": 6.0,
-        "train_resumed": resumed, "epochs": 21.5, "steps": 1075, "train_images_per_s": 23.9, "grouped": 0.91,
-        "onnx_max_abs_error": 2e-6, "onnx_decoded_positions_identical": True,
-        "parity": {"onnxruntime fp32 + fast": {"AP": ap, "delta_AP_points": -0.05, "agreement_AP": 0.998,
-                                               "gate": 0.1, "passed": True}},
-        "total_ms_p50": {"torch": 21.0}, "sample_people": 4, "sample_poses_found": 12, "demo_minutes": 9.9,
-    }  # fmt: skip
+        "val_AP": ap,
+        "val_AP50": 0.9,
+        "val_AR": 0.6,
+        "val_images": 60,
+        "train_minutes": 6.0,
+        "train_resumed": resumed,
+        "epochs": 21.5,
+        "steps": 1075,
+        "train_images_per_s": 23.9,
+        "grouped": 0.91,
+        "onnx_max_abs_error": 2e-6,
+        "onnx_decoded_positions_identical": True,
+        "parity": {
+            "onnxruntime fp32 + fast": {
+                "AP": ap,
+                "delta_AP_points": -0.05,
+                "agreement_AP": 0.998,
+                "gate": 0.1,
+                "passed": True,
+            }
+        },
+        "total_ms_p50": {"torch": 21.0},
+        "sample_people": 4,
+        "sample_poses_found": 12,
+        "demo_minutes": 9.9,
+    }
 
 
 def test_verdict_bands() -> None:

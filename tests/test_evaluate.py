@@ -17,8 +17,11 @@ from hhrnet.evaluate import evaluate_predictions, result_entries
 
 def _gt_dets(ann: Path) -> list[dict]:
     d = json.loads(ann.read_text())
-    return [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0}
-            for a in d["annotations"] if a["num_keypoints"] > 0]  # fmt: skip
+    return [
+        {"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0}
+        for a in d["annotations"]
+        if a["num_keypoints"] > 0
+    ]
 
 
 def test_ground_truth_scores_one() -> None:
@@ -40,8 +43,11 @@ def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> flo
 def test_single_person_matches_independent_oks(tmp_path: Path) -> None:
     src = json.loads((samples.annotation_file("coco")).read_text())
     ann = next(a for a in src["annotations"] if a["image_id"] == 785)
-    gt_doc = {"images": [i for i in src["images"] if i["id"] == 785], "annotations": [ann],
-              "categories": src["categories"]}  # fmt: skip
+    gt_doc = {
+        "images": [i for i in src["images"] if i["id"] == 785],
+        "annotations": [ann],
+        "categories": src["categories"],
+    }
     gt = np.array(ann["keypoints"], float).reshape(17, 3)
     sigmas = (
         np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
@@ -76,8 +82,11 @@ def test_crowdpose_uses_box_area_times_053() -> None:
 
     src = json.loads((samples.annotation_file("crowdpose")).read_text())
     ann = max((a for a in src["annotations"] if a["num_keypoints"] > 0), key=lambda a: a["num_keypoints"])
-    doc = {"images": [i for i in src["images"] if i["id"] == ann["image_id"]], "annotations": [ann],
-           "categories": src["categories"]}  # fmt: skip
+    doc = {
+        "images": [i for i in src["images"] if i["id"] == ann["image_id"]],
+        "annotations": [ann],
+        "categories": src["categories"],
+    }
     gt = np.array(ann["keypoints"], float).reshape(14, 3)
     area = ann["bbox"][2] * ann["bbox"][3] * 0.53
     for shift in (3.0, 10.0):
@@ -103,8 +112,13 @@ def test_results_format_and_errors(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hhrnet", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"CI": "true", "PATH": "/usr/bin:/bin", "COLUMNS": "200"})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "hhrnet", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"CI": "true", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +147,33 @@ def test_cli_predict_folder_with_a_corrupt_file(tmp_path: Path, tiny_ckpt: Path)
 
 def test_cli_eval_model_and_predictions(tmp_path: Path, tiny_ckpt: Path) -> None:
     coco = samples.folder("coco")
-    proc = _cli("eval", "--checkpoint", str(tiny_ckpt), "--images", str(coco), "--annotations",
-                str(coco / "test_coco.json"), "--out", str(tmp_path / "res.json"), cwd=tmp_path)  # fmt: skip
+    proc = _cli(
+        "eval",
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--images",
+        str(coco),
+        "--annotations",
+        str(coco / "test_coco.json"),
+        "--out",
+        str(tmp_path / "res.json"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "AP" in proc.stdout and "(4 images)" in proc.stdout
     assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
     gt = tmp_path / "gt_as_pred.json"
     gt.write_text(json.dumps(_gt_dets(samples.annotation_file("crowdpose"))))
-    proc = _cli("eval", "--predictions", str(gt), "--annotations", str(samples.folder("crowdpose") /
-                "test_crowdpose.json"), "--dataset", "crowdpose", cwd=tmp_path)  # fmt: skip
+    proc = _cli(
+        "eval",
+        "--predictions",
+        str(gt),
+        "--annotations",
+        str(samples.folder("crowdpose") / "test_crowdpose.json"),
+        "--dataset",
+        "crowdpose",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     header, values = proc.stdout.splitlines()[1:3]  # not a terminal: full-precision tab-separated table
     stats = dict(zip(header.split("\t"), values.split("\t"), strict=True))

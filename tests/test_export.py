@@ -38,8 +38,14 @@ def test_graphs_export_check_and_match_torch(tiny: tuple, tmp_path: Path, graph:
     from hhrnet.export.opsets import TENSORRT_ONNX_OPS
 
     model, cfg = tiny
-    rep = export_onnx(model, cfg, tmp_path / f"{graph}.onnx", graph=graph, sample_size=(128, 128),  # type: ignore[arg-type]
-                      check_shapes=[(1, 128, 128), (2, 96, 160)])  # fmt: skip
+    rep = export_onnx(
+        model,
+        cfg,
+        tmp_path / f"{graph}.onnx",
+        graph=graph,
+        sample_size=(128, 128),  # type: ignore[arg-type]
+        check_shapes=[(1, 128, 128), (2, 96, 160)],
+    )
     assert set(rep.op_types) <= TENSORRT_ONNX_OPS
     assert rep.max_abs_error and max(rep.max_abs_error.values()) < 1e-4
     art = read_contract(rep.path)
@@ -75,9 +81,20 @@ def test_contract_round_trip_config_onnx_engine_sidecar(
     engine.write_bytes(b"\x00")
     import json
 
-    sidecar(engine).write_text(json.dumps(sidecar_payload(rep.artifact, key="k", trt_version="10.3",
-                                                          gpu="H100", compute_capability="9.0", precision="fp32",
-                                                          profiles=[], onnx_sha256="0")))  # fmt: skip
+    sidecar(engine).write_text(
+        json.dumps(
+            sidecar_payload(
+                rep.artifact,
+                key="k",
+                trt_version="10.3",
+                gpu="H100",
+                compute_capability="9.0",
+                precision="fp32",
+                profiles=[],
+                onnx_sha256="0",
+            )
+        )
+    )
     assert engine_contract(engine) == rep.artifact
 
 

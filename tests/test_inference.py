@@ -182,8 +182,9 @@ def test_ideal_network_round_trip() -> None:
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
     centres = [(70.0, 80.0), (160.0, 150.0), (250.0, 90.0)]  # compact, separated people
-    people = np.stack([np.stack([rng.uniform(cx - 30, cx + 30, 17), rng.uniform(cy - 40, cy + 40, 17)], 1)
-                       for cx, cy in centres])  # fmt: skip
+    people = np.stack(
+        [np.stack([rng.uniform(cx - 30, cx + 30, 17), rng.uniform(cy - 40, cy + 40, 17)], 1) for cx, cy in centres]
+    )
     codec = Codec.from_config(apply_overrides(preset("tiny"), ["data.input_size=256"]))
     got = Predictor(ideal_network(people, codec, image), codec).predict(image)
     assert len(got) == 3

@@ -20,20 +20,53 @@ import pytest
 from hhrnet import samples
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"hhrnet": ROOT / "hhrnet", "hhrnet.kernels": ROOT / "kernels", "hhrnet.export": ROOT / "export",
-            "hhrnet.benchmarks": ROOT / "benchmarks"}  # fmt: skip
+PACKAGES = {
+    "hhrnet": ROOT / "hhrnet",
+    "hhrnet.kernels": ROOT / "kernels",
+    "hhrnet.export": ROOT / "export",
+    "hhrnet.benchmarks": ROOT / "benchmarks",
+}
 
 # modules a deployment machine imports: they must load with torch (and onnx) absent
 TORCH_FREE = [
-    "hhrnet", "hhrnet.codec", "hhrnet.config", "hhrnet.errors", "hhrnet.io", "hhrnet.images", "hhrnet.deps",
-    "hhrnet.environment", "hhrnet.evaluate", "hhrnet.inference", "hhrnet.load", "hhrnet.predict",
-    "hhrnet.visualize", "hhrnet.samples", "hhrnet.data.synth", "hhrnet.runtime", "hhrnet.runtime.artifact",
-    "hhrnet.runtime.ort", "hhrnet.runtime.tensorrt", "hhrnet.kernels.params", "hhrnet.kernels.peaks",
-    "hhrnet.kernels.munkres", "hhrnet.kernels.group", "hhrnet.kernels.refine", "hhrnet.kernels.decode",
-    "hhrnet.kernels.reference", "hhrnet.kernels.aggregate", "hhrnet.cli.app", "hhrnet.cli.common",
-    "hhrnet.cli.output", "hhrnet.cli.predict", "hhrnet.cli.eval", "hhrnet.cli.info", "hhrnet.cli.export",
+    "hhrnet",
+    "hhrnet.codec",
+    "hhrnet.config",
+    "hhrnet.datasets",
+    "hhrnet.graphs",
+    "hhrnet.errors",
+    "hhrnet.io",
+    "hhrnet.images",
+    "hhrnet.deps",
+    "hhrnet.environment",
+    "hhrnet.evaluate",
+    "hhrnet.inference",
+    "hhrnet.load",
+    "hhrnet.predict",
+    "hhrnet.visualize",
+    "hhrnet.samples",
+    "hhrnet.data.synth",
+    "hhrnet.runtime",
+    "hhrnet.runtime.artifact",
+    "hhrnet.runtime.ort",
+    "hhrnet.runtime.tensorrt",
+    "hhrnet.kernels.params",
+    "hhrnet.kernels.peaks",
+    "hhrnet.kernels.munkres",
+    "hhrnet.kernels.group",
+    "hhrnet.kernels.refine",
+    "hhrnet.kernels.decode",
+    "hhrnet.kernels.reference",
+    "hhrnet.kernels.aggregate",
+    "hhrnet.cli.app",
+    "hhrnet.cli.common",
+    "hhrnet.cli.output",
+    "hhrnet.cli.predict",
+    "hhrnet.cli.eval",
+    "hhrnet.cli.info",
+    "hhrnet.cli.export",
     "hhrnet.cli.bench",
-]  # fmt: skip
+]
 
 BLOCK = "import sys\nfor _m in ('torch', 'onnx', 'onnxscript', 'tensorboard'):\n    sys.modules[_m] = None\n"
 
@@ -79,18 +112,50 @@ def _violations(
 
 
 def test_layers_point_one_way() -> None:
-    assert _violations("hhrnet.kernels", ("torch", "hhrnet.config", "hhrnet.codec", "hhrnet.inference",
-                                          "hhrnet.runtime", "hhrnet.export", "hhrnet.benchmarks")) == []  # fmt: skip
-    assert _violations("hhrnet.runtime", ("torch", "onnx.", "hhrnet.export", "hhrnet.inference", "hhrnet.load",
-                                          "hhrnet.benchmarks", "hhrnet.cli")) == []  # fmt: skip
+    assert (
+        _violations(
+            "hhrnet.kernels",
+            (
+                "torch",
+                "hhrnet.config",
+                "hhrnet.codec",
+                "hhrnet.inference",
+                "hhrnet.runtime",
+                "hhrnet.export",
+                "hhrnet.benchmarks",
+            ),
+        )
+        == []
+    )
+    assert (
+        _violations(
+            "hhrnet.runtime",
+            ("torch", "onnx.", "hhrnet.export", "hhrnet.inference", "hhrnet.load", "hhrnet.benchmarks", "hhrnet.cli"),
+        )
+        == []
+    )
     assert [v for v in _violations("hhrnet.runtime", ("onnx",)) if not v.endswith("onnxruntime")] == []
     assert _violations("hhrnet.codec", ("torch", "hhrnet.inference", "hhrnet.runtime", "hhrnet.export")) == []
     # the main job (hhrnet.demo) runs the benchmarks: like the CLI it sits above the library
     library = ("hhrnet.cli", "hhrnet.demo", "hhrnet.benchmarks", "hhrnet.export", "hhrnet.kernels")
     assert _violations("hhrnet", ("hhrnet.benchmarks",), allow=library) == []
     assert _violations("hhrnet", ("hhrnet.cli",), allow=("hhrnet.cli", "hhrnet.__main__")) == []
-    assert _violations("hhrnet", ("hhrnet.export",), allow=("hhrnet.export", "hhrnet.cli", "hhrnet.demo",
-                                                             "hhrnet.benchmarks")) == []  # fmt: skip
+    assert (
+        _violations(
+            "hhrnet", ("hhrnet.export",), allow=("hhrnet.export", "hhrnet.cli", "hhrnet.demo", "hhrnet.benchmarks")
+        )
+        == []
+    )
+
+
+def test_leaf_modules_import_no_library_module_but_the_leaves() -> None:
+    """The graph table and the dataset facts are read from every floor, the kernels included: they may import
+    only the other leaves (choices, errors) and the standard library."""
+    leaves = ("hhrnet.choices", "hhrnet.errors", "hhrnet.datasets", "hhrnet.graphs")
+    for leaf in leaves:
+        names = _imports(_modules()[leaf], leaf)
+        assert {n for n in names if n.startswith("hhrnet") and not n.startswith(leaves)} == set(), leaf
+        assert not {n.split(".")[0] for n in names} & {"numpy", "torch", "numba", "cv2", "onnx"}, leaf
 
 
 def test_the_layer_check_can_fail(tmp_path: Path) -> None:
@@ -178,8 +243,20 @@ def test_predict_and_eval_run_without_torch(exported: Path, tmp_path: Path) -> N
     assert len(doc["predictions"]) == 4 and doc["failures"] == []
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4
     ann = str(samples.annotation_file("coco"))
-    proc = _cli_blocked(["eval", "--onnx", str(exported), "--images", str(coco), "--annotations", ann,
-                         "--json", str(tmp_path / "m.json")], tmp_path)  # fmt: skip
+    proc = _cli_blocked(
+        [
+            "eval",
+            "--onnx",
+            str(exported),
+            "--images",
+            str(coco),
+            "--annotations",
+            ann,
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics["stats"]) >= {"AP", "AR"} and "cpu_flags" in metrics["environment"]

@@ -202,7 +202,7 @@ def _official_total(loss: HigherHRNetLoss, outputs, heatmaps, masks, joints) -> 
             push_loss_factor=(0.5, 0.1),
             pull_loss_factor=(0.25, 0.1),
             heatmaps_loss_factor=(2.0, 0.5),
-        ),  # fmt: skip
+        ),
         LossConfig(with_ae_loss=(True, True)),
         LossConfig(with_heatmaps_loss=(True, False)),
     ],
@@ -265,8 +265,12 @@ def test_autocast_computes_in_float32() -> None:
 def test_rejects_wrong_stage_count() -> None:
     loss = HigherHRNetLoss(replace(LossConfig()), 17)
     with pytest.raises(ValueError, match="2 stages"):
-        loss([torch.zeros(1, 34, 4, 4)], [torch.zeros(1, 17, 4, 4)], [torch.ones(1, 4, 4)],
-             [torch.zeros(1, 30, 17, 2, dtype=torch.int64)])  # fmt: skip
+        loss(
+            [torch.zeros(1, 34, 4, 4)],
+            [torch.zeros(1, 17, 4, 4)],
+            [torch.ones(1, 4, 4)],
+            [torch.zeros(1, 30, 17, 2, dtype=torch.int64)],
+        )
 
 
 @pytest.mark.gpu
@@ -281,8 +285,12 @@ def test_cuda_forward_backward_never_synchronises_under_fp16_autocast() -> None:
     hm = [torch.rand(4, 17, 16, 16, device=dev), torch.rand(4, 17, 32, 32, device=dev)]
     masks = [torch.ones(4, 16, 16, device=dev), torch.ones(4, 32, 32, device=dev)]
     jts = [joints.to(dev), joints.to(dev)]
-    ref, _ = loss([out0.detach().cpu(), out1.detach().cpu()], [h.cpu() for h in hm], [m.cpu() for m in masks],
-                  [j.cpu() for j in jts])  # fmt: skip
+    ref, _ = loss(
+        [out0.detach().cpu(), out1.detach().cpu()],
+        [h.cpu() for h in hm],
+        [m.cpu() for m in masks],
+        [j.cpu() for j in jts],
+    )
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

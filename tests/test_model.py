@@ -122,11 +122,19 @@ def test_trace_and_onnx_dynamic_shapes(tmp_path: Path) -> None:
             torch.testing.assert_close(a, b)
     path = tmp_path / "tiny.onnx"
     torch.onnx.export(
-        model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
+        model,
+        (x,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
         output_names=["out0", "out1"],
-        dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}, "out0": {0: "b", 2: "h4", 3: "w4"},
-                      "out1": {0: "b", 2: "h2", 3: "w2"}},
-    )  # fmt: skip
+        dynamic_axes={
+            "image": {0: "b", 2: "h", 3: "w"},
+            "out0": {0: "b", 2: "h4", 3: "w4"},
+            "out1": {0: "b", 2: "h2", 3: "w2"},
+        },
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"image": x2.numpy()})
     with torch.no_grad():

@@ -64,8 +64,12 @@ def test_macs_counted_from_the_graph_equal_hand_counts(tmp_path: Path) -> None:
 
 def test_probes_and_networks_are_rated_against_their_precision(tmp_path: Path) -> None:
     rows = peak.probe_rows(repeats=2, conv=(16, 12, 3), gemm=32)
-    assert [(r["name"], r["precision"]) for r in rows] == [("conv3x3", "fp32"), ("gemm", "fp32"),
-                                                           ("conv3x3", "int8"), ("gemm", "int8")]  # fmt: skip
+    assert [(r["name"], r["precision"]) for r in rows] == [
+        ("conv3x3", "fp32"),
+        ("gemm", "fp32"),
+        ("conv3x3", "int8"),
+        ("gemm", "int8"),
+    ]
     best = peak.peaks(rows)
     for r in rows:
         assert 0 < r["fraction"] <= 1 and r["best_ms"] <= r["p50_ms"]
@@ -90,11 +94,18 @@ def test_cli_refuses_bad_sizes_and_files_without_a_contract(tmp_path: Path) -> N
     env = dict(os.environ, CI="true", NUMBA_DISABLE_CUDA="1", COLUMNS="80")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "hhrnet", "bench", "peak", *args], capture_output=True,
-                              text=True, cwd=tmp_path, env=env)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "hhrnet", "bench", "peak", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
 
-    for args, needle in ((("--size", "8"), "--size must be >= 32"),
-                         (("--onnx", str(small_net(tmp_path / "n.onnx"))), "carries no hhrnet contract")):  # fmt: skip
+    for args, needle in (
+        (("--size", "8"), "--size must be >= 32"),
+        (("--onnx", str(small_net(tmp_path / "n.onnx"))), "carries no hhrnet contract"),
+    ):
         proc = cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and needle in proc.stderr

@@ -161,16 +161,20 @@ def test_repository_configs_parse_with_triton_schema(
     artifact = OrtSession(exported[graph]).artifact
     expected_codec = artifact.codec.replace(letterbox=128)
     assert repo.codec == expected_codec
-    ens, pre, net, dec = (_parse(repo.config_path(m)) for m in ("hhrnet", "hhrnet_preprocess", "hhrnet_network",
-                                                                  "hhrnet_decode"))  # fmt: skip
+    ens, pre, net, dec = (
+        _parse(repo.config_path(m)) for m in ("hhrnet", "hhrnet_preprocess", "hhrnet_network", "hhrnet_decode")
+    )
     for config in (ens, pre, net, dec):
         assert config.max_batch_size == 6
     for config in (pre, net, dec):
         assert config.dynamic_batching.max_queue_delay_microseconds == 1500
         assert [(g.count, g.kind) for g in config.instance_group] == [(3, 2)]  # KIND_CPU
     assert ens.platform == "ensemble" and [i.name for i in ens.input] == ["image"]
-    assert [(o.name, list(o.dims)) for o in ens.output] == [("keypoints", [-1, 17, 3]), ("scores", [-1]),
-                                                             ("people", [1])]  # fmt: skip
+    assert [(o.name, list(o.dims)) for o in ens.output] == [
+        ("keypoints", [-1, 17, 3]),
+        ("scores", [-1]),
+        ("people", [1]),
+    ]
     assert (pre.backend, dec.backend) == ("python", "python")
     assert [(o.name, list(o.dims)) for o in pre.output] == [("input", [3, 128, 128]), ("image_size", [2])]
     outs = {o.name: (list(o.dims), o.data_type) for o in net.output}
@@ -212,9 +216,20 @@ def _fake_engine(tmp_path: Path, onnx: Path, profile_max: int) -> Path:
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not a real engine: only the writer reads it")
     prof = {"min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [profile_max, 3, 256, 256]}
-    sidecar(engine).write_text(json.dumps(sidecar_payload(
-        OrtSession(onnx).artifact, key="k", trt_version="10.3", gpu="H100", compute_capability="9.0",
-        precision="fp16", profiles=[prof], onnx_sha256="0")))  # fmt: skip
+    sidecar(engine).write_text(
+        json.dumps(
+            sidecar_payload(
+                OrtSession(onnx).artifact,
+                key="k",
+                trt_version="10.3",
+                gpu="H100",
+                compute_capability="9.0",
+                precision="fp16",
+                profiles=[prof],
+                onnx_sha256="0",
+            )
+        )
+    )
     return engine
 
 
@@ -323,8 +338,13 @@ def _config_json(path: Path) -> str:
 
 def _load(repo: Path, name: str, cls: type) -> Any:
     model = cls()
-    model.initialize({"model_config": _config_json(repo / name / "config.pbtxt"),
-                      "model_repository": str(repo / name), "model_version": "1"})  # fmt: skip
+    model.initialize(
+        {
+            "model_config": _config_json(repo / name / "config.pbtxt"),
+            "model_repository": str(repo / name),
+            "model_version": "1",
+        }
+    )
     return model
 
 
@@ -338,11 +358,17 @@ def test_backend_models_equal_in_process_predict(
     from hhrnet.serve.repository import ServeOptions, write_repository
 
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
-    repo = write_repository(tmp_path / "repo", onnx=exported[graph], network_backend="python",
-                            options=ServeOptions(device="cpu"))  # fmt: skip
-    pre, net, dec = (_load(repo.path, n, c) for n, c in (("hhrnet_preprocess", PreprocessModel),
-                                                          ("hhrnet_network", NetworkModel),
-                                                          ("hhrnet_decode", DecodeModel)))  # fmt: skip
+    repo = write_repository(
+        tmp_path / "repo", onnx=exported[graph], network_backend="python", options=ServeOptions(device="cpu")
+    )
+    pre, net, dec = (
+        _load(repo.path, n, c)
+        for n, c in (
+            ("hhrnet_preprocess", PreprocessModel),
+            ("hhrnet_network", NetworkModel),
+            ("hhrnet_decode", DecodeModel),
+        )
+    )
     files = samples.images()
     payloads = [p.read_bytes() for p in files]
 
@@ -352,8 +378,9 @@ def test_backend_models_equal_in_process_predict(
         return {"image": _Tensor("image", data)}
 
     # one dynamic batch of three requests: two images, a corrupt one, two images
-    pre_out = pre.execute([request(payloads[0], payloads[1]), request(b"not an image at all"),
-                           request(payloads[2], payloads[3])])  # fmt: skip
+    pre_out = pre.execute(
+        [request(payloads[0], payloads[1]), request(b"not an image at all"), request(payloads[2], payloads[3])]
+    )
     assert pre_out[1].error is not None and "cannot decode" in pre_out[1].error.message
     good = [pre_out[0], pre_out[2]]
     assert all(r.error is None for r in good) and good[0].outputs["input"].shape == (2, 3, 128, 128)
@@ -388,8 +415,10 @@ def test_backend_models_equal_in_process_predict(
 
 
 def test_serving_modules_do_not_import_torch() -> None:
-    code = ("import sys, hhrnet.serve.backend, hhrnet.serve.pipeline, hhrnet.serve.repository, "
-            "hhrnet.serve.client, hhrnet.serve.server; print('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, hhrnet.serve.backend, hhrnet.serve.pipeline, hhrnet.serve.repository, "
+        "hhrnet.serve.client, hhrnet.serve.server; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
 

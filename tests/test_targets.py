@@ -14,6 +14,7 @@ from hhrnet import targets as TG
 from hhrnet.benchmarks.official_targets import naive_heatmaps, naive_joints
 from hhrnet.config import preset
 from hhrnet.data import transforms as T
+from hhrnet.datasets import IMAGENET_STD
 from hhrnet.errors import InputError
 
 GOLDEN = GOLDEN_DIR / "targets_official_seed0.npz"
@@ -57,9 +58,10 @@ def _check_golden_seed0() -> None:
     random.seed(0)
     params = T.sample_affine_params(np.random, g["image"].shape[:2], data)
     people = g["anno_keypoints"].reshape(-1, 17, 3)
-    sample = T.apply_transform(g["image"], np.ones(g["image"].shape[:2], bool), people, params, 512, (128, 256),
-                               data.flip_index)  # fmt: skip
-    assert_warp_equal(T.normalize_image(sample.image), g["img_t"], grey_level=1 / 255 / min(T.IMAGE_STD))
+    sample = T.apply_transform(
+        g["image"], np.ones(g["image"].shape[:2], bool), people, params, 512, (128, 256), data.flip_index
+    )
+    assert_warp_equal(T.normalize_image(sample.image), g["img_t"], grey_level=1 / 255 / min(IMAGENET_STD))
     heatmaps, packed = TG.TargetEncoder(17, (128, 256))(sample.joints)
     for i in range(2):
         np.testing.assert_array_equal(heatmaps[i], g[f"target{i}"])

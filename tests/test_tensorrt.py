@@ -18,9 +18,24 @@ from hhrnet.errors import BackendError, ConfigError, InputError
 
 # What TensorRT 11 removed (NVIDIA: "Removed Python APIs and Replacements", 10.x -> 11.x) and 10.12+ deprecated:
 # the builder must never touch them.
-REMOVED = ("FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
-           "DIRECT_IO", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IInt8Calibrator", "int8_calibrator",
-           "set_calibration_profile", "precision", "set_output_type")  # fmt: skip
+REMOVED = (
+    "FP16",
+    "INT8",
+    "FP8",
+    "BF16",
+    "INT4",
+    "FP4",
+    "OBEY_PRECISION_CONSTRAINTS",
+    "PREFER_PRECISION_CONSTRAINTS",
+    "DIRECT_IO",
+    "IInt8EntropyCalibrator2",
+    "IInt8MinMaxCalibrator",
+    "IInt8Calibrator",
+    "int8_calibrator",
+    "set_calibration_profile",
+    "precision",
+    "set_output_type",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,11 +180,20 @@ def fake_trt(
             return True
 
         return Recorder(
-            log, "config", set_memory_pool_limit=call("set_memory_pool_limit"), builder_optimization_level=3,
-            set_flag=flags.add, clear_flag=flags.discard, get_flag=lambda f: f in flags,
-            create_timing_cache=create_timing_cache, set_timing_cache=set_timing_cache,
-            add_optimization_profile=add_profile, get_timing_cache=lambda: cfg["timing"], flags=flags, cfg=cfg,
-        )  # fmt: skip
+            log,
+            "config",
+            set_memory_pool_limit=call("set_memory_pool_limit"),
+            builder_optimization_level=3,
+            set_flag=flags.add,
+            clear_flag=flags.discard,
+            get_flag=lambda f: f in flags,
+            create_timing_cache=create_timing_cache,
+            set_timing_cache=set_timing_cache,
+            add_optimization_profile=add_profile,
+            get_timing_cache=lambda: cfg["timing"],
+            flags=flags,
+            cfg=cfg,
+        )
 
     def build(network: Any, config: Any) -> bytes:
         members = object.__getattribute__(config, "_members")
@@ -179,19 +203,28 @@ def fake_trt(
         return json.dumps({"profiles": state["profiles"]}).encode()
 
     builder = Recorder(
-        log, "builder", create_network=create_network, create_builder_config=make_config,
-        create_optimization_profile=make_profile, build_serialized_network=build,
-    )  # fmt: skip
+        log,
+        "builder",
+        create_network=create_network,
+        create_builder_config=make_config,
+        create_optimization_profile=make_profile,
+        build_serialized_network=build,
+    )
     flags = {"EXPLICIT_BATCH": 0} | ({"STRONGLY_TYPED": 1} if strongly_typed_member else {})
     logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     runtime = types.SimpleNamespace(deserialize_cuda_engine=FakeBuiltEngine)
     module = Recorder(
-        log, "trt", __version__=version, Logger=logger_cls, Builder=lambda logger: builder,
+        log,
+        "trt",
+        __version__=version,
+        Logger=logger_cls,
+        Builder=lambda logger: builder,
         OnnxParser=lambda network, logger: FakeParser(state, log),
         BuilderFlag=Recorder(log, "BuilderFlag", **flag_members),
         NetworkDefinitionCreationFlag=types.SimpleNamespace(**flags),
-        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0), Runtime=lambda logger: runtime,
-    )  # fmt: skip
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+        Runtime=lambda logger: runtime,
+    )
     return module, log, state
 
 
@@ -411,7 +444,7 @@ def test_cache_keys_cover_everything_that_changes_the_engine(exports: dict[str, 
         cache_key(onnx["fp32"], spec, "10.13", "H200", "8.9"),
         cache_key(
             onnx["fp32"], BuildSpec((Profile.parse("1x3x256x256:1x3x512x512:8x3x1024x1024"),)), "10.13", "H200", "9.0"
-        ),  # fmt: skip
+        ),
         cache_key(onnx["fp32"], BuildSpec((p,), workspace_gib=2.0), "10.13", "H200", "9.0"),
     }
     assert len(variants) == 8
@@ -426,8 +459,12 @@ def test_profiles_parse_and_come_from_the_contract() -> None:
     p = Profile.parse("1x3x256x256:1x3x512x512:4x3x1024x1024")
     assert p.contains((2, 3, 512, 704)) and not p.contains((8, 3, 512, 512))
     assert Profile.parse(p.text()) == p
-    for bad in ("1x3x256x256:1x3x512x512", "1x3x250x256:1x3x512x512:1x3x512x512",
-                "1x3x512x512:1x3x256x256:1x3x1024x1024", "1x1x256x256:1x1x256x256:1x1x256x256"):  # fmt: skip
+    for bad in (
+        "1x3x256x256:1x3x512x512",
+        "1x3x250x256:1x3x512x512:1x3x512x512",
+        "1x3x512x512:1x3x256x256:1x3x1024x1024",
+        "1x1x256x256:1x1x256x256:1x1x256x256",
+    ):
         with pytest.raises(InputError):
             Profile.parse(bad)
     cfg = preset("coco_w32_512")
@@ -577,8 +614,12 @@ def test_engine_guard_refuses_foreign_engines(tmp_path: Path) -> None:
     engine.write_bytes(b"\x00" * 16)  # never deserialised: the guard decides first
     with pytest.raises(BackendError, match="no m.engine.json"):
         check_engine(engine, "10.3", DeviceInfo("H100", "9.0"))
-    side = {"tensorrt": "10.3", "compute_capability": "8.6", "gpu": "RTX 3090",
-            "profiles": [{"min": [1, 3, 256, 256], "max": [1, 3, 512, 512]}]}  # fmt: skip
+    side = {
+        "tensorrt": "10.3",
+        "compute_capability": "8.6",
+        "gpu": "RTX 3090",
+        "profiles": [{"min": [1, 3, 256, 256], "max": [1, 3, 512, 512]}],
+    }
     sidecar(engine).write_text(json.dumps(side))
     with pytest.raises(BackendError, match="TensorRT 10.3 but this is TensorRT 10.5"):
         check_engine(engine, "10.5", DeviceInfo("H100", "9.0"))
@@ -609,7 +650,7 @@ class FakeCudart:
     """cuda-python's runtime calls over host memory: (err, value) tuples, real memcpy, call counts, and one current
     device (what cudaSetDevice selects) that every allocation, stream and copy is checked against."""
 
-    class cudaMemcpyKind:  # noqa: N801 - mirrors cuda-python
+    class cudaMemcpyKind:  # mirrors cuda-python
         cudaMemcpyHostToDevice = 1
         cudaMemcpyDeviceToHost = 2
 
@@ -633,50 +674,50 @@ class FakeCudart:
         self.blocks[ptr] = block
         return 0, ptr
 
-    def cudaSetDevice(self, device: int) -> tuple[int]:  # noqa: N802
+    def cudaSetDevice(self, device: int) -> tuple[int]:
         self._count("cudaSetDevice")
         self.current = device
         return (0,)
 
-    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
         self._count("cudaMalloc")
         self.sizes["cudaMalloc"].append(nbytes)
         err, ptr = self._alloc(nbytes, self.misalign)
         self.devices[ptr] = self.current
         return err, ptr
 
-    def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
+    def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:
         self._count("cudaMallocHost")
         self.sizes["cudaMallocHost"].append(nbytes)
         return self._alloc(nbytes)
 
-    def cudaFree(self, ptr: int) -> tuple[int]:  # noqa: N802
+    def cudaFree(self, ptr: int) -> tuple[int]:
         self._count("cudaFree")
         self.freed.append(ptr)
         return (0,)
 
-    def cudaFreeHost(self, ptr: int) -> tuple[int]:  # noqa: N802
+    def cudaFreeHost(self, ptr: int) -> tuple[int]:
         self._count("cudaFreeHost")
         return (0,)
 
-    def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: Any) -> tuple[int]:  # noqa: N802
+    def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: Any) -> tuple[int]:
         assert stream == 7, "every copy goes on the session's stream"
         assert self.current == self.devices[7], "a copy queued on a stream of another device"
         ctypes.memmove(dst, src, nbytes)
         self.copies.append((kind, nbytes))
         return (0,)
 
-    def cudaStreamCreate(self) -> tuple[int, int]:  # noqa: N802
+    def cudaStreamCreate(self) -> tuple[int, int]:
         self._count("cudaStreamCreate")
         self.devices[7] = self.current
         return 0, 7
 
-    def cudaStreamDestroy(self, stream: Any) -> tuple[int]:  # noqa: N802
+    def cudaStreamDestroy(self, stream: Any) -> tuple[int]:
         assert stream == 7
         self._count("cudaStreamDestroy")
         return (0,)
 
-    def cudaStreamSynchronize(self, stream: Any) -> tuple[int]:  # noqa: N802
+    def cudaStreamSynchronize(self, stream: Any) -> tuple[int]:
         assert stream == 7
         return (0,)
 
@@ -760,14 +801,28 @@ def _fake_session(
     from hhrnet.export.tensorrt import sidecar_payload
 
     cfg = preset("tiny")
-    artifact = dataclasses.replace(make_artifact(cfg, Codec.from_config(cfg), "aggregate", static), precision="int8",
-                                   calibration={"method": "percentile", "count": 2})  # fmt: skip
+    artifact = dataclasses.replace(
+        make_artifact(cfg, Codec.from_config(cfg), "aggregate", static),
+        precision="int8",
+        calibration={"method": "percentile", "count": 2},
+    )
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
     profiles = profiles or [PROFILE]
-    rt.sidecar(engine).write_text(json.dumps(sidecar_payload(
-        artifact, key="k", trt_version="10.13.0", gpu="NVIDIA H200", compute_capability="9.0", precision="int8",
-        profiles=profiles, onnx_sha256="0")))  # fmt: skip
+    rt.sidecar(engine).write_text(
+        json.dumps(
+            sidecar_payload(
+                artifact,
+                key="k",
+                trt_version="10.13.0",
+                gpu="NVIDIA H200",
+                compute_capability="9.0",
+                precision="int8",
+                profiles=profiles,
+                onnx_sha256="0",
+            )
+        )
+    )
     cudart = cudart or FakeCudart()
     dtype = types.SimpleNamespace(name="FLOAT")
     mode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
@@ -778,16 +833,21 @@ def _fake_session(
             return None
         on = cudart.current  # an engine lives on the device current when it is deserialised
         return types.SimpleNamespace(
-            num_io_tensors=3, get_tensor_name=names.__getitem__, get_tensor_dtype=lambda n: dtype,
+            num_io_tensors=3,
+            get_tensor_name=names.__getitem__,
+            get_tensor_dtype=lambda n: dtype,
             get_tensor_mode=lambda n: "in" if n == "image" else "out",
             create_execution_context=lambda: FakeContext(profiles, cudart, on),
             get_tensor_profile_shape=lambda n, i: [tuple(profiles[i][k]) for k in ("min", "opt", "max")],
-        )  # fmt: skip
+        )
 
     runtime = types.SimpleNamespace(deserialize_cuda_engine=deserialize)
-    trt = types.SimpleNamespace(__version__="10.13.0", Logger=type("Logger", (), {"WARNING": 2,
-                                "__init__": lambda self, lvl: None}), Runtime=lambda logger: runtime,
-                                TensorIOMode=mode)  # fmt: skip
+    trt = types.SimpleNamespace(
+        __version__="10.13.0",
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, lvl: None}),
+        Runtime=lambda logger: runtime,
+        TensorIOMode=mode,
+    )
     monkeypatch.setattr(hhrnet.deps, "require_tensorrt", lambda: trt)
     monkeypatch.setattr(rt, "_cudart", lambda: cudart)
     monkeypatch.setattr(rt, "device_info", lambda device=0: rt.DeviceInfo("NVIDIA H200", "9.0"))
@@ -990,7 +1050,8 @@ def test_predict_and_eval_with_an_engine(exports: dict[str, Path], tmp_path: Pat
     folder = samples.images("coco")[0].parent
     res = runner.invoke(app, ["predict", str(folder), "--engine", str(engine), "--out", str(tmp_path / "pred")])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["eval", "--engine", str(engine), "--images", str(folder),
-                              "--annotations", str(folder / "test_coco.json")])  # fmt: skip
+    res = runner.invoke(
+        app, ["eval", "--engine", str(engine), "--images", str(folder), "--annotations", str(folder / "test_coco.json")]
+    )
     assert res.exit_code == 0, res.output
     assert "AP" in res.output

@@ -22,12 +22,28 @@ from hhrnet.errors import TrainingError
 
 # The trainer's mechanics on a toy network (the tiny preset's predecessor, 0.19 M parameters) at 128 px with the
 # official step schedule; the tiny preset's own recipe is measured in benchmarks/TRAINING.md, not here.
-TOY = ["model.stem_channels=16", "model.stage2.num_channels=[8,16]", "model.stage3.num_channels=[8,16,32]",
-       "model.stage3.num_blocks=[1,1,1]", "model.stage4.num_channels=[8,16,32,64]", "model.stage4.num_blocks=[1,1,1,1]",
-       "model.deconv.num_channels=[8]", "train.lr=2e-3", "train.lr_schedule=step", "train.warmup=0",
-       "train.channels_last=False"]  # fmt: skip
-SMALL = [*TOY, "data.input_size=128", "data.output_size=[32,64]", "train.images_per_gpu=4", "train.val_every=0",
-         "train.print_freq=1000", "train.workers=0"]  # fmt: skip
+TOY = [
+    "model.stem_channels=16",
+    "model.stage2.num_channels=[8,16]",
+    "model.stage3.num_channels=[8,16,32]",
+    "model.stage3.num_blocks=[1,1,1]",
+    "model.stage4.num_channels=[8,16,32,64]",
+    "model.stage4.num_blocks=[1,1,1,1]",
+    "model.deconv.num_channels=[8]",
+    "train.lr=2e-3",
+    "train.lr_schedule=step",
+    "train.warmup=0",
+    "train.channels_last=False",
+]
+SMALL = [
+    *TOY,
+    "data.input_size=128",
+    "data.output_size=[32,64]",
+    "train.images_per_gpu=4",
+    "train.val_every=0",
+    "train.print_freq=1000",
+    "train.workers=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +70,42 @@ def test_tiny_model_overfits_a_few_images(data_root: Path) -> None:
     model = build_model(cfg)
     criterion = HigherHRNetLoss(cfg.loss, 17)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    first = train_one_epoch(model, criterion, optimizer, None, [batch], epoch=0, device=torch.device("cpu"),
-                            amp="none", channels_last=False, print_freq=1000)  # fmt: skip
-    later = train_one_epoch(model, criterion, optimizer, None, [batch] * 150, epoch=1, device=torch.device("cpu"),
-                            amp="none", channels_last=False, print_freq=1000)  # fmt: skip
-    last = train_one_epoch(model, criterion, optimizer, None, [batch], epoch=2, device=torch.device("cpu"),
-                           amp="none", channels_last=False, print_freq=1000)  # fmt: skip
+    first = train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        None,
+        [batch],
+        epoch=0,
+        device=torch.device("cpu"),
+        amp="none",
+        channels_last=False,
+        print_freq=1000,
+    )
+    later = train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        None,
+        [batch] * 150,
+        epoch=1,
+        device=torch.device("cpu"),
+        amp="none",
+        channels_last=False,
+        print_freq=1000,
+    )
+    last = train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        None,
+        [batch],
+        epoch=2,
+        device=torch.device("cpu"),
+        amp="none",
+        channels_last=False,
+        print_freq=1000,
+    )
     assert later.steps == 150
     assert first.loss / last.loss > 4.0, (first.loss, last.loss)
 
@@ -131,8 +177,20 @@ def test_keeping_the_previous_checkpoint_never_removes_the_last(tmp_path: Path) 
 
 
 def _cli_train(out: Path, root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hhrnet", "train", "--config", "tiny", *sum((["--set", s] for s in SMALL), []),
-            "--out", str(out), "--data-root", str(root), *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "hhrnet",
+        "train",
+        "--config",
+        "tiny",
+        *sum((["--set", s] for s in SMALL), []),
+        "--out",
+        str(out),
+        "--data-root",
+        str(root),
+        *extra,
+    ]
 
 
 def test_kill_9_mid_epoch_then_resume(data_root: Path, tmp_path: Path) -> None:
@@ -140,8 +198,9 @@ def test_kill_9_mid_epoch_then_resume(data_root: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     env = {**os.environ, "CI": "true"}
-    proc = subprocess.Popen(_cli_train(out, data_root, "--epochs", "50"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli_train(out, data_root, "--epochs", "50"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 120
     ckpt = out / "checkpoint.pth"
     try:
@@ -160,8 +219,9 @@ def test_kill_9_mid_epoch_then_resume(data_root: Path, tmp_path: Path) -> None:
         read_checkpoint(path)
     _, meta = read_checkpoint(ckpt)
     done = meta["epoch"]
-    result = subprocess.run(_cli_train(out, data_root, "--epochs", str(done + 1)), env=env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        _cli_train(out, data_root, "--epochs", str(done + 1)), env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"resumed from {ckpt} at epoch {done}" in result.stdout
     assert read_checkpoint(ckpt)[1]["epoch"] == done + 1
@@ -169,8 +229,16 @@ def test_kill_9_mid_epoch_then_resume(data_root: Path, tmp_path: Path) -> None:
 
 def test_ddp_two_processes_cpu(data_root: Path, tmp_path: Path) -> None:
     worker = Path(__file__).with_name("ddp_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-           str(data_root), str(tmp_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(worker),
+        str(data_root),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "true"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -243,8 +311,13 @@ def test_mid_epoch_resume_is_exact(data_root: Path, tmp_path: Path) -> None:
     from hhrnet.training import train
 
     constant = ("train.lr_step=[1000]", "train.end_epoch=1000")
-    train(_cfg(*constant, "train.minutes=" + str(7 / 60)), output_dir=tmp_path / "split", data_root=data_root,
-          progress=False, clock=_fake_clock())  # fmt: skip
+    train(
+        _cfg(*constant, "train.minutes=" + str(7 / 60)),
+        output_dir=tmp_path / "split",
+        data_root=data_root,
+        progress=False,
+        clock=_fake_clock(),
+    )
     resumed = train(_cfg(*constant), output_dir=tmp_path / "split", data_root=data_root, epochs=2, progress=False)
     assert resumed.epochs_run == 1 and resumed.steps_done == 8
     train(_cfg(*constant), output_dir=tmp_path / "straight", data_root=data_root, epochs=2, progress=False)

@@ -42,11 +42,22 @@ def test_affine_matrix_equals_naive(center: tuple[float, float], scale: float, s
 @pytest.mark.parametrize("rot", [0.0, 21.7])
 def test_apply_transform_equals_naive_twin(flip: bool, rot: float) -> None:
     image, mask, joints = _sample_inputs(1)
-    params = T.AffineParams(center=(60.0, 45.0), scale=0.45 * 1.2, rotation=rot, translate=(-7, 5), flip=flip,
-                            aug_scale=1.2)  # fmt: skip
+    params = T.AffineParams(
+        center=(60.0, 45.0), scale=0.45 * 1.2, rotation=rot, translate=(-7, 5), flip=flip, aug_scale=1.2
+    )
     got = T.apply_transform(image, mask, joints, params, 64, (16, 32), COCO.flip_index)
-    img, masks, jts = naive_augment(image, mask, joints, center=(53.0, 50.0), scale=0.54, rot=rot, flip=flip,
-                                    input_size=64, output_sizes=(16, 32), flip_index=COCO.flip_index)  # fmt: skip
+    img, masks, jts = naive_augment(
+        image,
+        mask,
+        joints,
+        center=(53.0, 50.0),
+        scale=0.54,
+        rot=rot,
+        flip=flip,
+        input_size=64,
+        output_sizes=(16, 32),
+        flip_index=COCO.flip_index,
+    )
     np.testing.assert_array_equal(got.image, img)
     assert got.image.shape == (64, 64, 3) and got.image.dtype == np.uint8
     for k in range(2):
@@ -71,8 +82,9 @@ def test_flip_semantics() -> None:
     # a left eye (joint 1) at x becomes a right eye (joint 2) at R - x - 1
     one = np.zeros((1, 17, 3))
     one[0, 1] = (60.0, 45.0, 2)
-    out = T.apply_transform(image, mask, one, replace(base, rotation=0.0, translate=(0, 0), flip=True), 64, (16,),
-                            COCO.flip_index)  # fmt: skip
+    out = T.apply_transform(
+        image, mask, one, replace(base, rotation=0.0, translate=(0, 0), flip=True), 64, (16,), COCO.flip_index
+    )
     np.testing.assert_allclose(out.joints[0][0, 2], [16 - 8 - 1, 8, 2])
     assert out.joints[0][0, 1, 2] == 0
 
@@ -95,8 +107,9 @@ def test_legacy_generators_reproduce_official_draw_order() -> None:
     dy = rs.randint(-data.max_translate * scale, data.max_translate * scale)
     flip = pr.random() < data.flip
     got = T.sample_affine_params(np.random.RandomState(3), (height, width), data, random.Random(3))
-    assert got == T.AffineParams(center=(250.0, 166.5), scale=scale, rotation=rot, translate=(dx, dy), flip=flip,
-                                 aug_scale=aug_scale)  # fmt: skip
+    assert got == T.AffineParams(
+        center=(250.0, 166.5), scale=scale, rotation=rot, translate=(dx, dy), flip=flip, aug_scale=aug_scale
+    )
 
 
 def test_generator_draws_are_reproducible_and_in_range() -> None:
@@ -124,5 +137,6 @@ def test_identity_params_and_normalize() -> None:
     image[0, 1] = (255, 0, 128)
     x = T.normalize_image(image)
     assert x.shape == (3, 2, 2) and x.dtype == np.float32
-    np.testing.assert_allclose(x[:, 0, 1], [(1 - 0.485) / 0.229, -0.456 / 0.224, (128 / 255 - 0.406) / 0.225],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        x[:, 0, 1], [(1 - 0.485) / 0.229, -0.456 / 0.224, (128 / 255 - 0.406) / 0.225], rtol=1e-6
+    )

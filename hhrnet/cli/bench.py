@@ -73,8 +73,9 @@ def latency(
     rows += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], tuple(int(p) for p in people.split(",")), repeats)
     status.print("timing the network per batch size ...")
     for m in loaded:
-        rows += batch_rows(m.network, m.backend, m.precision, min(m.codec.input_size, 512),
-                           tuple(int(b) for b in batches.split(",")))  # fmt: skip
+        rows += batch_rows(
+            m.network, m.backend, m.precision, min(m.codec.input_size, 512), tuple(int(b) for b in batches.split(","))
+        )
     if variant:
         assert onnx is not None
         onnx_model = loaded[-1]
@@ -85,15 +86,26 @@ def latency(
             nets.append((v.name, m.precision, m.network, str(v)))
         status.print(f"timing the network at {side}x{side} per precision ({', '.join(n[0] for n in nets)}) ...")
         rows += precision_rows(nets, side, repeats)
-        print_table([r for r in rows if r["benchmark"] == "latency_precision"], COLUMNS["latency_precision"],
-                    f"network latency per precision ({rows[-1]['cpu_flags']})")  # fmt: skip
-    print_table([r for r in rows if r["benchmark"] == "latency"],
-                ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
-                "latency (ms)")  # fmt: skip
-    print_table([r for r in rows if r["benchmark"] == "latency_people"], ["maps", "T", "people", "p50_ms", "p99_ms"],
-                "decode vs people (ms)")  # fmt: skip
-    print_table([r for r in rows if r["benchmark"] == "latency_batch"],
-                ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size")  # fmt: skip
+        print_table(
+            [r for r in rows if r["benchmark"] == "latency_precision"],
+            COLUMNS["latency_precision"],
+            f"network latency per precision ({rows[-1]['cpu_flags']})",
+        )
+    print_table(
+        [r for r in rows if r["benchmark"] == "latency"],
+        ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
+        "latency (ms)",
+    )
+    print_table(
+        [r for r in rows if r["benchmark"] == "latency_people"],
+        ["maps", "T", "people", "p50_ms", "p99_ms"],
+        "decode vs people (ms)",
+    )
+    print_table(
+        [r for r in rows if r["benchmark"] == "latency_batch"],
+        ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"],
+        "network vs batch size",
+    )
     if json_out is not None:
         write_rows(json_out, rows)
 
@@ -213,14 +225,29 @@ def int8_spread(
     from hhrnet.benchmarks.parity import calibration_spread
 
     with tempfile.TemporaryDirectory(prefix="hhrnet-spread-") as work:
-        rows = calibration_spread(onnx, calib_images, images, annotations, subsets=subsets, count=calib_count,
-                                  max_images=max_images, work=work, target=int8_target, guarded=guard,
-                                  max_ap_drop=max_ap_drop)  # fmt: skip
-    print_table(rows[:-1], ["variant", "AP", "delta_AP_points", "agreement_AP", "kept_fp32", "guard_loss"],
-                "int8 over calibration subsets")  # fmt: skip
+        rows = calibration_spread(
+            onnx,
+            calib_images,
+            images,
+            annotations,
+            subsets=subsets,
+            count=calib_count,
+            max_images=max_images,
+            work=work,
+            target=int8_target,
+            guarded=guard,
+            max_ap_drop=max_ap_drop,
+        )
+    print_table(
+        rows[:-1],
+        ["variant", "AP", "delta_AP_points", "agreement_AP", "kept_fp32", "guard_loss"],
+        "int8 over calibration subsets",
+    )
     s = rows[-1]
-    typer.echo(f"{s['variant']}: ΔAP {s['delta_AP_min']:+.2f} .. {s['delta_AP_max']:+.2f} points, "
-               f"std {s['delta_AP_std']:.2f} ({s['images']} images)")  # fmt: skip
+    typer.echo(
+        f"{s['variant']}: ΔAP {s['delta_AP_min']:+.2f} .. {s['delta_AP_max']:+.2f} points, "
+        f"std {s['delta_AP_std']:.2f} ({s['images']} images)"
+    )
     if json_out is not None:
         write_rows(json_out, rows)
 
@@ -250,12 +277,21 @@ def parity(
     from hhrnet.cli.common import open_model
 
     base = open_model(config=config, set_=set_, checkpoint=checkpoint)
-    variants = [Variant("torch fp32 + reference", base.network, "reference", "exact"),
-                Variant("torch fp32 + fast", base.network, "fast", "exact")]  # fmt: skip
+    variants = [
+        Variant("torch fp32 + reference", base.network, "reference", "exact"),
+        Variant("torch fp32 + fast", base.network, "fast", "exact"),
+    ]
     for path in ([onnx] if onnx is not None else []) + list(variant or []):
         art = open_model(config=config, set_=set_, onnx=path)
-        variants.append(Variant(f"onnxruntime {art.precision} {art.graph} + fast ({path.name})", art.network, "fast",
-                                art.precision, precision_info(art.artifact)))  # fmt: skip
+        variants.append(
+            Variant(
+                f"onnxruntime {art.precision} {art.graph} + fast ({path.name})",
+                art.network,
+                "fast",
+                art.precision,
+                precision_info(art.artifact),
+            )
+        )
     if cuda.is_available() and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         variants.append(Variant("torch fp32 + cuda", base.network, "cuda", "exact"))
     Console(stderr=True, soft_wrap=True).print(f"scoring {len(variants)} variants on {images} ...")
@@ -314,10 +350,30 @@ def serve(
 
     files = collect_sources(images) if images is not None else None
     Console(stderr=True).print(f"timing in-process predict and Triton ({protocol}) on {onnx} ...")
-    rows = run(onnx, files, concurrency=tuple(int(c) for c in concurrency.split(",")), requests=requests,
-               protocol=protocol, instances=instances, max_batch=max_batch, window_us=batch_window_us,
-               letterbox=letterbox)  # fmt: skip
-    print_table(rows, ["path", "concurrency", "images", "images_per_s", "p50_ms", "p99_ms", "mean_network_batch",
-                       "speedup_vs_in_process"], f"serving ({rows[0]['input']} letterbox)")  # fmt: skip
+    rows = run(
+        onnx,
+        files,
+        concurrency=tuple(int(c) for c in concurrency.split(",")),
+        requests=requests,
+        protocol=protocol,
+        instances=instances,
+        max_batch=max_batch,
+        window_us=batch_window_us,
+        letterbox=letterbox,
+    )
+    print_table(
+        rows,
+        [
+            "path",
+            "concurrency",
+            "images",
+            "images_per_s",
+            "p50_ms",
+            "p99_ms",
+            "mean_network_batch",
+            "speedup_vs_in_process",
+        ],
+        f"serving ({rows[0]['input']} letterbox)",
+    )
     if json_out is not None:
         write_rows(json_out, rows)

@@ -105,6 +105,15 @@ def open_model(
     from hhrnet.load import open_model as load
 
     return load(
-        checkpoint=checkpoint, onnx=onnx, engine=engine, config=config, overrides=set_ or [], backend=backend,
-        flip=flip, scales=parse_scales(scales), letterbox=letterbox, device=device, random_weights=random_weights,
-    )  # fmt: skip
+        checkpoint=checkpoint,
+        onnx=onnx,
+        engine=engine,
+        config=config,
+        overrides=set_ or [],
+        backend=backend,
+        flip=flip,
+        scales=parse_scales(scales),
+        letterbox=letterbox,
+        device=device,
+        random_weights=random_weights,
+    )

@@ -42,8 +42,14 @@ def demo(
     check_output_dir(out)
 
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # a log keeps whole rows
-    summary = run_demo(out, epochs=epochs, minutes=minutes, train_images=train_images, val_images=val_images,
-                       log=lambda m: console.print(m, highlight=False))  # fmt: skip
+    summary = run_demo(
+        out,
+        epochs=epochs,
+        minutes=minutes,
+        train_images=train_images,
+        val_images=val_images,
+        log=lambda m: console.print(m, highlight=False),
+    )
     table = Table(title="hhrnet demo: tiny model on synthetic data", show_lines=False)
     table.add_column("what", style="bold")
     table.add_column("value")

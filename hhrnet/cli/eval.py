@@ -20,7 +20,7 @@ from hhrnet.cli.common import (
     ScalesOpt,
     SetOpt,
     open_model,
-)  # fmt: skip
+)
 
 
 def evaluate(
@@ -67,8 +67,17 @@ def evaluate(
         ds = dataset or (layered(None, config, set_ or []).data.dataset if config or set_ else "coco")
         stats = evaluate_predictions(predictions, annotations, ds)
     else:
-        loaded = open_model(config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine,
-                            backend=backend, flip=flip, scales=scales, device=device)  # fmt: skip
+        loaded = open_model(
+            config=config,
+            set_=set_,
+            checkpoint=checkpoint,
+            onnx=onnx,
+            engine=engine,
+            backend=backend,
+            flip=flip,
+            scales=scales,
+            device=device,
+        )
         if images is None or annotations is None:
             from hhrnet.data.coco import find_split_files
 
@@ -77,9 +86,16 @@ def evaluate(
         quiet = running_in_ci() or not console.is_terminal
         with Progress(console=console, disable=quiet) as bar:
             task = bar.add_task("eval", total=None)
-            result = evaluate_model(loaded.network, loaded.codec, images, annotations, max_images=max_images,
-                                    decoder=decoder, graph=loaded.graph,
-                                    progress=lambda i, n: bar.update(task, completed=i, total=n))  # fmt: skip
+            result = evaluate_model(
+                loaded.network,
+                loaded.codec,
+                images,
+                annotations,
+                max_images=max_images,
+                decoder=decoder,
+                graph=loaded.graph,
+                progress=lambda i, n: bar.update(task, completed=i, total=n),
+            )
         stats, failures, count = result.stats, result.failures, result.images
         if out is not None:
             write_results(out, result.results)

@@ -32,7 +32,7 @@ def export(
             help="aggregate: flip, resize, averaging and projection in the graph (runtimes only decode); "
             "peaks: NMS + top-k too; raw: network outputs only."
         ),
-    ] = "aggregate",  # fmt: skip
+    ] = "aggregate",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     dynamic: Annotated[
         bool, typer.Option("--dynamic/--static", help="Dynamic batch/height/width, or a fixed letterboxed square.")
@@ -101,7 +101,7 @@ def export(
             help="--format triton: Triton backend of the network (default: tensorrt for --engine, "
             "else onnxruntime; python runs it in the Python backend, e.g. under hhrnet serve)."
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     max_batch: Annotated[
         int | None,
         typer.Option(
@@ -134,8 +134,19 @@ def export(
     if format != "triton":
         check_output_file("--out", out)  # before any work: a bad --out must not cost an export
     if format == "triton" and (onnx is not None or engine is not None):
-        _triton(console, out, onnx, engine, network_backend, letterbox, max_batch or 8, batch_window_us, instances,
-                triton_device, server_tensorrt)  # fmt: skip
+        _triton(
+            console,
+            out,
+            onnx,
+            engine,
+            network_backend,
+            letterbox,
+            max_batch or 8,
+            batch_window_us,
+            instances,
+            triton_device,
+            server_tensorrt,
+        )
         return
     if format == "engine":
         from hhrnet.export.onnx import read_contract
@@ -159,8 +170,18 @@ def export(
         if prec == "fp32":
             raise ConfigError("--onnx with --format onnx converts an fp32 export: give --precision fp16 or int8")
         path = out or onnx.with_name(f"{onnx.stem}_{prec}.onnx")
-        _convert(console, onnx, path, prec, calib_images, calib_method, calib_count, keep, int8_target,
-                 Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations))  # fmt: skip
+        _convert(
+            console,
+            onnx,
+            path,
+            prec,
+            calib_images,
+            calib_method,
+            calib_count,
+            keep,
+            int8_target,
+            Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations),
+        )
         return
     from hhrnet.codec import resolve_codec
     from hhrnet.deps import require_torch
@@ -190,13 +211,32 @@ def export(
     console.print(f"exporting the {graph} graph of {checkpoint} ...", highlight=False)
     fp32_path = path if prec == "fp32" else path.with_name(f"{path.stem}.fp32.tmp.onnx")
     try:
-        report = export_onnx(model, cfg, fp32_path, graph=graph, codec=codec, opset=opset, static=not dynamic,
-                             dynamo=dynamo, sample_size=(size, size),
-                             check_shapes=[(1, size, size), (2, size, size + 64)])  # fmt: skip
+        report = export_onnx(
+            model,
+            cfg,
+            fp32_path,
+            graph=graph,
+            codec=codec,
+            opset=opset,
+            static=not dynamic,
+            dynamo=dynamo,
+            sample_size=(size, size),
+            check_shapes=[(1, size, size), (2, size, size + 64)],
+        )
         _print_export(console, report, opset)
         if prec != "fp32":
-            _convert(console, fp32_path, path, prec, calib_images, calib_method, calib_count, keep,
-                     int8_target, Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations))  # fmt: skip
+            _convert(
+                console,
+                fp32_path,
+                path,
+                prec,
+                calib_images,
+                calib_method,
+                calib_count,
+                keep,
+                int8_target,
+                Int8Guard(guard, max_ap_drop, guard_images, guard_count, annotations),
+            )
     finally:
         if fp32_path != path:
             fp32_path.unlink(missing_ok=True)
@@ -204,24 +244,48 @@ def export(
     summary = decoded_parity(model, OrtSession(path), samples)
     console.print(
         f"parity on {summary.images} images: max map error {summary.max_map_error:.2e}; decoded poses "
-        + ("identical" if summary.identical else f"differ on {summary.differing} images "
-           f"(max {summary.max_pose_px:.3f} px where the person counts agree)")
+        + (
+            "identical"
+            if summary.identical
+            else f"differ on {summary.differing} images "
+            f"(max {summary.max_pose_px:.3f} px where the person counts agree)"
+        )
         + f"; max joint-value difference {summary.max_value_diff:.1e}"
-    )  # fmt: skip
+    )
     if staging is not None:
         import shutil
 
         try:
-            _triton(console, out, path, None, network_backend, letterbox, max_batch or 8, batch_window_us,
-                    instances, triton_device, None)  # fmt: skip
+            _triton(
+                console,
+                out,
+                path,
+                None,
+                network_backend,
+                letterbox,
+                max_batch or 8,
+                batch_window_us,
+                instances,
+                triton_device,
+                None,
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
 def _triton(
-    console: Console, out: Path | None, onnx: Path | None, engine: Path | None, backend: NetworkBackend | None,
-    letterbox: int | None, max_batch: int, window_us: int, instances: int, device: str, server_tensorrt: str | None,
-) -> None:  # fmt: skip
+    console: Console,
+    out: Path | None,
+    onnx: Path | None,
+    engine: Path | None,
+    backend: NetworkBackend | None,
+    letterbox: int | None,
+    max_batch: int,
+    window_us: int,
+    instances: int,
+    device: str,
+    server_tensorrt: str | None,
+) -> None:
     """Write the Triton model repository for an ONNX file or a TensorRT engine."""
     from hhrnet.errors import ConfigError
     from hhrnet.serve.repository import ENSEMBLE, ServeOptions, write_repository
@@ -229,13 +293,22 @@ def _triton(
     if out is None:
         raise ConfigError("--format triton writes a model repository: give --out FOLDER")
     options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=window_us, instances=instances, device=device)
-    repo = write_repository(out, onnx=onnx if engine is None else None, engine=engine,
-                            network_backend=backend, letterbox=letterbox,
-                            options=options, server_tensorrt=server_tensorrt)  # fmt: skip
+    repo = write_repository(
+        out,
+        onnx=onnx if engine is None else None,
+        engine=engine,
+        network_backend=backend,
+        letterbox=letterbox,
+        options=options,
+        server_tensorrt=server_tensorrt,
+    )
     side = repo.codec.letterbox
-    console.print(f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "
-                  f"the {repo.network_backend} backend, {side}x{side} letterbox, batches up to {max_batch}, "
-                  f"{instances} instance(s) per model", highlight=False)  # fmt: skip
+    console.print(
+        f"wrote Triton repository {repo.path}: ensemble '{ENSEMBLE}' (image bytes -> poses), network on "
+        f"the {repo.network_backend} backend, {side}x{side} letterbox, batches up to {max_batch}, "
+        f"{instances} instance(s) per model",
+        highlight=False,
+    )
     if engine is not None:
         from hhrnet.runtime.tensorrt import read_sidecar
 
@@ -278,9 +351,17 @@ class Int8Guard:
 
 
 def _convert(
-    console: Any, src: Path, dst: Path, precision: str, calib_images: Path | None, method: str, count: int,
-    keep: list[str] | None, target: str, guard: Int8Guard,
-) -> None:  # fmt: skip
+    console: Any,
+    src: Path,
+    dst: Path,
+    precision: str,
+    calib_images: Path | None,
+    method: str,
+    count: int,
+    keep: list[str] | None,
+    target: str,
+    guard: Int8Guard,
+) -> None:
     """``src`` (fp32) at ``precision`` into ``dst``; prints what stayed fp32 and how int8 was calibrated."""
     from hhrnet.errors import ConfigError
     from hhrnet.export.guard import float_summary
@@ -291,16 +372,30 @@ def _convert(
     if not guard.max_ap_drop >= 0:
         raise ConfigError(f"--max-ap-drop must be >= 0 AP points, got {guard.max_ap_drop}")
     console.print(f"converting to {precision} ...")
-    rep = convert(src, dst, precision, calib_images=calib_images, calib_count=count, method=method,
-                  keep=keep, target=target, guarded=guard.enabled, max_ap_drop=guard.max_ap_drop,
-                  guard_images=guard.images, guard_count=guard.count, annotations=guard.annotations,
-                  log=lambda line: console.print(line, highlight=False))  # fmt: skip
+    rep = convert(
+        src,
+        dst,
+        precision,
+        calib_images=calib_images,
+        calib_count=count,
+        method=method,
+        keep=keep,
+        target=target,
+        guarded=guard.enabled,
+        max_ap_drop=guard.max_ap_drop,
+        guard_images=guard.images,
+        guard_count=guard.count,
+        annotations=guard.annotations,
+        log=lambda line: console.print(line, highlight=False),
+    )
     extra = rep.artifact.extra
     for line in float_summary(rep.artifact):
         console.print(line, highlight=False)
     if "guard" not in extra:
-        console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in "
-                      f"fp32: {', '.join(extra.get('kept_fp32', [])) or 'none'})")  # fmt: skip
+        console.print(
+            f"wrote {rep.path} ({precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in "
+            f"fp32: {', '.join(extra.get('kept_fp32', [])) or 'none'})"
+        )
     else:
         console.print(f"wrote {rep.path} ({precision}; {rep.converted} nodes quantized, {len(rep.kept)} kept in fp32)")
     cal = rep.artifact.calibration

@@ -51,17 +51,23 @@ def _precision_rows(art: Any) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     cal = art.calibration
     if cal:
-        rows.append(("calibration", f"{cal.get('method')} on {cal.get('count')} images of {cal.get('images')} "
-                     f"(sha256 {str(cal.get('sha256', ''))[:12]}); activations {cal.get('activations')}, "
-                     f"target {cal.get('target')}"))  # fmt: skip
+        rows.append(
+            (
+                "calibration",
+                f"{cal.get('method')} on {cal.get('count')} images of {cal.get('images')} "
+                f"(sha256 {str(cal.get('sha256', ''))[:12]}); activations {cal.get('activations')}, "
+                f"target {cal.get('target')}",
+            )
+        )
         rows += [("calibration warning", w) for w in cal.get("warnings", [])]
     if "guard" in art.extra:
         from hhrnet.export.guard import float_summary
 
         lines = float_summary(art)
         rows.append(("int8 guard", lines[0]))
-        rows.append(("kept in fp32", "\n".join(line.strip().removeprefix("kept in fp32: ") for line in lines[1:])
-                     or "nothing"))  # fmt: skip
+        rows.append(
+            ("kept in fp32", "\n".join(line.strip().removeprefix("kept in fp32: ") for line in lines[1:]) or "nothing")
+        )
     elif art.precision != "fp32":
         rows.append(("kept in fp32", ", ".join(art.extra.get("kept_fp32", [])) or "nothing"))
     return rows
@@ -98,9 +104,14 @@ def info(
         session = OrtSession(onnx)
         codec, cfg = artifact_codec(session.artifact, config, set_ or [])
         art = session.artifact
-        rows += [("artifact", f"{onnx}: {art.graph} graph, {art.precision}"
-                  + (f", fixed {art.static_hw[0]}x{art.static_hw[1]}" if art.static_hw else ", dynamic shapes")),
-                 ("codec", codec.to_json())]  # fmt: skip
+        rows += [
+            (
+                "artifact",
+                f"{onnx}: {art.graph} graph, {art.precision}"
+                + (f", fixed {art.static_hw[0]}x{art.static_hw[1]}" if art.static_hw else ", dynamic shapes"),
+            ),
+            ("codec", codec.to_json()),
+        ]
         rows += _precision_rows(art)
     elif checkpoint is not None:
         from hhrnet.deps import require_torch

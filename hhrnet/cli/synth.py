@@ -40,10 +40,17 @@ def synth(
     check_number("--min-keypoint-area", min_keypoint_area, 0, None)
 
     summary = synthesize(
-        out_dir, num_train=train, num_val=val, image_size=size, dataset=dataset, seed=seed,
-        max_people=max_people, force=force, min_keypoint_area=min_keypoint_area,
+        out_dir,
+        num_train=train,
+        num_val=val,
+        image_size=size,
+        dataset=dataset,
+        seed=seed,
+        max_people=max_people,
+        force=force,
+        min_keypoint_area=min_keypoint_area,
         max_overlap=max_overlap,
-    )  # fmt: skip
+    )
     console = Console(soft_wrap=True)
     for split in ("train", "val"):
         console.print(

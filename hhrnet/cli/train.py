@@ -40,8 +40,11 @@ def train(
     from hhrnet.predict import check_output_dir
     from hhrnet.training import train as run_train
 
-    for flag, value in (("--epochs", epochs), ("--max-steps-per-epoch", max_steps_per_epoch),
-                        ("--val-max-images", val_max_images)):  # fmt: skip
+    for flag, value in (
+        ("--epochs", epochs),
+        ("--max-steps-per-epoch", max_steps_per_epoch),
+        ("--val-max-images", val_max_images),
+    ):
         if value is not None:
             check_number(flag, value, 1, None)
     overrides = list(set_ or [])

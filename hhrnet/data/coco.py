@@ -277,8 +277,9 @@ class KeypointDataset(Dataset):
                 values = None
             if values is None or values.shape != (3 * labelled,) or not np.all(np.isfinite(values)):
                 got = "missing" if kp is None else f"{np.size(kp)} values" if values is not None else "non-numeric"
-                raise _BadSample(where, f"annotation {ann.get('id')} keypoints: expected {3 * labelled} numbers, "
-                                        f"got {got}")  # fmt: skip
+                raise _BadSample(
+                    where, f"annotation {ann.get('id')} keypoints: expected {3 * labelled} numbers, got {got}"
+                )
             joints[i, :labelled, :3] = values.reshape(labelled, 3)
             if self.with_center:
                 visible = np.count_nonzero(joints[i, :-1, 2])
@@ -328,8 +329,16 @@ class KeypointDataset(Dataset):
         else:
             rng, flip_rng = self._rng(index)
             params = sample_affine_params(rng, size, self.augmentation, flip_rng)
-        sample = apply_transform(image, mask, joints, params, self.input_size, self.output_sizes, self.flip_index,
-                                 scale_aware_sigma=self.scale_aware_sigma is not None)  # fmt: skip
+        sample = apply_transform(
+            image,
+            mask,
+            joints,
+            params,
+            self.input_size,
+            self.output_sizes,
+            self.flip_index,
+            scale_aware_sigma=self.scale_aware_sigma is not None,
+        )
         try:
             heatmaps, packed = self.encoder(sample.joints)
         except InputError as exc:  # overflow="raise" (docs/official.md B7)

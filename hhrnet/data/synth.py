@@ -34,27 +34,10 @@ import cv2
 import numpy as np
 
 from hhrnet.choices import DatasetName
-from hhrnet.errors import InputError
+from hhrnet.datasets import dataset_facts
+from hhrnet.errors import ConfigError, InputError
 from hhrnet.images import encode_jpeg
 from hhrnet.io import atomic_write_bytes, atomic_write_text
-
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-COCO_SKELETON = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9), (8, 10),
-    (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
-CROWDPOSE_KEYPOINTS = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
-)  # fmt: skip
-CROWDPOSE_SKELETON = (
-    (13, 14), (14, 1), (14, 2), (1, 3), (3, 5), (2, 4), (4, 6), (14, 7), (14, 8), (7, 9), (9, 11), (8, 10),
-    (10, 12), (7, 8),
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -223,9 +206,12 @@ def _crowd_index(boxes: list[np.ndarray], joints: list[np.ndarray], vis: list[np
             if k == i:
                 continue
             inside = (
-                (joints[k][:, 0] >= x0) & (joints[k][:, 0] <= x0 + bw) & (joints[k][:, 1] >= y0)
-                & (joints[k][:, 1] <= y0 + bh) & (vis[k] > 0)
-            )  # fmt: skip
+                (joints[k][:, 0] >= x0)
+                & (joints[k][:, 0] <= x0 + bw)
+                & (joints[k][:, 1] >= y0)
+                & (joints[k][:, 1] <= y0 + bh)
+                & (vis[k] > 0)
+            )
             others += int(inside.sum())
         ratios.append(others / own)
     return round(float(np.mean(ratios)) if ratios else 0.0, 2)
@@ -346,13 +332,16 @@ def _make_image(
             ys, xs = np.nonzero(crowd)
             annotations.append(
                 {
-                    "image_id": image_id, "category_id": 1, "iscrowd": 1, "num_keypoints": 0,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 1,
+                    "num_keypoints": 0,
                     "keypoints": [0] * 51,
                     "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)],
                     "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
                     "area": float(crowd.sum()),
                 }
-            )  # fmt: skip
+            )
     if dataset == "coco" and rng.random() < 0.25:  # a tiny unlabelled person (num_keypoints 0, polygon)
         tiny = np.zeros((h, w), np.uint8)
         where = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.2, 0.8) * h)
@@ -362,12 +351,16 @@ def _make_image(
             ys, xs = np.nonzero(tiny)
             annotations.append(
                 {
-                    "image_id": image_id, "category_id": 1, "iscrowd": 0, "num_keypoints": 0,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "num_keypoints": 0,
                     "keypoints": [0] * 51,
                     "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)],
-                    "segmentation": poly, "area": float(tiny.sum()),
+                    "segmentation": poly,
+                    "area": float(tiny.sum()),
                 }
-            )  # fmt: skip
+            )
     crowd_index = 0.0
     if dataset == "crowdpose":
         people = [a for a in annotations if a["iscrowd"] == 0]
@@ -377,13 +370,16 @@ def _make_image(
 
 
 def categories(dataset: DatasetName) -> list[dict[str, Any]]:
-    names, skeleton = (
-        (COCO_KEYPOINTS, COCO_SKELETON) if dataset == "coco" else (CROWDPOSE_KEYPOINTS, CROWDPOSE_SKELETON)
-    )
+    facts = dataset_facts(dataset)
     return [
-        {"supercategory": "person", "id": 1, "name": "person", "keypoints": list(names),
-         "skeleton": [list(s) for s in skeleton]}
-    ]  # fmt: skip
+        {
+            "supercategory": "person",
+            "id": 1,
+            "name": "person",
+            "keypoints": list(facts.keypoints),
+            "skeleton": facts.coco_skeleton(),
+        }
+    ]
 
 
 # COCO labels no keypoints on people whose area is under its "small" bound, 32^2 px; ``hhrnet synth`` and the
@@ -418,8 +414,10 @@ def synthesize(
     1 (the default) places every figure where it first falls."""
     root = Path(root)
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if dataset not in ("coco", "crowdpose"):
-        raise InputError(f"unknown dataset {dataset!r}; expected coco or crowdpose")
+    try:
+        dataset_facts(dataset)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
     if root.exists() and any(root.iterdir()) and not force:
         raise InputError(f"{root} is not empty; use --force to overwrite it")
     images: dict[str, int] = {}

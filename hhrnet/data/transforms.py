@@ -18,6 +18,7 @@ flip. Passing the legacy global generators (``np.random`` and ``random``) reprod
 
 from __future__ import annotations
 
+import functools
 import random as _pyrandom
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,11 +27,8 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from hhrnet.datasets import IMAGENET_MEAN, IMAGENET_STD
 from hhrnet.warp import warp_affine
-
-# ImageNet statistics used by the official Normalize step (RGB order).
-IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 class AugmentationSettings(Protocol):
@@ -220,18 +218,19 @@ def apply_transform(
     return TransformedSample(image=image_out, masks=masks_out, joints=joints_out)
 
 
-def _normalize_table() -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     values = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)  # (1, 256)
-    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)[:, None]
-    std = np.asarray(IMAGE_STD, dtype=np.float32)[:, None]
-    return np.ascontiguousarray((values - mean) / std, dtype=np.float32)  # (3, 256)
+    m = np.asarray(mean, dtype=np.float32)[:, None]
+    s = np.asarray(std, dtype=np.float32)[:, None]
+    return np.ascontiguousarray((values - m) / s, dtype=np.float32)  # (3, 256)
 
 
-_NORMALIZE_TABLE = _normalize_table()
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 RGB -> (3, S, S) float32 ``(x/255 - mean)/std``.
+def normalize_image(
+    image: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> (3, S, S) float32 ``(x/255 - mean)/std`` (the official ImageNet statistics by default:
+    the same defaults as the codec's, :mod:`hhrnet.datasets`).
 
     Same float32 arithmetic as the official ToTensor + Normalize, done once per channel and byte value
     (a 3x256 table), so the result is bit-identical and the per-pixel work is a table lookup.
@@ -239,14 +238,13 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     out = np.empty((3, *image.shape[:2]), dtype=np.float32)  # (3, S, S)
+    table = _normalize_table(tuple(mean), tuple(std))
     for c in range(3):
-        out[c] = cv2.LUT(np.ascontiguousarray(image[:, :, c]), _NORMALIZE_TABLE[c])
+        out[c] = cv2.LUT(np.ascontiguousarray(image[:, :, c]), table[c])
     return out
 
 
 __all__ = [
-    "IMAGE_MEAN",
-    "IMAGE_STD",
     "AffineParams",
     "AugmentationSettings",
     "TransformedSample",

@@ -134,15 +134,26 @@ class Artifact:
     def with_codec(self, codec: Codec) -> Artifact:
         """The same artifact run with another (compatible) codec."""
         self.check(codec)
-        return Artifact(codec, self.config, self.graph, self.precision, self.calibration, self.static_hw,
-                        self.hhrnet_version, self.extra)  # fmt: skip
+        return Artifact(
+            codec,
+            self.config,
+            self.graph,
+            self.precision,
+            self.calibration,
+            self.static_hw,
+            self.hhrnet_version,
+            self.extra,
+        )
 
     def info(self) -> dict[str, Any]:
         return {
-            "graph": self.graph, "precision": self.precision, "calibration": self.calibration,
-            "static_hw": list(self.static_hw) if self.static_hw else None, "hhrnet_version": self.hhrnet_version,
+            "graph": self.graph,
+            "precision": self.precision,
+            "calibration": self.calibration,
+            "static_hw": list(self.static_hw) if self.static_hw else None,
+            "hhrnet_version": self.hhrnet_version,
             "extra": self.extra,
-        }  # fmt: skip
+        }
 
     def metadata(self) -> dict[str, str]:
         """The three metadata entries (JSON strings)."""
@@ -170,10 +181,15 @@ class Artifact:
             raise ConfigError(f"{source}: malformed hhrnet metadata")
         try:
             return cls(
-                codec=codec, config=config, graph=info["graph"], precision=info["precision"],
-                calibration=info.get("calibration"), static_hw=info.get("static_hw"),
-                hhrnet_version=info.get("hhrnet_version", ""), extra=info.get("extra") or {},
-            )  # fmt: skip
+                codec=codec,
+                config=config,
+                graph=info["graph"],
+                precision=info["precision"],
+                calibration=info.get("calibration"),
+                static_hw=info.get("static_hw"),
+                hhrnet_version=info.get("hhrnet_version", ""),
+                extra=info.get("extra") or {},
+            )
         except KeyError as exc:
             raise ConfigError(f"{source}: hhrnet.artifact lacks {exc}") from None
 

@@ -42,7 +42,7 @@ class OrtSession:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(p), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own types for corrupt or foreign files
+        except Exception as exc:  # ORT raises its own types for corrupt or foreign files
             raise BackendError(
                 f"ONNX Runtime cannot load {p} (not an ONNX model, or corrupt): {_first_line(exc)}"
             ) from None
@@ -75,7 +75,7 @@ class OrtSession:
             )
         try:
             outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        except Exception as exc:  # noqa: BLE001 - ORT's runtime errors carry no useful type
+        except Exception as exc:  # ORT's runtime errors carry no useful type
             raise InputError(f"ONNX Runtime failed on a {tuple(batch.shape)} input: {_first_line(exc)}") from None
         return [np.asarray(o) for o in outs]
 

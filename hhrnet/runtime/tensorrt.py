@@ -212,8 +212,15 @@ def check_input_shape(shape: Sequence[int], profiles: Sequence[dict[str, Sequenc
     raise BackendError(f"input shape {tuple(shape)} is outside the engine's profiles {ranges}; rebuild with --profile")
 
 
-_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-           "BOOL": np.bool_, "UINT8": np.uint8}  # fmt: skip
+_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
 
 
 def numpy_dtype(trt_dtype: Any) -> np.dtype:

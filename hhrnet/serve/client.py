@@ -46,9 +46,13 @@ class PoseClient:
     """One connection to a Triton server serving hhrnet; not thread-safe: one client per thread."""
 
     def __init__(
-        self, url: str, protocol: str = "http", model: str = ENSEMBLE, timeout_s: float = 60.0,
+        self,
+        url: str,
+        protocol: str = "http",
+        model: str = ENSEMBLE,
+        timeout_s: float = 60.0,
         access_token: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.module = _module(protocol)
         self.protocol = protocol
         self.url = url
@@ -79,7 +83,7 @@ class PoseClient:
                 result = self.client.infer(target, tensors)
             else:
                 result = self.client.infer(target, tensors, client_timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - tritonclient raises InferenceServerException (and socket errors)
+        except Exception as exc:  # tritonclient raises InferenceServerException (and socket errors)
             raise BackendError(f"{target} at {self.url}: {_message(exc)}") from None
         out = {}
         for output in result.get_response()["outputs"] if self.protocol == "http" else result.get_response().outputs:
@@ -126,7 +130,7 @@ class PoseClient:
             if self.protocol == "http":
                 return dict(self.client.get_inference_statistics(name, headers=self.headers))
             return dict(self.client.get_inference_statistics(name, headers=self.headers, as_json=True))
-        except Exception as exc:  # noqa: BLE001 - InferenceServerException, e.g. a missing access token
+        except Exception as exc:  # InferenceServerException, e.g. a missing access token
             raise BackendError(f"statistics from {self.url}: {_message(exc)}") from None
 
     def close(self) -> None:
@@ -159,7 +163,7 @@ def metrics_text(url: str, timeout_s: float = 5.0) -> str:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - a URL the caller gives
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # a URL the caller gives
             return str(response.read().decode("utf-8"))
     except OSError as exc:
         raise BackendError(f"cannot read metrics from {url}: {exc}") from None

@@ -46,8 +46,12 @@ MODELS = (ENSEMBLE, PREPROCESS, NETWORK, DECODE)
 DEVICES = ("gpu", "cpu")
 
 _TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32"}  # fmt: skip
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 _MODEL_PY = '''"""Triton Python-backend model {name}: written by hhrnet export --format triton (hhrnet {version})."""
 
 from hhrnet.serve.backend import {cls} as TritonPythonModel  # noqa: F401
@@ -149,8 +153,11 @@ def network_outputs(codec: Codec, graph: str) -> list[TensorSpec]:
     specs = [TensorSpec("heatmaps", "float32", (j, m, m)), TensorSpec("tags", "float32", (codec.tag_channels, m, m, t))]
     if graph_kind(graph).peaks:
         k = codec.decode.max_num_people
-        specs += [TensorSpec("peak_vals", "float32", (j, k)), TensorSpec("peak_index", "int64", (j, k)),
-                  TensorSpec("peak_tags", "float32", (j, k, t))]  # fmt: skip
+        specs += [
+            TensorSpec("peak_vals", "float32", (j, k)),
+            TensorSpec("peak_index", "int64", (j, k)),
+            TensorSpec("peak_tags", "float32", (j, k, t)),
+        ]
     return specs
 
 
@@ -228,19 +235,27 @@ def _instances(options: ServeOptions, kind: str) -> list[dict[str, Any]]:
 def preprocess_config(codec: Codec, graph: str, options: ServeOptions) -> dict[str, Any]:
     side = codec.letterbox
     return {
-        "name": PREPROCESS, "backend": "python", "max_batch_size": options.max_batch_size,
+        "name": PREPROCESS,
+        "backend": "python",
+        "max_batch_size": options.max_batch_size,
         "input": _tensors([TensorSpec("image", "bytes", (1,))]),
         "output": _tensors([TensorSpec("input", "float32", (3, side, side)), TensorSpec("image_size", "int32", (2,))]),
-        "dynamic_batching": _batching(options), "instance_group": _instances(options, "cpu"),
-        "parameters": _params({"hhrnet.codec": codec.to_json(), "hhrnet.graph": graph,
-                               "max_image_bytes": str(options.limits.max_bytes),
-                               "max_image_pixels": str(options.limits.max_pixels)}),
-    }  # fmt: skip
+        "dynamic_batching": _batching(options),
+        "instance_group": _instances(options, "cpu"),
+        "parameters": _params(
+            {
+                "hhrnet.codec": codec.to_json(),
+                "hhrnet.graph": graph,
+                "max_image_bytes": str(options.limits.max_bytes),
+                "max_image_pixels": str(options.limits.max_pixels),
+            }
+        ),
+    }
 
 
 def network_config(
     backend: str, inputs: list[TensorSpec], outputs: list[TensorSpec], options: ServeOptions, filename: str
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     config: dict[str, Any] = {"name": NETWORK}
     if backend == "onnxruntime":
         config |= {"platform": "onnxruntime_onnx", "default_model_filename": filename}
@@ -249,10 +264,12 @@ def network_config(
     else:
         config |= {"backend": "python"}
     config |= {
-        "max_batch_size": options.max_batch_size, "input": _tensors(inputs), "output": _tensors(outputs),
+        "max_batch_size": options.max_batch_size,
+        "input": _tensors(inputs),
+        "output": _tensors(outputs),
         "dynamic_batching": _batching(options),
         "instance_group": _instances(options, options.device),
-    }  # fmt: skip
+    }
     if backend == "python":
         config["parameters"] = _params({"hhrnet.network_file": filename, "threads": str(options.threads)})
     return config
@@ -261,13 +278,21 @@ def network_config(
 def decode_config(codec: Codec, graph: str, outputs: list[TensorSpec], options: ServeOptions) -> dict[str, Any]:
     j = codec.decoded_joints
     return {
-        "name": DECODE, "backend": "python", "max_batch_size": options.max_batch_size,
+        "name": DECODE,
+        "backend": "python",
+        "max_batch_size": options.max_batch_size,
         "input": _tensors([*outputs, TensorSpec("image_size", "int32", (2,))]),
-        "output": _tensors([TensorSpec("keypoints", "float32", (-1, j, 3)), TensorSpec("scores", "float32", (-1,)),
-                            TensorSpec("people", "int32", (1,))]),
-        "dynamic_batching": _batching(options), "instance_group": _instances(options, "cpu"),
+        "output": _tensors(
+            [
+                TensorSpec("keypoints", "float32", (-1, j, 3)),
+                TensorSpec("scores", "float32", (-1,)),
+                TensorSpec("people", "int32", (1,)),
+            ]
+        ),
+        "dynamic_batching": _batching(options),
+        "instance_group": _instances(options, "cpu"),
         "parameters": _params({"hhrnet.codec": codec.to_json(), "hhrnet.graph": graph}),
-    }  # fmt: skip
+    }
 
 
 def ensemble_config(codec: Codec, input_name: str, outputs: list[TensorSpec], options: ServeOptions) -> dict[str, Any]:
@@ -276,21 +301,35 @@ def ensemble_config(codec: Codec, input_name: str, outputs: list[TensorSpec], op
     j = codec.decoded_joints
     names = {s.name: s.name for s in outputs}
     steps = [
-        {"model_name": PREPROCESS, "model_version": -1, "input_map": {"image": "image"},
-         "output_map": {"input": "preprocessed", "image_size": "image_size"}},
-        {"model_name": NETWORK, "model_version": -1, "input_map": {input_name: "preprocessed"},
-         "output_map": names},
-        {"model_name": DECODE, "model_version": -1, "input_map": {**names, "image_size": "image_size"},
-         "output_map": {"keypoints": "keypoints", "scores": "scores", "people": "people"}},
-    ]  # fmt: skip
+        {
+            "model_name": PREPROCESS,
+            "model_version": -1,
+            "input_map": {"image": "image"},
+            "output_map": {"input": "preprocessed", "image_size": "image_size"},
+        },
+        {"model_name": NETWORK, "model_version": -1, "input_map": {input_name: "preprocessed"}, "output_map": names},
+        {
+            "model_name": DECODE,
+            "model_version": -1,
+            "input_map": {**names, "image_size": "image_size"},
+            "output_map": {"keypoints": "keypoints", "scores": "scores", "people": "people"},
+        },
+    ]
     return {
-        "name": ENSEMBLE, "platform": "ensemble", "max_batch_size": options.max_batch_size,
+        "name": ENSEMBLE,
+        "platform": "ensemble",
+        "max_batch_size": options.max_batch_size,
         "input": _tensors([TensorSpec("image", "bytes", (1,))]),
-        "output": _tensors([TensorSpec("keypoints", "float32", (-1, j, 3)), TensorSpec("scores", "float32", (-1,)),
-                            TensorSpec("people", "int32", (1,))]),
+        "output": _tensors(
+            [
+                TensorSpec("keypoints", "float32", (-1, j, 3)),
+                TensorSpec("scores", "float32", (-1,)),
+                TensorSpec("people", "int32", (1,)),
+            ]
+        ),
         "ensemble_scheduling": {"step": steps},
         "parameters": _params({"hhrnet.codec": codec.to_json(), "hhrnet.version": hhrnet.__version__}),
-    }  # fmt: skip
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,8 +416,9 @@ def write_repository(
         for name, cls in ((PREPROCESS, "PreprocessModel"), (DECODE, "DecodeModel")) + (
             ((NETWORK, "NetworkModel"),) if backend == "python" else ()
         ):
-            atomic_write_text(stage / name / "1" / "model.py",
-                              _MODEL_PY.format(name=name, version=hhrnet.__version__, cls=cls))  # fmt: skip
+            atomic_write_text(
+                stage / name / "1" / "model.py", _MODEL_PY.format(name=name, version=hhrnet.__version__, cls=cls)
+            )
         if engine_path is not None:
             from hhrnet.runtime.tensorrt import sidecar
 
@@ -387,10 +427,15 @@ def write_repository(
         else:
             assert onnx_path is not None
             shutil.copyfile(onnx_path, stage / NETWORK / "1" / filename)
-        contract = {"served_codec": json.loads(codec.to_json()), "artifact": served.metadata(),
-                    "network_backend": backend, "options": asdict(options), "hhrnet_version": hhrnet.__version__,
-                    "source": str(onnx_path or engine_path),
-                    "tensorrt": engine_meta.get("tensorrt") if engine_meta else None}  # fmt: skip
+        contract = {
+            "served_codec": json.loads(codec.to_json()),
+            "artifact": served.metadata(),
+            "network_backend": backend,
+            "options": asdict(options),
+            "hhrnet_version": hhrnet.__version__,
+            "source": str(onnx_path or engine_path),
+            "tensorrt": engine_meta.get("tensorrt") if engine_meta else None,
+        }
         atomic_write_text(stage / ENSEMBLE / "contract.json", json.dumps(contract, indent=1, sort_keys=True))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")

@@ -80,7 +80,7 @@ def build_datasets(cfg: Config, root: Path, log: Log) -> tuple[Any, tuple[Path, 
     if cfg.train.val_every > 0:
         try:
             val_files = find_split_files(root, cfg.data.test_split)
-        except Exception:  # noqa: BLE001 - no validation split: best = last, said below
+        except Exception:  # no validation split: best = last, said below
             log("no validation split found: model_best.pth will be the last epoch")
     return dataset, val_files
 
@@ -235,8 +235,7 @@ def train(
         per_epoch = min(per_epoch, max_steps_per_epoch)
     run = RunClock(budget=t.minutes * 60.0, spent_before=state.train_seconds, now=clock)
     if run.budgeted:
-        say(f"time budget {t.minutes:g} min, {fmt_seconds(run.left)} left; lr schedule {t.lr_schedule} "
-            "over the budget")  # fmt: skip
+        say(f"time budget {t.minutes:g} min, {fmt_seconds(run.left)} left; lr schedule {t.lr_schedule} over the budget")
 
     def run_eta(epoch: int, step: int, total: int) -> float | None:
         return run.eta((end_epoch - epoch - 1) * per_epoch + total - step)
@@ -252,8 +251,22 @@ def train(
             while state.epoch < end_epoch and not run.spent:
                 epoch, first = state.epoch, state.step
                 reporter.start_epoch(_epoch_label(epoch, end_epoch, run), per_epoch, first)
-                stats = _train_epoch(cfg, net, criterion, optimizer, scaler, dataset, dist_info, dev, amp,
-                                     epoch, first, per_epoch, run, reporter)  # fmt: skip
+                stats = _train_epoch(
+                    cfg,
+                    net,
+                    criterion,
+                    optimizer,
+                    scaler,
+                    dataset,
+                    dist_info,
+                    dev,
+                    amp,
+                    epoch,
+                    first,
+                    per_epoch,
+                    run,
+                    reporter,
+                )
                 epochs_run += 1
                 done = first + stats.steps
                 finished = done >= per_epoch
@@ -336,10 +349,23 @@ def _train_epoch(
         return run.spent
 
     return train_one_epoch(
-        net, criterion, optimizer, scaler, loader, epoch=epoch, device=device, amp=amp,
-        channels_last=t.channels_last, print_freq=t.print_freq, first_step=first, total=per_epoch,
-        lr_at=lr_at, should_stop=should_stop, report=reporter.report, on_step=reporter.step,
-    )  # fmt: skip
+        net,
+        criterion,
+        optimizer,
+        scaler,
+        loader,
+        epoch=epoch,
+        device=device,
+        amp=amp,
+        channels_last=t.channels_last,
+        print_freq=t.print_freq,
+        first_step=first,
+        total=per_epoch,
+        lr_at=lr_at,
+        should_stop=should_stop,
+        report=reporter.report,
+        on_step=reporter.step,
+    )
 
 
 def _validate(
@@ -385,8 +411,13 @@ def _save(
 def _record(
     epoch: int, stats: EpochStats, done: int, per_epoch: int, optimizer: torch.optim.Optimizer
 ) -> dict[str, float]:
-    record = {"epoch": float(epoch + 1), "steps": float(stats.steps), "loss": stats.loss,
-              "images_per_s": stats.images_per_s, "lr": float(optimizer.param_groups[0]["lr"])}  # fmt: skip
+    record = {
+        "epoch": float(epoch + 1),
+        "steps": float(stats.steps),
+        "loss": stats.loss,
+        "images_per_s": stats.images_per_s,
+        "lr": float(optimizer.param_groups[0]["lr"]),
+    }
     if done < per_epoch:
         record["epoch_fraction"] = done / per_epoch
     for k, v in stats.terms.items():

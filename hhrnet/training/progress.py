@@ -49,9 +49,12 @@ class Reporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
                 TextColumn("run eta {task.fields[eta]}"),
-            )  # fmt: skip
+            )
             self.progress.__enter__()
         return self
 
@@ -83,8 +86,10 @@ class Reporter:
                 info += f" grouped {r.means['grouped']:.2f}"
             self.progress.update(self.task, info=info, eta=eta)
         elif self.log is not None:
-            self.log(f"epoch {r.epoch + 1} step {r.step}/{r.total} {fmt_terms(r.means)} lr={r.lr:.2e} "
-                     f"{r.images_per_s:.1f} img/s run eta {eta}")  # fmt: skip
+            self.log(
+                f"epoch {r.epoch + 1} step {r.step}/{r.total} {fmt_terms(r.means)} lr={r.lr:.2e} "
+                f"{r.images_per_s:.1f} img/s run eta {eta}"
+            )
 
 
 __all__ = ["Reporter", "fmt_seconds", "fmt_terms"]

@@ -103,9 +103,12 @@ def resume_path(output_dir: Path, resume: bool | str | Path, auto_resume: bool) 
 
 
 def resume_from(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
     say: Callable[[str], None],
-) -> TrainState:  # fmt: skip
+) -> TrainState:
     """:func:`load_training_checkpoint`; a corrupt automatic ``checkpoint.pth`` falls back to the previous epoch's
     file, and the error says how to start over instead."""
     try:
@@ -118,8 +121,9 @@ def resume_from(
         try:
             return load_training_checkpoint(previous, model, optimizer, scaler)
         except CheckpointError as exc2:
-            raise CheckpointError(f"{exc}; the previous one is unusable too ({exc2}); to start over, run with "
-                                  "--no-resume") from None  # fmt: skip
+            raise CheckpointError(
+                f"{exc}; the previous one is unusable too ({exc2}); to start over, run with --no-resume"
+            ) from None
 
 
 def save_training_checkpoint(
@@ -131,10 +135,18 @@ def save_training_checkpoint(
     state: TrainState,
 ) -> None:
     payload = make_payload(
-        model, cfg, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None,
-        epoch=state.epoch, step=state.step, train_seconds=state.train_seconds, rng=rng_state(),
-        best_ap=state.best_ap, best_epoch=state.best_epoch, history=state.history,
-    )  # fmt: skip
+        model,
+        cfg,
+        optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict() if scaler is not None else None,
+        epoch=state.epoch,
+        step=state.step,
+        train_seconds=state.train_seconds,
+        rng=rng_state(),
+        best_ap=state.best_ap,
+        best_epoch=state.best_epoch,
+        history=state.history,
+    )
     if path.name == CHECKPOINT and path.is_file():
         keep_previous(path, path.with_name(PREVIOUS))
     save_checkpoint(path, payload)  # atomic: checkpoint.pth is the old file or the new one, never absent or torn
