@@ -61,8 +61,11 @@ def run(
     ann_file: str | Path,
     *,
     max_images: int | None = None,
+    done: Mapping[str, Any] | None = None,
 ) -> list[Row]:
-    """variants[0] is the baseline (PyTorch fp32 + reference decoder); all run with ``codec``."""
+    """variants[0] is the baseline (PyTorch fp32 + reference decoder); all run with ``codec``. ``done`` maps a
+    variant's name to its :class:`~hhrnet.evaluate.EvalResult` already computed on the same images with the same
+    codec (e.g. the demo's own evaluation), which is then not run again."""
     import json
 
     from hhrnet.evaluate import evaluate_model, evaluate_predictions
@@ -77,11 +80,12 @@ def run(
     reference_gt = as_ground_truth(base.results, ann["images"], ann.get("categories"))
     rows: list[Row] = []
     for v in variants:
-        res = (
-            base
-            if v is variants[0]
-            else evaluate_model(v.network, codec, image_dir, ann_file, max_images=max_images, decoder=v.decoder)
-        )
+        if v is variants[0]:
+            res = base
+        elif done and v.name in done:
+            res = done[v.name]
+        else:
+            res = evaluate_model(v.network, codec, image_dir, ann_file, max_images=max_images, decoder=v.decoder)
         agreement = (
             evaluate_predictions(res.results, reference_gt, codec.dataset)["AP"] if reference_gt["annotations"] else 1.0
         )

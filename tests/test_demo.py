@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hhrnet.demo import NO_TRANSFER, DemoSummary, verdict
+from hhrnet.benchmarks.demo import NO_TRANSFER, DemoSummary, verdict
 
 
 def _numbers(ap: float, resumed: bool) -> dict:
@@ -64,7 +64,7 @@ def test_rows_are_labelled_and_honest() -> None:
 
 @pytest.mark.slow
 def test_rerun_keeps_first_run_figures(tmp_path: Path) -> None:
-    from hhrnet.demo import run_demo
+    from hhrnet.benchmarks.demo import run_demo
 
     lines: list[str] = []
     first = run_demo(tmp_path, epochs=2, train_images=16, val_images=4, log=lines.append)

@@ -136,16 +136,10 @@ def test_layers_point_one_way() -> None:
     )
     assert [v for v in _violations("hhrnet.runtime", ("onnx",)) if not v.endswith("onnxruntime")] == []
     assert _violations("hhrnet.codec", ("torch", "hhrnet.inference", "hhrnet.runtime", "hhrnet.export")) == []
-    # the main job (hhrnet.demo) runs the benchmarks: like the CLI it sits above the library
-    library = ("hhrnet.cli", "hhrnet.demo", "hhrnet.benchmarks", "hhrnet.export", "hhrnet.kernels")
+    library = ("hhrnet.cli", "hhrnet.benchmarks", "hhrnet.export", "hhrnet.kernels")
     assert _violations("hhrnet", ("hhrnet.benchmarks",), allow=library) == []
     assert _violations("hhrnet", ("hhrnet.cli",), allow=("hhrnet.cli", "hhrnet.__main__")) == []
-    assert (
-        _violations(
-            "hhrnet", ("hhrnet.export",), allow=("hhrnet.export", "hhrnet.cli", "hhrnet.demo", "hhrnet.benchmarks")
-        )
-        == []
-    )
+    assert _violations("hhrnet", ("hhrnet.export",), allow=("hhrnet.export", "hhrnet.cli", "hhrnet.benchmarks")) == []
 
 
 def test_leaf_modules_import_no_library_module_but_the_leaves() -> None:

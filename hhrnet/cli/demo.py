@@ -31,8 +31,8 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
+    from hhrnet.benchmarks.demo import run_demo
     from hhrnet.cli.common import check_number
-    from hhrnet.demo import run_demo
     from hhrnet.predict import check_output_dir
 
     if minutes != 0:  # 0 (the default) is off

@@ -1,6 +1,10 @@
 """The main job, end to end on built-in data: synthesize -> train (tiny, a fixed number of steps) -> evaluate AP ->
 export ONNX -> AP-parity and latency benchmarks -> predict and draw on a sample image -> summary.
 
+The job is :func:`run_demo`, a sequence of stage functions sharing one :class:`_Job` (output folder, log, timings,
+summary); ``hhrnet demo`` only parses options and prints the summary. It lives with the benchmarks because it runs
+them (parity, latency): the library below never imports this layer.
+
 Training runs a fixed number of optimiser steps over a fixed data order and seed (the tiny preset's
 ``end_epoch`` epochs of ``train_images / 8`` steps), so the same commit trains the same recipe on every machine:
 what varies with the machine is the time it takes (reported, with img/s and an ETA), not the number of steps.
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hhrnet.benchmarks.parity import Variant
+
 Log = Callable[[str], None]
 
 # Evaluation, export, parity (200 val images), latency and drawing after training took 129 s on 2 quiet CPU cores
@@ -27,6 +33,8 @@ Log = Callable[[str], None]
 # show the measured img/s and ETA, the summary the measured times).
 AFTER_TRAINING_MINUTES = 2.2
 QUIET_IMAGES_PER_S = 32.0
+# held-out training images the int8 guard scores each candidate on (not used for calibration)
+GUARD_IMAGES = 48
 # The demo's synthetic data re-places a figure whose box overlaps an earlier one by more than this fraction of
 # the smaller box (synthesize(max_overlap=...)): overlaps stay, total overlaps become rare (benchmarks/TRAINING.md).
 DEMO_MAX_OVERLAP = 0.3
@@ -134,6 +142,27 @@ def _synth_matches(data: Path, train_images: int, val_images: int) -> bool:
     return all(info.get(k) == v for k, v in wanted.items())
 
 
+@dataclass
+class _Job:
+    """What the stages share: where they write, how they log, the summary they fill, the time each took."""
+
+    root: Path
+    log: Log
+    summary: DemoSummary
+    started: float = field(default_factory=time.perf_counter)
+    mark: float = field(default_factory=time.perf_counter)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stage_seconds[name] = round(now - self.mark, 1)
+        self.mark = now
+
+    @property
+    def numbers(self) -> dict[str, Any]:
+        return self.summary.numbers
+
+
 def run_demo(
     out: str | Path,
     *,
@@ -145,45 +174,33 @@ def run_demo(
 ) -> DemoSummary:
     """The main job into ``out``; ``epochs`` defaults to the tiny preset's ``end_epoch``, ``minutes`` > 0 trains to a
     wall-clock budget instead (at most ``epochs`` when given)."""
-    from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
-    from hhrnet.benchmarks.parity import Variant
-    from hhrnet.benchmarks.parity import run as parity_run
-    from hhrnet.checkpoint import load_model
-    from hhrnet.codec import resolve_codec
-    from hhrnet.config import apply_overrides, preset
-    from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA, synthesize
-    from hhrnet.evaluate import evaluate_model, write_results
-    from hhrnet.export.guard import float_summary
-    from hhrnet.export.onnx import export_onnx
-    from hhrnet.export.parity import decoded_parity
-    from hhrnet.export.precision import convert
-    from hhrnet.images import encode_jpeg, read_image
-    from hhrnet.inference import Predictor, torch_network
-    from hhrnet.io import atomic_write_bytes, atomic_write_text
-    from hhrnet.runtime.ort import OrtSession
-    from hhrnet.training import train
-    from hhrnet.training.progress import fmt_seconds
-    from hhrnet.visualize import draw_poses
+    from hhrnet.io import atomic_write_text
 
     root = Path(out)
-    summary = DemoSummary(root)
-    data = root / "data"
-    started = time.perf_counter()
+    job = _Job(root, log, DemoSummary(root))
+    data = synthesize_stage(job, train_images, val_images)
+    ckpt = train_stage(job, data, epochs, minutes, train_images)
+    model, cfg, torch_net, codec, fast_eval = evaluate_stage(job, ckpt, data)
+    ort_net = export_stage(job, model, cfg, data)
+    parity_stage(job, data, torch_net, ort_net, codec, fast_eval)
+    pred = latency_stage(job, data, torch_net, ort_net, codec)
+    draw_stage(job, data, pred)
+    job.numbers["stage_seconds"] = job.stage_seconds
+    job.numbers["demo_minutes"] = round((time.perf_counter() - job.started) / 60, 2)
+    text = json.dumps({"outputs": job.summary.outputs, "numbers": job.numbers}, indent=2, default=str)
+    atomic_write_text(root / "summary.json", text)
+    return job.summary
 
-    stage_seconds: dict[str, float] = {}
-    mark = time.perf_counter()
 
-    def stage_done(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        stage_seconds[name] = round(now - mark, 1)
-        mark = now
+def synthesize_stage(job: _Job, train_images: int, val_images: int) -> Path:
+    """[1/7] The demo's synthetic data (reused when it matches); a training run on other data is removed."""
+    from hhrnet.data.synth import COCO_MIN_KEYPOINT_AREA, synthesize
 
+    data = job.root / "data"
     if _synth_matches(data, train_images, val_images):
-        log(f"[1/7] reusing the synthetic data in {data}")
+        job.log(f"[1/7] reusing the synthetic data in {data}")
     else:
-        log(f"[1/7] synthesizing {train_images} train / {val_images} val images -> {data}")
+        job.log(f"[1/7] synthesizing {train_images} train / {val_images} val images -> {data}")
         synthesize(
             data,
             num_train=train_images,
@@ -194,13 +211,24 @@ def run_demo(
             min_keypoint_area=COCO_MIN_KEYPOINT_AREA,
             max_overlap=DEMO_MAX_OVERLAP,
         )
-        if (root / "train").exists():  # a run on other data must not be resumed
-            shutil.rmtree(root / "train")
-    ann, images = data / "annotations" / "person_keypoints_val.json", data / "images" / "val"
-    stage_done("synthesize")
+        if (job.root / "train").exists():  # a run on other data must not be resumed
+            shutil.rmtree(job.root / "train")
+    job.done("synthesize")
+    return data
 
-    # validation happens once, in step 3, with the full pipeline; training only trains
-    overrides = ["train.val_every=0"]
+
+def _val(data: Path) -> tuple[Path, Path]:
+    """(val images folder, val annotation file)."""
+    return data / "images" / "val", data / "annotations" / "person_keypoints_val.json"
+
+
+def train_stage(job: _Job, data: Path, epochs: int | None, minutes: float, train_images: int) -> Path:
+    """[2/7] The tiny preset for its fixed number of steps (or a wall-clock budget); returns the checkpoint."""
+    from hhrnet.config import apply_overrides, preset
+    from hhrnet.training import train
+    from hhrnet.training.progress import fmt_seconds
+
+    overrides = ["train.val_every=0"]  # validation happens once, in step 3, with the full pipeline
     if epochs is not None:
         overrides.append(f"train.end_epoch={epochs}")
     if minutes > 0:
@@ -216,116 +244,163 @@ def run_demo(
             f"for {steps} steps ({cfg.train.end_epoch} epochs of {train_images} images, seed {cfg.train.seed}; "
             f"~{train_minutes:.0f} min at {QUIET_IMAGES_PER_S:g} img/s on 2 quiet cores)"
         )
-    job = time.strftime("%H:%M", time.localtime(time.time() + (train_minutes + AFTER_TRAINING_MINUTES) * 60))
-    log(
-        f"[2/7] training the tiny preset {what} -> {root / 'train'}; the whole job should end about {job} "
+    end = time.strftime("%H:%M", time.localtime(time.time() + (train_minutes + AFTER_TRAINING_MINUTES) * 60))
+    job.log(
+        f"[2/7] training the tiny preset {what} -> {job.root / 'train'}; the whole job should end about {end} "
         "(the progress lines show the img/s and ETA measured here)"
     )
     result = train(
-        cfg, output_dir=root / "train", data_root=data, resume=True, epochs=epochs if minutes > 0 else None, log=log
+        cfg,
+        output_dir=job.root / "train",
+        data_root=data,
+        resume=True,
+        epochs=epochs if minutes > 0 else None,
+        log=job.log,
     )
-    ckpt = result.best_checkpoint or result.last_checkpoint
     last = result.history[-1] if result.history else {}
-    summary.outputs["checkpoint"] = str(ckpt)
-    summary.numbers["train_minutes"] = round(result.train_seconds / 60, 2)
-    summary.numbers["train_resumed"] = result.epochs_run == 0
-    summary.numbers["epochs"] = round(result.epochs_done + last.get("epoch_fraction", 0.0), 2)
-    summary.numbers["steps"] = result.steps_done
-    images_seen = result.steps_done * cfg.train.images_per_gpu
-    summary.numbers["train_images_per_s"] = round(images_seen / max(result.train_seconds, 1e-9), 1)
+    n = job.numbers
+    n["train_minutes"] = round(result.train_seconds / 60, 2)
+    n["train_resumed"] = result.epochs_run == 0
+    n["epochs"] = round(result.epochs_done + last.get("epoch_fraction", 0.0), 2)
+    n["steps"] = result.steps_done
+    n["train_images_per_s"] = round(result.steps_done * cfg.train.images_per_gpu / max(result.train_seconds, 1e-9), 1)
     if "grouped" in last:
-        summary.numbers["grouped"] = round(last["grouped"], 3)
-    stage_done("train")
-    log(
-        f"      trained {fmt_seconds(result.train_seconds)}: {summary.numbers['epochs']} epochs, "
-        f"{result.steps_done} steps, {summary.numbers['train_images_per_s']} img/s"
+        n["grouped"] = round(last["grouped"], 3)
+    ckpt = result.best_checkpoint or result.last_checkpoint
+    job.summary.outputs["checkpoint"] = str(ckpt)
+    job.done("train")
+    job.log(
+        f"      trained {fmt_seconds(result.train_seconds)}: {n['epochs']} epochs, {result.steps_done} steps, "
+        f"{n['train_images_per_s']} img/s"
     )
+    return ckpt
 
-    log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
+
+def evaluate_stage(job: _Job, ckpt: Path, data: Path) -> tuple[Any, Any, Any, Any, Any]:
+    """[3/7] Val AP with the official test pipeline (flip) and the fast decoder: (model, cfg, net, codec, result)."""
+    from hhrnet.checkpoint import load_model
+    from hhrnet.codec import resolve_codec
+    from hhrnet.evaluate import evaluate_model, write_results
+    from hhrnet.inference import torch_network
+
+    job.log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
+    images, ann = _val(data)
     model, cfg = load_model(ckpt)
     torch_net = torch_network(model)
     codec = resolve_codec(cfg)
     ev = evaluate_model(torch_net, codec, images, ann)
-    write_results(root / "val_results.json", ev.results)
-    summary.numbers["val_AP"] = round(ev.stats["AP"], 4)
-    summary.numbers["val_AP50"] = round(ev.stats["AP .5"], 4)
-    summary.numbers["val_AR"] = round(ev.stats["AR"], 4)
-    summary.numbers["val_images"] = ev.images
-    summary.outputs["results"] = str(root / "val_results.json")
-    ap = ev.stats["AP"]
-    log(f"      AP {ap:.4f}  AP50 {ev.stats['AP .5']:.4f}  AR {ev.stats['AR']:.4f}: {verdict(ap)}")
-    stage_done("evaluate")
+    write_results(job.root / "val_results.json", ev.results)
+    n = job.numbers
+    n["val_AP"], n["val_AP50"], n["val_AR"] = (round(ev.stats[k], 4) for k in ("AP", "AP .5", "AR"))
+    n["val_images"] = ev.images
+    job.summary.outputs["results"] = str(job.root / "val_results.json")
+    ap, ap50, ar = ev.stats["AP"], ev.stats["AP .5"], ev.stats["AR"]
+    job.log(f"      AP {ap:.4f}  AP50 {ap50:.4f}  AR {ar:.4f}: {verdict(ap)}")
+    job.done("evaluate")
+    return model, cfg, torch_net, codec, ev
 
-    log("[4/7] exporting ONNX (dynamic shapes) and checking ONNX Runtime against PyTorch")
-    onnx_path = root / "model.onnx"
+
+def export_stage(job: _Job, model: Any, cfg: Any, data: Path) -> Any:
+    """[4/7] ONNX (dynamic shapes) checked against PyTorch; returns its ONNX Runtime session."""
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.export.parity import decoded_parity
+    from hhrnet.runtime.ort import OrtSession
+
+    job.log("[4/7] exporting ONNX (dynamic shapes) and checking ONNX Runtime against PyTorch")
+    onnx_path = job.root / "model.onnx"
     report = export_onnx(model, cfg, onnx_path, check_shapes=[(1, 256, 256), (2, 256, 320)])
     ort_net = OrtSession(onnx_path)
-    parity = decoded_parity(model, ort_net, images)
-    summary.outputs["onnx"] = str(onnx_path)
-    summary.numbers["onnx_max_abs_error"] = max(report.max_abs_error.values())
-    summary.numbers["onnx_max_map_error"] = parity.max_map_error
-    summary.numbers["onnx_decoded_positions_identical"] = parity.identical
-    stage_done("export")
+    parity = decoded_parity(model, ort_net, _val(data)[0])
+    job.summary.outputs["onnx"] = str(onnx_path)
+    n = job.numbers
+    n["onnx_max_abs_error"] = max(report.max_abs_error.values())
+    n["onnx_max_map_error"] = parity.max_map_error
+    n["onnx_decoded_positions_identical"] = parity.identical
+    job.done("export")
+    return ort_net
 
-    log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime fp32 / fp16 / int8 + fast")
+
+def parity_stage(job: _Job, data: Path, torch_net: Any, ort_net: Any, codec: Any, fast_eval: Any) -> None:
+    """[5/7] AP parity on every val image: torch + reference decoder (the baseline) vs torch + fast (step 3's
+    evaluation, reused) vs ONNX Runtime fp32 / fp16 / int8 + fast."""
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.parity import run as parity_run
+    from hhrnet.export.guard import float_summary
+    from hhrnet.export.precision import convert
+    from hhrnet.runtime.ort import OrtSession
+
+    job.log("[5/7] AP parity: torch+reference (baseline) vs torch+fast vs onnxruntime fp32 / fp16 / int8 + fast")
+    fast = Variant("torch fp32 + fast", torch_net, "fast", "exact")
     variants = [
         Variant("torch fp32 + reference", torch_net, "reference", "exact"),
-        Variant("torch fp32 + fast", torch_net, "fast", "exact"),
+        fast,
         Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32"),
     ]
     for prec in ("fp16", "int8"):  # precision in the graph; int8 calibrated on training images via the codec
-        path = root / f"model_{prec}.onnx"
-        # int8: the accuracy guard keeps in fp32 the fewest blocks that hold the AP drop on 48 held-out training
+        path = job.root / f"model_{prec}.onnx"
+        # int8: the accuracy guard keeps in float the fewest blocks that hold the AP drop on held-out training
         # images (not used for calibration) within 0.5 points, scored against their annotations
         conv = convert(
-            onnx_path,
+            job.root / "model.onnx",
             path,
             prec,
             calib_images=data / "images" / "train" if prec == "int8" else None,
             annotations=data / "annotations" / "person_keypoints_train.json",
-            guard_count=48,
+            guard_count=GUARD_IMAGES,
         )
         if prec == "int8":
             kept = float_summary(conv.artifact)
             for line in kept:
-                log(f"      {line}")
-            summary.numbers["int8_guard"] = kept
-        summary.outputs[f"onnx_{prec}"] = str(path)
+                job.log(f"      {line}")
+            job.numbers["int8_guard"] = kept
+        job.summary.outputs[f"onnx_{prec}"] = str(path)
         variants.append(Variant(f"onnxruntime {prec} + fast", OrtSession(path), "fast", prec))
     # every val image: on 30 images int8's ΔAP swung by 1-2 points between equally good quantizations (noise);
     # on 300 it was -0.3 to -0.5 (benchmarks/RESULTS.md)
-    rows = parity_run(variants, codec, images, ann)
-    write_rows(root / "parity.json", rows)
-    summary.numbers["parity"] = {
-        r["variant"]: {k: r[k] for k in ("AP", "delta_AP_points", "agreement_AP", "gate", "passed")} for r in rows
-    }
-    stage_done("parity")
+    images, ann = _val(data)
+    rows = parity_run(variants, codec, images, ann, done={fast.name: fast_eval})
+    write_rows(job.root / "parity.json", rows)
+    keys = ("AP", "delta_AP_points", "agreement_AP", "gate", "passed")
+    job.numbers["parity"] = {r["variant"]: {k: r[k] for k in keys} for r in rows}
+    job.done("parity")
 
-    log("[6/7] latency per stage (torch, onnxruntime) and decode vs people")
+
+def latency_stage(job: _Job, data: Path, torch_net: Any, ort_net: Any, codec: Any) -> Any:
+    """[6/7] Latency per stage (torch, ONNX Runtime) and decode time against the number of people."""
+    from hhrnet.benchmarks.common import write_rows
+    from hhrnet.benchmarks.latency import batch_rows, people_rows, stage_rows
+    from hhrnet.images import read_image
+    from hhrnet.inference import Predictor
+
+    job.log("[6/7] latency per stage (torch, onnxruntime) and decode vs people")
+    images = _val(data)[0]
     sample = read_image(sorted(images.iterdir())[0])
-    lat = stage_rows(Predictor(torch_net, codec), sample, "torch", "fp32", 10)
-    lat += stage_rows(Predictor(ort_net, ort_net.artifact.codec), sample, "onnxruntime", "fp32", 10)
     pred = Predictor(ort_net, ort_net.artifact.codec)
+    lat = stage_rows(Predictor(torch_net, codec), sample, "torch", "fp32", 10)
+    lat += stage_rows(pred, sample, "onnxruntime", "fp32", 10)
     maps = pred.maps(pred.preprocess(sample))
     lat += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], (1, 5, 15, 30), 5)
     lat += batch_rows(torch_net, "torch", "fp32", 256, (1, 8)) + batch_rows(ort_net, "onnxruntime", "fp32", 256, (1, 8))
-    write_rows(root / "latency.json", lat)
-    summary.numbers["total_ms_p50"] = {r["backend"]: r["p50_ms"] for r in lat if r.get("stage") == "total"}
-    stage_done("latency")
+    write_rows(job.root / "latency.json", lat)
+    job.numbers["total_ms_p50"] = {r["backend"]: r["p50_ms"] for r in lat if r.get("stage") == "total"}
+    job.done("latency")
+    return pred
 
-    log("[7/7] predicting and drawing skeletons on a sample image")
+
+def draw_stage(job: _Job, data: Path, pred: Any) -> None:
+    """[7/7] Poses on the first val image, drawn one colour per person, the threshold written on it."""
+    from hhrnet.images import encode_jpeg, read_image
+    from hhrnet.io import atomic_write_bytes
+    from hhrnet.visualize import draw_poses
+
+    job.log("[7/7] predicting and drawing skeletons on a sample image")
+    sample = read_image(sorted(_val(data)[0].iterdir())[0])
     poses = pred.predict(sample)
-    caption = f"{int((poses.scores >= DRAW_MIN_SCORE).sum())} poses with score >= {DRAW_MIN_SCORE}"
+    shown = int((poses.scores >= DRAW_MIN_SCORE).sum())
+    caption = f"{shown} poses with score >= {DRAW_MIN_SCORE}"
     drawn = draw_poses(sample, poses.keypoints, poses.scores, min_score=DRAW_MIN_SCORE, caption=caption)
-    atomic_write_bytes(root / "sample_pose.jpg", encode_jpeg(drawn))
-    summary.outputs["drawing"] = str(root / "sample_pose.jpg")
-    summary.numbers["sample_people"] = int((poses.scores >= DRAW_MIN_SCORE).sum())
-    summary.numbers["sample_poses_found"] = len(poses)
-    stage_done("predict")
-    summary.numbers["stage_seconds"] = stage_seconds
-    summary.numbers["demo_minutes"] = round((time.perf_counter() - started) / 60, 2)
-    atomic_write_text(
-        root / "summary.json",
-        json.dumps({"outputs": summary.outputs, "numbers": summary.numbers}, indent=2, default=str),
-    )
-    return summary
+    atomic_write_bytes(job.root / "sample_pose.jpg", encode_jpeg(drawn))
+    job.summary.outputs["drawing"] = str(job.root / "sample_pose.jpg")
+    job.numbers["sample_people"] = shown
+    job.numbers["sample_poses_found"] = len(poses)
+    job.done("predict")
