@@ -21,6 +21,7 @@ InputError (the official code would loop forever in Munkres).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -58,10 +59,10 @@ def decode_peaks_jhw(
     tag_threshold: float,
     use_detection_val: bool,
     ignore_too_much: bool,
-    do_adjust: bool,
-    do_refine: bool,
     unique_keys: bool,
     max_persons: int,
+    do_adjust: bool,
+    do_refine: bool,
     ties_positive: bool,
     grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -96,17 +97,17 @@ def _decode_one(
     det_max: np.ndarray,
     tag_lo: np.ndarray,
     tag_hi: np.ndarray,
+    pad: int,
     joint_order: np.ndarray,
     max_num_people: int,
-    pad: int,
     detection_threshold: float,
     tag_threshold: float,
     use_detection_val: bool,
     ignore_too_much: bool,
-    do_adjust: bool,
-    do_refine: bool,
     unique_keys: bool,
     max_persons: int,
+    do_adjust: bool,
+    do_refine: bool,
     ties_positive: bool,
     grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,10 +128,10 @@ def _decode_one(
         tag_threshold,
         use_detection_val,
         ignore_too_much,
-        do_adjust,
-        do_refine,
         unique_keys,
         max_persons,
+        do_adjust,
+        do_refine,
         ties_positive,
         grid_cost,
     )
@@ -142,17 +143,17 @@ def _decode_one_parallel(
     det_max: np.ndarray,
     tag_lo: np.ndarray,
     tag_hi: np.ndarray,
+    pad: int,
     joint_order: np.ndarray,
     max_num_people: int,
-    pad: int,
     detection_threshold: float,
     tag_threshold: float,
     use_detection_val: bool,
     ignore_too_much: bool,
-    do_adjust: bool,
-    do_refine: bool,
     unique_keys: bool,
     max_persons: int,
+    do_adjust: bool,
+    do_refine: bool,
     ties_positive: bool,
     grid_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +271,13 @@ def summaries(
     return det_max, tag_lo, tag_hi
 
 
+def kernel_args(params: DecodeParams) -> tuple[Any, ...]:
+    """The trailing arguments every CPU decode kernel takes, in their order (joint order, the grouping
+    parameters, adjust, refine, ties, the refine search's cost model): the one place the list is spelled out."""
+    order = np.asarray(params.joint_order, np.int64)
+    return (order, *params.grouping_args(), params.adjust, params.refine, params.ties_positive, GRID_COST)
+
+
 def _run(
     det: np.ndarray, tags: np.ndarray, params: DecodeParams, parallel: bool = False, at_image: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -278,19 +286,8 @@ def _run(
         det,
         tags,
         *summaries(det, tags, params, parallel, at_image),
-        np.asarray(params.joint_order, np.int64),
-        params.max_num_people,
         params.nms_padding,
-        params.detection_threshold,
-        params.tag_threshold,
-        params.use_detection_val,
-        params.ignore_too_much,
-        params.adjust,
-        params.refine,
-        params.unique_person_keys,
-        params.max_persons,
-        params.ties_positive,
-        GRID_COST,
+        *kernel_args(params),
     )
 
 
@@ -340,18 +337,7 @@ def decode_from_peaks(
         inds,
         tag_k,
         *summaries(det, tags, params),
-        np.asarray(params.joint_order, np.int64),
-        params.max_num_people,
-        params.detection_threshold,
-        params.tag_threshold,
-        params.use_detection_val,
-        params.ignore_too_much,
-        params.adjust,
-        params.refine,
-        params.unique_person_keys,
-        params.max_persons,
-        params.ties_positive,
-        GRID_COST,
+        *kernel_args(params),
     )
     return suppress(poses, scores, params.pose_nms)
 

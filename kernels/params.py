@@ -91,6 +91,18 @@ class DecodeParams:
         any other field."""
         return cls(num_joints=num_joints, joint_order=default_joint_order(num_joints, center_first), **options)
 
+    def grouping_args(self) -> tuple[int, float, float, bool, bool, bool, int]:
+        """The grouping kernels' parameters after the joint order, in their order (CPU and CUDA)."""
+        return (
+            self.max_num_people,
+            self.detection_threshold,
+            self.tag_threshold,
+            self.use_detection_val,
+            self.ignore_too_much,
+            self.unique_person_keys,
+            self.max_persons,
+        )
+
     @property
     def person_capacity(self) -> int:
         """Persons one image can produce with these parameters: the result rows a fixed-capacity decoder

@@ -239,7 +239,7 @@ def test_grid_search_with_far_and_nan_person_tags() -> None:
 @pytest.mark.parametrize("grid_cost", [-1.0, 0.0, 24.0, np.inf])
 def test_refine_paths_equal_reference(grid_cost: float) -> None:
     # grid from the start / after one block search / by cost / never: the same answers
-    from hhrnet.kernels.decode import decode_jhw
+    from hhrnet.kernels.decode import decode_jhw, kernel_args
     from hhrnet.kernels.refine import summarize
 
     for seed in range(6):
@@ -249,24 +249,8 @@ def test_refine_paths_equal_reference(grid_cost: float) -> None:
         if seed % 2:
             tags = (rng.random(tags.shape) * 30).astype(np.float32)  # unstructured tags: the grid's case
         p = DecodeParams()
-        got = decode_jhw(
-            det,
-            tags,
-            *summarize(det, tags)[:3],
-            np.asarray(p.joint_order, np.int64),
-            p.max_num_people,
-            p.nms_padding,
-            p.detection_threshold,
-            p.tag_threshold,
-            p.use_detection_val,
-            p.ignore_too_much,
-            True,
-            True,
-            False,
-            0,
-            False,
-            grid_cost,
-        )
+        args = kernel_args(p)[:-1]  # the cost model is the parameter under test
+        got = decode_jhw(det, tags, *summarize(det, tags)[:3], p.nms_padding, *args, grid_cost)
         assert_same(got, decode_reference(det, tags, p))
 
 
