@@ -8,12 +8,14 @@ pipeline's map size (1, 5, 15, 30 people). Rows carry device, versions, commit, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hhrnet.benchmarks.common import Row, environment, measure, summarize
+from hhrnet.benchmarks.report import COLUMNS
 
 
 def stage_rows(predictor: Any, image: np.ndarray, backend: str, precision: str, repeats: int) -> list[Row]:
@@ -173,4 +175,50 @@ def precision_rows(
                 **environment(getattr(net, "device", "cpu")),
             }
         )
+    return rows
+
+
+# (benchmark, columns, title) of the tables ``hhrnet bench latency`` prints, in order
+LATENCY_TABLES: tuple[tuple[str, list[str], str], ...] = (
+    ("latency_precision", COLUMNS["latency_precision"], "network latency per precision ({cpu_flags})"),
+    (
+        "latency",
+        ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
+        "latency (ms)",
+    ),
+    ("latency_people", ["maps", "T", "people", "p50_ms", "p99_ms"], "decode vs people (ms)"),
+    ("latency_batch", ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"], "network vs batch size"),
+)
+
+
+def run_latency(
+    loaded: Sequence[Any],
+    image: np.ndarray,
+    *,
+    people: Sequence[int],
+    batches: Sequence[int],
+    repeats: int,
+    variants: Sequence[tuple[Path, Any]] = (),
+    size: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
+    """``hhrnet bench latency``: per-stage rows for each opened model (:class:`hhrnet.load.Loaded`), decode vs
+    people, network vs batch size, and with ``variants`` ((ONNX file, opened model), the fp32 file first) the
+    network latency of each precision at one square size, interleaved in one run."""
+    rows: list[Row] = []
+    for m in loaded:
+        log(f"timing {m.backend} ({m.graph} graph, {m.precision}) on a {image.shape[1]}x{image.shape[0]} photo ...")
+        rows += stage_rows(m.predictor(), image, m.backend, m.precision, repeats)
+    log("timing decode vs people ...")
+    maps = loaded[0].predictor().maps(loaded[0].codec.preprocess(image))
+    rows += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], tuple(people), repeats)
+    log("timing the network per batch size ...")
+    for m in loaded:
+        rows += batch_rows(m.network, m.backend, m.precision, min(m.codec.input_size, 512), tuple(batches))
+    if variants:
+        codec = variants[0][1].codec
+        side = size or codec.letterbox or codec.input_size
+        nets = [(v.name, m.precision, m.network, str(v)) for v, m in variants]
+        log(f"timing the network at {side}x{side} per precision ({', '.join(n[0] for n in nets)}) ...")
+        rows += precision_rows(nets, side, repeats)
     return rows

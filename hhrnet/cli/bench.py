@@ -44,8 +44,7 @@ def latency(
     with --variant, the network latency of each precision against --onnx, interleaved in one run."""
     check_output_file("--json", json_out)  # before any work
     from hhrnet.benchmarks.common import write_rows
-    from hhrnet.benchmarks.latency import batch_rows, people_rows, precision_rows, stage_rows
-    from hhrnet.benchmarks.report import COLUMNS
+    from hhrnet.benchmarks.latency import LATENCY_TABLES, run_latency
     from hhrnet.cli.common import open_model
     from hhrnet.errors import ConfigError
     from hhrnet.export.parity import sample_images
@@ -57,57 +56,30 @@ def latency(
         raise ConfigError("--variant files are timed against --onnx: give the fp32 export as --onnx")
     img = read_image(image) if image is not None else sample_images(None, 1)[0]
     status = Console(stderr=True, soft_wrap=True)
-    loaded = []
-    if checkpoint is not None:
-        loaded.append(open_model(config=config, set_=set_, checkpoint=checkpoint))
-    if onnx is not None:
-        loaded.append(open_model(config=config, set_=set_, onnx=onnx))
-    rows = []
-    for m in loaded:
-        status.print(
-            f"timing {m.backend} ({m.graph} graph, {m.precision}) on a {img.shape[1]}x{img.shape[0]} photo ..."
-        )
-        rows += stage_rows(m.predictor(), img, m.backend, m.precision, repeats)
-    status.print("timing decode vs people ...")
-    maps = loaded[0].predictor().maps(loaded[0].codec.preprocess(img))
-    rows += people_rows(maps.heatmaps.shape, maps.tags.shape[-1], tuple(int(p) for p in people.split(",")), repeats)
-    status.print("timing the network per batch size ...")
-    for m in loaded:
-        rows += batch_rows(
-            m.network, m.backend, m.precision, min(m.codec.input_size, 512), tuple(int(b) for b in batches.split(","))
-        )
-    if variant:
-        assert onnx is not None
-        onnx_model = loaded[-1]
-        side = size or onnx_model.codec.letterbox or onnx_model.codec.input_size
-        nets = [(f"{onnx.name}", onnx_model.precision, onnx_model.network, str(onnx))]
-        for v in variant:
-            m = open_model(config=config, set_=set_, onnx=v)
-            nets.append((v.name, m.precision, m.network, str(v)))
-        status.print(f"timing the network at {side}x{side} per precision ({', '.join(n[0] for n in nets)}) ...")
-        rows += precision_rows(nets, side, repeats)
-        print_table(
-            [r for r in rows if r["benchmark"] == "latency_precision"],
-            COLUMNS["latency_precision"],
-            f"network latency per precision ({rows[-1]['cpu_flags']})",
-        )
-    print_table(
-        [r for r in rows if r["benchmark"] == "latency"],
-        ["backend", "graph", "stage", "input", "p50_ms", "p90_ms", "p99_ms", "share_of_total", "warmup_ms"],
-        "latency (ms)",
+    loaded = [open_model(config=config, set_=set_, checkpoint=checkpoint)] if checkpoint is not None else []
+    loaded += [open_model(config=config, set_=set_, onnx=onnx)] if onnx is not None else []
+    others = [(v, open_model(config=config, set_=set_, onnx=v)) for v in variant or []]
+    variants = [(onnx, loaded[-1]), *others] if others and onnx is not None else []  # the fp32 file first
+    rows = run_latency(
+        loaded,
+        img,
+        people=_ints(people),
+        batches=_ints(batches),
+        repeats=repeats,
+        variants=variants,
+        size=size,
+        log=lambda line: status.print(line, highlight=False),
     )
-    print_table(
-        [r for r in rows if r["benchmark"] == "latency_people"],
-        ["maps", "T", "people", "p50_ms", "p99_ms"],
-        "decode vs people (ms)",
-    )
-    print_table(
-        [r for r in rows if r["benchmark"] == "latency_batch"],
-        ["backend", "input", "p50_ms", "images_per_s", "warmup_ms"],
-        "network vs batch size",
-    )
+    for bench, columns, title in LATENCY_TABLES:
+        chosen = [r for r in rows if r["benchmark"] == bench]
+        if chosen:
+            print_table(chosen, columns, title.format(cpu_flags=chosen[-1].get("cpu_flags", "")))
     if json_out is not None:
         write_rows(json_out, rows)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(","))
 
 
 @bench_app.command("peak")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,15 +45,11 @@ def evaluate(
     json_out: JsonOpt = None,
 ) -> None:
     """Keypoint AP with the official settings (pycocotools; CrowdPose sigmas, areas and crowd levels)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from hhrnet.cli.common import check_number, check_output_file
     from hhrnet.cli.output import print_table, write_json
     from hhrnet.config import layered
-    from hhrnet.environment import running_in_ci
     from hhrnet.errors import ConfigError
-    from hhrnet.evaluate import evaluate_model, evaluate_predictions, write_results
+    from hhrnet.evaluate import evaluate_predictions, write_results
 
     check_output_file("--out", out)  # before any work
     check_output_file("--json", json_out)
@@ -67,35 +63,8 @@ def evaluate(
         ds = dataset or (layered(None, config, set_ or []).data.dataset if config or set_ else "coco")
         stats = evaluate_predictions(predictions, annotations, ds)
     else:
-        loaded = open_model(
-            config=config,
-            set_=set_,
-            checkpoint=checkpoint,
-            onnx=onnx,
-            engine=engine,
-            backend=backend,
-            flip=flip,
-            scales=scales,
-            device=device,
-        )
-        if images is None or annotations is None:
-            from hhrnet.data.coco import find_split_files
-
-            annotations, images = find_split_files(Path(loaded.config.data.root), loaded.config.data.test_split)
-        console = Console(stderr=True, soft_wrap=True)
-        quiet = running_in_ci() or not console.is_terminal
-        with Progress(console=console, disable=quiet) as bar:
-            task = bar.add_task("eval", total=None)
-            result = evaluate_model(
-                loaded.network,
-                loaded.codec,
-                images,
-                annotations,
-                max_images=max_images,
-                decoder=decoder,
-                graph=loaded.graph,
-                progress=lambda i, n: bar.update(task, completed=i, total=n),
-            )
+        loaded = open_model(**_model_options(locals()))
+        result = _run_with_progress(loaded, images, annotations, max_images, decoder)
         stats, failures, count = result.stats, result.failures, result.images
         if out is not None:
             write_results(out, result.results)
@@ -107,3 +76,38 @@ def evaluate(
         typer.echo(f"skipped {path}: {reason}", err=True)
     if json_out is not None:
         write_json(json_out, {"stats": dict(stats), "images": count, "failures": failures, "warnings": stats.warnings})
+
+
+def _model_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options :func:`~hhrnet.cli.common.open_model` takes, from the command's."""
+    names = ("config", "set_", "checkpoint", "onnx", "engine", "backend", "flip", "scales", "device")
+    return {k: options[k] for k in names}
+
+
+def _run_with_progress(
+    loaded: Any, images: Path | None, annotations: Path | None, max_images: int | None, decoder: str
+) -> Any:
+    """The model over the split (default: the config's test split), with a progress bar on a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hhrnet.environment import running_in_ci
+    from hhrnet.evaluate import evaluate_model
+
+    if images is None or annotations is None:
+        from hhrnet.data.coco import find_split_files
+
+        annotations, images = find_split_files(Path(loaded.config.data.root), loaded.config.data.test_split)
+    console = Console(stderr=True, soft_wrap=True)
+    with Progress(console=console, disable=running_in_ci() or not console.is_terminal) as bar:
+        task = bar.add_task("eval", total=None)
+        return evaluate_model(
+            loaded.network,
+            loaded.codec,
+            images,
+            annotations,
+            max_images=max_images,
+            decoder=decoder,
+            graph=loaded.graph,
+            progress=lambda i, n: bar.update(task, completed=i, total=n),
+        )

@@ -92,56 +92,15 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from hhrnet.config import dump_yaml, layered
+    from hhrnet.config import dump_yaml
 
     console = Console(soft_wrap=True)
     status = Console(stderr=True, soft_wrap=True)
-    rows: list[tuple[str, str]] = []
-    if onnx is not None:
-        from hhrnet.load import artifact_codec
-        from hhrnet.runtime.ort import OrtSession
-
-        session = OrtSession(onnx)
-        codec, cfg = artifact_codec(session.artifact, config, set_ or [])
-        art = session.artifact
-        rows += [
-            (
-                "artifact",
-                f"{onnx}: {art.graph} graph, {art.precision}"
-                + (f", fixed {art.static_hw[0]}x{art.static_hw[1]}" if art.static_hw else ", dynamic shapes"),
-            ),
-            ("codec", codec.to_json()),
-        ]
-        rows += _precision_rows(art)
-    elif checkpoint is not None:
-        from hhrnet.deps import require_torch
-
-        require_torch("info --checkpoint")
-        from hhrnet.checkpoint import load_model
-
-        status.print(f"loading {checkpoint} ...", highlight=False)
-        _, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
-        rows.append(("checkpoint", f"{checkpoint}: loads (strict)"))
-    else:
-        cfg = layered(None, config, set_ or [])
+    cfg, rows = _resolve(config, set_, checkpoint, onnx, status)
     console.print(f"[bold]config[/] {cfg.preset}")
     console.print(dump_yaml(cfg).rstrip(), highlight=False, markup=False)
     table = Table(title="model", show_header=False)
-    table.add_row("joints", str(cfg.model.num_joints))
-    from hhrnet.deps import install_hint, torch_available
-
-    if torch_available():
-        from hhrnet.complexity import count_macs, count_parameters
-        from hhrnet.model import build_model
-
-        size = cfg.data.input_size
-        status.print(f"counting parameters and multiply-adds at {size}x{size} ...", highlight=False)
-        model = build_model(cfg)
-        table.add_row("parameters", f"{count_parameters(model):,}")
-        table.add_row(f"multiply-adds at {size}x{size}", f"{count_macs(model, size, size) / 1e9:.2f} G")
-    else:
-        table.add_row("parameters", f"needs PyTorch ({install_hint('train')})")
-    for name, value in rows:
+    for name, value in [*_model_rows(cfg, status), *rows]:
         table.add_row(name, value)
     console.print(table)
     env = Table(title="backends on this machine", show_header=False)
@@ -149,3 +108,48 @@ def info(
         env.add_row(name, value)
     console.print(env)
     sys.stdout.flush()
+
+
+def _resolve(
+    config: str | None, set_: list[str] | None, checkpoint: Path | None, onnx: Path | None, status: Any
+) -> tuple[Any, list[tuple[str, str]]]:
+    """(config, rows about the artifact) by the precedence rule: an ONNX file's contract, a checkpoint's config,
+    else the preset/YAML with the overrides."""
+    from hhrnet.config import layered
+
+    if onnx is not None:
+        from hhrnet.load import artifact_codec
+        from hhrnet.runtime.ort import OrtSession
+
+        art = OrtSession(onnx).artifact
+        codec, cfg = artifact_codec(art, config, set_ or [])
+        shape = f", fixed {art.static_hw[0]}x{art.static_hw[1]}" if art.static_hw else ", dynamic shapes"
+        rows = [("artifact", f"{onnx}: {art.graph} graph, {art.precision}{shape}"), ("codec", codec.to_json())]
+        return cfg, rows + _precision_rows(art)
+    if checkpoint is not None:
+        from hhrnet.deps import require_torch
+
+        require_torch("info --checkpoint")
+        from hhrnet.checkpoint import load_model
+
+        status.print(f"loading {checkpoint} ...", highlight=False)
+        _, cfg = load_model(checkpoint, config=config, overrides=set_ or [])
+        return cfg, [("checkpoint", f"{checkpoint}: loads (strict)")]
+    return layered(None, config, set_ or []), []
+
+
+def _model_rows(cfg: Any, status: Any) -> list[tuple[str, str]]:
+    """Joints, parameters and multiply-adds at the input size (the last two need PyTorch)."""
+    from hhrnet.deps import install_hint, torch_available
+
+    rows = [("joints", str(cfg.model.num_joints))]
+    if not torch_available():
+        return rows + [("parameters", f"needs PyTorch ({install_hint('train')})")]
+    from hhrnet.complexity import count_macs, count_parameters
+    from hhrnet.model import build_model
+
+    size = cfg.data.input_size
+    status.print(f"counting parameters and multiply-adds at {size}x{size} ...", highlight=False)
+    model = build_model(cfg)
+    macs = count_macs(model, size, size) / 1e9
+    return rows + [("parameters", f"{count_parameters(model):,}"), (f"multiply-adds at {size}x{size}", f"{macs:.2f} G")]
