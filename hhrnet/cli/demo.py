@@ -14,7 +14,7 @@ def demo(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="Training epochs of TRAIN_IMAGES/8 steps (default: the tiny preset's 36 = 1800 steps).", min=1
+            help="Training epochs of TRAIN_IMAGES/8 steps (default: the tiny preset's 30 = 1500 steps).", min=1
         ),
     ] = None,
     minutes: Annotated[
