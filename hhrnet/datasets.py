@@ -47,94 +47,41 @@ class DatasetFacts:
         return [[a + 1, b + 1] for a, b in self.skeleton]
 
 
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    """``"15-13 13-11"`` -> ((15, 13), (13, 11))."""
+    return tuple((int(a), int(b)) for a, b in (p.split("-") for p in text.split()))
+
+
 def _sigmas(tenths: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(v / 10.0 for v in tenths)  # as the evaluators compute them: np.array([...]) / 10.0
 
 
 COCO = DatasetFacts(
     name="coco",
-    keypoints=(
-        "nose",
-        "left_eye",
-        "right_eye",
-        "left_ear",
-        "right_ear",
-        "left_shoulder",
-        "right_shoulder",
-        "left_elbow",
-        "right_elbow",
-        "left_wrist",
-        "right_wrist",
-        "left_hip",
-        "right_hip",
-        "left_knee",
-        "right_knee",
-        "left_ankle",
-        "right_ankle",
+    keypoints=tuple(
+        (
+            "nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder left_elbow right_elbow "
+            "left_wrist right_wrist left_hip right_hip left_knee right_knee left_ankle right_ankle"
+        ).split()
     ),
     flip_index=(0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
     oks_sigmas=_sigmas(
         (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89)
     ),
-    skeleton=(
-        (15, 13),
-        (13, 11),
-        (16, 14),
-        (14, 12),
-        (11, 12),
-        (5, 11),
-        (6, 12),
-        (5, 6),
-        (5, 7),
-        (6, 8),
-        (7, 9),
-        (8, 10),
-        (1, 2),
-        (0, 1),
-        (0, 2),
-        (1, 3),
-        (2, 4),
-        (3, 5),
-        (4, 6),
-    ),
+    skeleton=_pairs("15-13 13-11 16-14 14-12 11-12 5-11 6-12 5-6 5-7 6-8 7-9 8-10 1-2 0-1 0-2 1-3 2-4 3-5 4-6"),
 )
 
 CROWDPOSE = DatasetFacts(
     name="crowdpose",
-    keypoints=(
-        "left_shoulder",
-        "right_shoulder",
-        "left_elbow",
-        "right_elbow",
-        "left_wrist",
-        "right_wrist",
-        "left_hip",
-        "right_hip",
-        "left_knee",
-        "right_knee",
-        "left_ankle",
-        "right_ankle",
-        "head",
-        "neck",
+    keypoints=tuple(
+        (
+            "left_shoulder right_shoulder left_elbow right_elbow left_wrist right_wrist left_hip right_hip "
+            "left_knee right_knee left_ankle right_ankle head neck"
+        ).split()
     ),
     flip_index=(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
     oks_sigmas=_sigmas((0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79)),
-    skeleton=(
-        (12, 13),
-        (13, 0),
-        (13, 1),
-        (0, 2),
-        (2, 4),
-        (1, 3),
-        (3, 5),
-        (13, 6),
-        (13, 7),
-        (6, 8),
-        (8, 10),
-        (7, 9),
-        (9, 11),
-        (6, 7),
-    ),
+    skeleton=_pairs("12-13 13-0 13-1 0-2 2-4 1-3 3-5 13-6 13-7 6-8 8-10 7-9 9-11 6-7"),
 )
 
 DATASETS: dict[str, DatasetFacts] = {d.name: d for d in (COCO, CROWDPOSE)}
