@@ -79,11 +79,3 @@ def aggregate(
     final = (maps[0] + maps[1]) / 2.0 if len(maps) == 2 else maps[0]  # (B, J, H', W')
     stacked = torch.stack(tags, dim=4)  # (B, J, H', W', T)
     return final, stacked
-
-
-def combine_scales(per_scale: Sequence[Tensor], tags: Tensor) -> tuple[Tensor, Tensor]:
-    """Heatmaps already at one size (PROJECT2IMAGE) from every scale -> their mean; tags from scale 1."""
-    total = per_scale[0]
-    for hm in per_scale[1:]:
-        total = total + hm
-    return total / float(len(per_scale)), tags

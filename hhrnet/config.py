@@ -871,10 +871,6 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
-
-
 __all__ = [
     "COCO_JOINT_ORDER",
     "Config",

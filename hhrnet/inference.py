@@ -182,7 +182,7 @@ class Predictor:
 
     def maps(self, prepared: Prepared) -> Maps:
         """Stages 2-3 for one image over all its scales (official: heatmaps averaged, tags from scale 1)."""
-        from hhrnet.kernels.aggregate import resize_maps
+        from hhrnet.kernels.aggregate import combine_scales, resize_maps
 
         project = self.codec.project_size(prepared)
         heatmaps: list[np.ndarray] = []
@@ -202,10 +202,7 @@ class Predictor:
         if project is None and tags.shape[1:3] != heatmaps[0].shape[1:]:
             moved = np.moveaxis(tags, 3, 0)  # (T, J, h, w)
             tags = np.ascontiguousarray(np.moveaxis(resize_maps(moved, heatmaps[0].shape[1:]), 0, 3))
-        final = heatmaps[0]
-        for hm in heatmaps[1:]:
-            final = final + hm
-        return Maps(final / np.float32(len(heatmaps)), tags)
+        return Maps(*combine_scales(heatmaps, tags))
 
     # stages 4-5
     def decode(self, maps: Maps) -> tuple[np.ndarray, np.ndarray]:
