@@ -47,8 +47,9 @@ def repository(onnx_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
     # a 50 ms window so that concurrent requests reliably meet in one network batch on a busy 2-core machine
     options = ServeOptions(max_batch_size=8, max_queue_delay_us=50_000, instances=2, device="cpu", threads=1)
-    return write_repository(tmp_path_factory.mktemp("triton") / "repo", onnx=onnx_file, network_backend="python",
-                            options=options).path  # fmt: skip
+    return write_repository(
+        tmp_path_factory.mktemp("triton") / "repo", onnx=onnx_file, network_backend="python", options=options
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +172,21 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(
         ("wrong shape", [("image", as_bytes(jpeg, jpeg).reshape(1, 2), "BYTES")], "hhrnet", r"(?i)shape|\[1,2\]"),
         ("corrupt bytes", [("image", as_bytes(b"this is not a picture"), "BYTES")], "hhrnet", "cannot decode image"),
         ("truncated JPEG", [("image", as_bytes(jpeg[: len(jpeg) // 3]), "BYTES")], "hhrnet", "truncated JPEG"),
-        ("far too large", [("image", as_bytes(_png_header(60_000, 60_000)), "BYTES")], "hhrnet",
-         "60000x60000 pixels; this server accepts at most 40000000"),
+        (
+            "far too large",
+            [("image", as_bytes(_png_header(60_000, 60_000)), "BYTES")],
+            "hhrnet",
+            "60000x60000 pixels; this server accepts at most 40000000",
+        ),
         ("empty", [("image", as_bytes(b""), "BYTES")], "hhrnet", "empty"),
-        ("bad network input", [("image", np.zeros((1, 3, 64, 64), np.float32), "FP32")], "hhrnet_network",
-         r"(?i)shape|\[1,3,64,64\]"),
+        (
+            "bad network input",
+            [("image", np.zeros((1, 3, 64, 64), np.float32), "FP32")],
+            "hhrnet_network",
+            r"(?i)shape|\[1,3,64,64\]",
+        ),
         ("missing input", [("picture", as_bytes(jpeg), "BYTES")], "hhrnet", r"(?i)image|picture"),
-    ]  # fmt: skip
+    ]
     for protocol in ("http", "grpc"):
         with _client(server, protocol) as client:
             for what, inputs, model, pattern in bad:
@@ -198,8 +207,11 @@ def test_metrics_endpoint_counts_inferences(server: Any) -> None:
     with _client(server, "http") as client:
         client.infer_one(samples.images()[0].read_bytes())
     text = metrics_text(server.endpoints.metrics_url)
-    counts = {line.split("{")[0] + line.split('model="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-              for line in text.splitlines() if line.startswith("nv_inference_count{")}  # fmt: skip
+    counts = {
+        line.split("{")[0] + line.split('model="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nv_inference_count{")
+    }
     for model in ("hhrnet", "hhrnet_preprocess", "hhrnet_network", "hhrnet_decode"):
         assert counts[f"nv_inference_count{model}"] >= 1
 
@@ -211,9 +223,24 @@ def test_cli_serve_stops_cleanly_on_ctrl_c(repository: Path, tmp_path: Path) -> 
 
     ends = Endpoints.free_loopback()
     http, grpc, metrics = ends.http_port, ends.grpc_port, ends.metrics_port
-    cmd = [sys.executable, "-m", "hhrnet", "serve", "--repository", str(repository), "--host", "127.0.0.1",
-           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-           "--log-file", str(tmp_path / "triton.log")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hhrnet",
+        "serve",
+        "--repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--log-file",
+        str(tmp_path / "triton.log"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

@@ -78,14 +78,26 @@ def serve(
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     temporary: Path | None = None
     if repository is None:
-        options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=batch_window_us, instances=instances,
-                               device="gpu" if engine is not None else "cpu", threads=threads,
-                               limits=ImageLimits(max_image_bytes, max_image_pixels))  # fmt: skip
+        options = ServeOptions(
+            max_batch_size=max_batch,
+            max_queue_delay_us=batch_window_us,
+            instances=instances,
+            device="gpu" if engine is not None else "cpu",
+            threads=threads,
+            limits=ImageLimits(max_image_bytes, max_image_pixels),
+        )
         if keep_repository is None:
             temporary = Path(tempfile.mkdtemp(prefix="hhrnet-serve-"))
         target = keep_repository or (temporary / "repository")  # type: ignore[operator]
-        repo = write_repository(target, onnx=onnx, engine=engine, network_backend="python", letterbox=letterbox,
-                                options=options, overwrite=keep_repository is not None)  # fmt: skip
+        repo = write_repository(
+            target,
+            onnx=onnx,
+            engine=engine,
+            network_backend="python",
+            letterbox=letterbox,
+            options=options,
+            overwrite=keep_repository is not None,
+        )
         path, side = repo.path, repo.codec.letterbox
     else:
         contract = read_contract(repository)
@@ -105,7 +117,7 @@ def serve(
                 f"statistics need header triton-access-token: {server.access_token}\n"
                 "Ctrl-C to stop",
                 highlight=False,
-            )  # fmt: skip
+            )
             server.serve_forever()
     except KeyboardInterrupt:
         console.print("stopped")

@@ -155,11 +155,18 @@ class TritonServer:
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         e = self.endpoints
         config = TritonConfig(
-            model_repository=self.repository.resolve(), http_address=e.host, http_port=e.http_port,
-            grpc_address=e.host, grpc_port=e.grpc_port, metrics_port=e.metrics_port, log_file=self.log_file,
-            log_verbose=self.log_verbose, exit_timeout_secs=self.exit_timeout_s, strict_readiness=True,
+            model_repository=self.repository.resolve(),
+            http_address=e.host,
+            http_port=e.http_port,
+            grpc_address=e.host,
+            grpc_port=e.grpc_port,
+            metrics_port=e.metrics_port,
+            log_file=self.log_file,
+            log_verbose=self.log_verbose,
+            exit_timeout_secs=self.exit_timeout_s,
+            strict_readiness=True,
             **metrics_binding(TritonConfig, e.host),
-        )  # fmt: skip
+        )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # PyTriton's default: statistics, model control, shared memory, trace and logging need this token
         restricted = ["shared-memory", "model-repository", "trace", "logging"] if self.open_statistics else None
