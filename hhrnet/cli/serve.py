@@ -46,11 +46,16 @@ def serve(
         Path | None, typer.Option(help="Write the generated model repository here (default: a temporary folder).")
     ] = None,
     log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: a temporary file).")] = None,
+    stop_timeout: Annotated[
+        int, typer.Option(help="Seconds Triton may take to exit on Ctrl-C / SIGTERM before its processes are killed.")
+    ] = 30,
 ) -> None:
     """Serve poses over HTTP and gRPC with Triton (dynamic batching, model instances, Prometheus metrics).
 
     Clients send encoded images to the model ``hhrnet`` (input ``image``, BYTES) and get ``keypoints``,
-    ``scores`` and ``people``; see hhrnet.serve.client.PoseClient. Ctrl-C stops the server cleanly.
+    ``scores`` and ``people``; see hhrnet.serve.client.PoseClient. Ctrl-C (or SIGTERM) stops the server, also
+    while it starts; processes that outlive the stop by --stop-timeout seconds are killed (a second Ctrl-C kills
+    at once).
     """
     import shutil
     import signal
@@ -71,6 +76,7 @@ def serve(
     check_number("--threads", threads, 0, 1024)
     check_number("--max-image-pixels", max_image_pixels, 1, 1 << 30)
     check_number("--max-image-bytes", max_image_bytes, 1, 1 << 31)
+    check_number("--stop-timeout", stop_timeout, 1, 3600)
     given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
     if len(given) != 1:
         raise ConfigError("give one of --onnx, --engine or --repository to serve")
@@ -107,10 +113,15 @@ def serve(
                 "bundled server lacks: run it in a Triton container, or export with --network-backend python"
             )
         path, side = repository, int(contract["served_codec"]["letterbox"])
+    server = TritonServer(path, endpoints, log_file=log_file, stop_timeout_s=stop_timeout)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as cleanly as Ctrl-C
     try:
-        console.print(f"starting Triton on {path} (input {side}x{side} letterbox) ...", highlight=False)
-        with TritonServer(path, endpoints, log_file=log_file) as server:
+        console.print(
+            f"starting Triton on {path} (input {side}x{side} letterbox; on a cold Numba cache the decoder is "
+            "compiled first, about a minute on 2 cores) ...",
+            highlight=False,
+        )
+        with server:
             console.print(
                 f"serving model '{ENSEMBLE}': HTTP {endpoints.http_url}, gRPC {endpoints.grpc_url}, "
                 f"metrics {endpoints.metrics_url}; log {server.log_file}\n"
@@ -120,7 +131,8 @@ def serve(
             )
             server.serve_forever()
     except KeyboardInterrupt:
-        console.print("stopped")
+        late = f" (Triton did not exit within {server.stop_timeout_s:.0f} s: {server.killed} processes killed)"
+        console.print("stopped" + (late if server.killed else ""), highlight=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if temporary is not None:
