@@ -131,8 +131,10 @@ def serve(
             )
             server.serve_forever()
     except KeyboardInterrupt:
-        late = f" (Triton did not exit within {server.stop_timeout_s:.0f} s: {server.killed} processes killed)"
-        console.print("stopped" + (late if server.killed else ""), highlight=False)
+        late = (
+            f"{server.killed} of Triton's processes did not exit within {server.stop_timeout_s:.0f} s and were killed"
+        )
+        console.print(f"stopped ({late})" if server.killed else "stopped", highlight=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if temporary is not None:

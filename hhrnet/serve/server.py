@@ -347,21 +347,22 @@ class TritonServer:
         threading.Thread(target=pytriton_stop, name="hhrnet-triton-stop", daemon=True).start()
         try:
             stopped = done.wait(self.stop_timeout_s)
+            if server is not None and server.is_alive():  # stubs started since the first look
+                tree = [server, *{p.pid: p for p in tree[1:] + process_tree(server.pid)[1:]}.values()]
+            # stubs still alive after a clean exit would be orphans: give them a moment, then kill them too
+            lingering = not stopped or not wait_gone(tree, 5.0)
         except KeyboardInterrupt:  # Ctrl-C again: stop waiting
-            stopped = False
-        if server is not None and server.is_alive():
-            tree = [server, *{p.pid: p for p in tree[1:] + process_tree(server.pid)[1:]}.values()]
-        # stubs still alive after a clean exit would be orphans: give them a moment, then kill them too
-        if not stopped or not wait_gone(tree, 5.0):
+            lingering = True
+        if lingering:
             killed = kill_processes(tree)
             wait_gone(tree, 5.0)
             done.wait(10.0)  # PyTriton's own wait returns once its process is gone; then it cleans its workspace
             if killed:
                 self.killed += killed
                 logging.getLogger(__name__).warning(
-                    "Triton did not exit within %.0f s of the stop: killed %d of its processes (server, backend stubs)",
-                    self.stop_timeout_s,
+                    "%d of Triton's processes (server, backend stubs) did not exit within %.0f s and were killed",
                     killed,
+                    self.stop_timeout_s,
                 )
 
     def __enter__(self) -> TritonServer:
