@@ -67,7 +67,7 @@ gate: $(STAMP)
 	$(BIN)/hhrnet bench gate
 
 test-serve: $(SERVE_STAMP)
-	$(SERVE_VENV)/bin/python -m pytest -q -m "not slow and not gpu and not tensorrt" tests/test_serve_server.py
+	$(SERVE_VENV)/bin/python -m pytest -q -m "not gpu and not tensorrt" tests/test_serve_server.py
 
 test: lint typecheck unit dispatch gate test-serve gpu-check
 

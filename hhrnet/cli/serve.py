@@ -46,11 +46,16 @@ def serve(
         Path | None, typer.Option(help="Write the generated model repository here (default: a temporary folder).")
     ] = None,
     log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: a temporary file).")] = None,
+    stop_timeout: Annotated[
+        int, typer.Option(help="Seconds Triton may take to exit on Ctrl-C / SIGTERM before its processes are killed.")
+    ] = 30,
 ) -> None:
     """Serve poses over HTTP and gRPC with Triton (dynamic batching, model instances, Prometheus metrics).
 
     Clients send encoded images to the model ``hhrnet`` (input ``image``, BYTES) and get ``keypoints``,
-    ``scores`` and ``people``; see hhrnet.serve.client.PoseClient. Ctrl-C stops the server cleanly.
+    ``scores`` and ``people``; see hhrnet.serve.client.PoseClient. Ctrl-C (or SIGTERM) stops the server, also
+    while it starts; processes that outlive the stop by --stop-timeout seconds are killed (a second Ctrl-C kills
+    at once).
     """
     import shutil
     import signal
@@ -71,6 +76,7 @@ def serve(
     check_number("--threads", threads, 0, 1024)
     check_number("--max-image-pixels", max_image_pixels, 1, 1 << 30)
     check_number("--max-image-bytes", max_image_bytes, 1, 1 << 31)
+    check_number("--stop-timeout", stop_timeout, 1, 3600)
     given = [n for n, v in (("--onnx", onnx), ("--engine", engine), ("--repository", repository)) if v is not None]
     if len(given) != 1:
         raise ConfigError("give one of --onnx, --engine or --repository to serve")
@@ -78,14 +84,26 @@ def serve(
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     temporary: Path | None = None
     if repository is None:
-        options = ServeOptions(max_batch_size=max_batch, max_queue_delay_us=batch_window_us, instances=instances,
-                               device="gpu" if engine is not None else "cpu", threads=threads,
-                               limits=ImageLimits(max_image_bytes, max_image_pixels))  # fmt: skip
+        options = ServeOptions(
+            max_batch_size=max_batch,
+            max_queue_delay_us=batch_window_us,
+            instances=instances,
+            device="gpu" if engine is not None else "cpu",
+            threads=threads,
+            limits=ImageLimits(max_image_bytes, max_image_pixels),
+        )
         if keep_repository is None:
             temporary = Path(tempfile.mkdtemp(prefix="hhrnet-serve-"))
         target = keep_repository or (temporary / "repository")  # type: ignore[operator]
-        repo = write_repository(target, onnx=onnx, engine=engine, network_backend="python", letterbox=letterbox,
-                                options=options, overwrite=keep_repository is not None)  # fmt: skip
+        repo = write_repository(
+            target,
+            onnx=onnx,
+            engine=engine,
+            network_backend="python",
+            letterbox=letterbox,
+            options=options,
+            overwrite=keep_repository is not None,
+        )
         path, side = repo.path, repo.codec.letterbox
     else:
         contract = read_contract(repository)
@@ -95,20 +113,28 @@ def serve(
                 "bundled server lacks: run it in a Triton container, or export with --network-backend python"
             )
         path, side = repository, int(contract["served_codec"]["letterbox"])
+    server = TritonServer(path, endpoints, log_file=log_file, stop_timeout_s=stop_timeout)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as cleanly as Ctrl-C
     try:
-        console.print(f"starting Triton on {path} (input {side}x{side} letterbox) ...", highlight=False)
-        with TritonServer(path, endpoints, log_file=log_file) as server:
+        console.print(
+            f"starting Triton on {path} (input {side}x{side} letterbox; on a cold Numba cache the decoder is "
+            "compiled first, about a minute on 2 cores) ...",
+            highlight=False,
+        )
+        with server:
             console.print(
                 f"serving model '{ENSEMBLE}': HTTP {endpoints.http_url}, gRPC {endpoints.grpc_url}, "
                 f"metrics {endpoints.metrics_url}; log {server.log_file}\n"
                 f"statistics need header triton-access-token: {server.access_token}\n"
                 "Ctrl-C to stop",
                 highlight=False,
-            )  # fmt: skip
+            )
             server.serve_forever()
     except KeyboardInterrupt:
-        console.print("stopped")
+        late = (
+            f"{server.killed} of Triton's processes did not exit within {server.stop_timeout_s:.0f} s and were killed"
+        )
+        console.print(f"stopped ({late})" if server.killed else "stopped", highlight=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if temporary is not None:

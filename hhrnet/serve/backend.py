@@ -83,8 +83,10 @@ class PreprocessModel(_Model):
 
     def setup(self) -> None:
         self.pipeline = self.served_pipeline()
-        self.limits = ImageLimits(int(_param(self.params, "max_image_bytes", self.name)),
-                                  int(_param(self.params, "max_image_pixels", self.name)))  # fmt: skip
+        self.limits = ImageLimits(
+            int(_param(self.params, "max_image_bytes", self.name)),
+            int(_param(self.params, "max_image_pixels", self.name)),
+        )
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One request's encoded images (B, 1) object -> (inputs, sizes); InputError names the bad one."""
@@ -108,8 +110,9 @@ class PreprocessModel(_Model):
             except HHRNetError as exc:
                 responses.append(_error_response(pb, str(exc)))
                 continue
-            responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor("input", inputs),
-                                                                  pb.Tensor("image_size", sizes)]))  # fmt: skip
+            responses.append(
+                pb.InferenceResponse(output_tensors=[pb.Tensor("input", inputs), pb.Tensor("image_size", sizes)])
+            )
         return responses
 
 
@@ -128,8 +131,9 @@ class NetworkModel(_Model):
         kind = str(self.config.get("instance_group", [{}])[0].get("kind", "KIND_CPU"))
         self.session = open_session(path, device="cuda" if kind == "KIND_GPU" else "cpu", threads=threads)
         self.input_name = str(self.config["input"][0]["name"])
-        self.outputs = [(o["name"], np.dtype(self.pb.triton_string_to_numpy(o["data_type"])))
-                        for o in self.config["output"]]  # fmt: skip
+        self.outputs = [
+            (o["name"], np.dtype(self.pb.triton_string_to_numpy(o["data_type"]))) for o in self.config["output"]
+        ]
         if tuple(n for n, _ in self.outputs) != tuple(self.session.artifact.outputs):
             raise ConfigError(
                 f"{self.name}: config outputs do not match {path.name}'s {self.session.artifact.graph} graph"
@@ -145,8 +149,10 @@ class NetworkModel(_Model):
         responses, start = [], 0
         for batch in batches:
             stop = start + len(batch)
-            tensors = [pb.Tensor(name, np.ascontiguousarray(out[start:stop], dtype))
-                       for (name, dtype), out in zip(self.outputs, outs, strict=True)]  # fmt: skip
+            tensors = [
+                pb.Tensor(name, np.ascontiguousarray(out[start:stop], dtype))
+                for (name, dtype), out in zip(self.outputs, outs, strict=True)
+            ]
             responses.append(pb.InferenceResponse(output_tensors=tensors))
             start = stop
         return responses
@@ -178,7 +184,13 @@ class DecodeModel(_Model):
             except HHRNetError as exc:
                 responses.append(_error_response(pb, str(exc)))
                 continue
-            responses.append(pb.InferenceResponse(output_tensors=[
-                pb.Tensor("keypoints", keypoints), pb.Tensor("scores", scores), pb.Tensor("people", people),
-            ]))  # fmt: skip
+            responses.append(
+                pb.InferenceResponse(
+                    output_tensors=[
+                        pb.Tensor("keypoints", keypoints),
+                        pb.Tensor("scores", scores),
+                        pb.Tensor("people", people),
+                    ]
+                )
+            )
         return responses

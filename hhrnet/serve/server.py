@@ -9,6 +9,13 @@ The Python-backend stub embeds the interpreter's libpython: under pyenv (and oth
 not the system one) the loader would pick Debian's ``libpython3.X.so`` and the stub fails with
 ``_thread.RLock has no _recursion_count``. :func:`libpython_env` puts this interpreter's ``LIBDIR`` first on
 ``LD_LIBRARY_PATH`` before the server starts.
+
+Start-up and shutdown (Linux, where the bundled server runs): before Triton starts, :class:`TritonServer`
+compiles the Numba decoder once in this process, into Numba's on-disk cache, so that every decode instance
+loads it instead of compiling it (on a cold cache each instance would compile for tens of seconds, all at
+once). Stopping asks Triton to exit (SIGINT, in-flight requests get ``exit_timeout_s``) and waits at most
+``stop_timeout_s``; a server or backend stub still running then is killed (SIGKILL), and
+:attr:`TritonServer.killed` says how many were. A second Ctrl-C while stopping kills at once.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +114,78 @@ def _log_errors(log: Path, lines: int = 8) -> str:
     return " | ".join(errors[-lines:])
 
 
+@dataclass(frozen=True)
+class Process:
+    """A process by pid and start time (``/proc/<pid>/stat``), so that a reused pid is never taken for it."""
+
+    pid: int
+    start: int  # clock ticks after boot
+
+    def is_alive(self) -> bool:
+        stat = _stat(self.pid)
+        return stat is not None and stat[2] == self.start and stat[0] != "Z"
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time) of a process, None when it is gone (or there is no ``/proc``)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def process_tree(pid: int) -> list[Process]:
+    """``pid`` and every process below it (children first listed after their parent); empty when it is gone."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    root = None
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _stat(int(entry.name))
+        if stat is None or stat[0] == "Z":
+            continue
+        children.setdefault(stat[1], []).append((int(entry.name), stat[2]))
+        if int(entry.name) == pid:
+            root = Process(pid, stat[2])
+    if root is None:
+        return []
+    tree, k = [root], 0
+    while k < len(tree):
+        tree.extend(Process(c, start) for c, start in children.get(tree[k].pid, []))
+        k += 1
+    return tree
+
+
+def kill_processes(processes: list[Process]) -> int:
+    """SIGKILL every one still alive (the first, the parent, first: it cannot start more); returns how many."""
+    killed = 0
+    for p in processes:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def wait_gone(processes: list[Process], timeout_s: float) -> bool:
+    """Wait until none is alive (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while any(p.is_alive() for p in processes):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def require_pytriton() -> None:
     """BackendError naming the install when PyTriton (the bundled Triton server) is missing."""
     import importlib.util
@@ -118,6 +199,8 @@ class TritonServer:
 
     ``wait_s`` bounds how long the models may take to load (each Python-backend instance is a process that
     imports hhrnet, Numba and ONNX Runtime). The server log goes to ``log_file`` (default: a temporary file).
+    ``warm_decoder`` compiles the decoder into Numba's cache before Triton starts (see the module docstring);
+    ``stop_timeout_s`` bounds the wait for Triton to exit before its processes are killed.
     """
 
     def __init__(
@@ -129,6 +212,8 @@ class TritonServer:
         log_verbose: int = 0,
         wait_s: float = 180.0,
         exit_timeout_s: int = 5,
+        stop_timeout_s: float = 30.0,
+        warm_decoder: bool = True,
         open_statistics: bool = False,
     ) -> None:
         self.repository = Path(repository)
@@ -142,7 +227,11 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.wait_s = wait_s
         self.exit_timeout_s = exit_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.warm_decoder = warm_decoder
+        self.killed = 0  # processes (server, backend stubs) killed because they outlived stop_timeout_s
         self._triton: Any = None
+        self._server_process: Process | None = None
         self.access_token = secrets.token_urlsafe(24)  # header triton-access-token on restricted endpoints
         # a loopback benchmark may open the statistics endpoint: perf_analyzer reads it over gRPC without headers
         self.open_statistics = open_statistics
@@ -151,15 +240,27 @@ class TritonServer:
         require_pytriton()
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
+        if self.warm_decoder:
+            from hhrnet.kernels.decode import warmup
+
+            warmup()  # once here, so the decode instances load the compiled decoder instead of each compiling it
+
         libpython_env()
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         e = self.endpoints
         config = TritonConfig(
-            model_repository=self.repository.resolve(), http_address=e.host, http_port=e.http_port,
-            grpc_address=e.host, grpc_port=e.grpc_port, metrics_port=e.metrics_port, log_file=self.log_file,
-            log_verbose=self.log_verbose, exit_timeout_secs=self.exit_timeout_s, strict_readiness=True,
+            model_repository=self.repository.resolve(),
+            http_address=e.host,
+            http_port=e.http_port,
+            grpc_address=e.host,
+            grpc_port=e.grpc_port,
+            metrics_port=e.metrics_port,
+            log_file=self.log_file,
+            log_verbose=self.log_verbose,
+            exit_timeout_secs=self.exit_timeout_s,
+            strict_readiness=True,
             **metrics_binding(TritonConfig, e.host),
-        )  # fmt: skip
+        )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # PyTriton's default: statistics, model control, shared memory, trace and logging need this token
         restricted = ["shared-memory", "model-repository", "trace", "logging"] if self.open_statistics else None
@@ -167,6 +268,7 @@ class TritonServer:
         self._triton = Triton(config=config, security_config=security)
         try:
             self._triton.run()
+            self._server_process = self._find_server()
             self._wait_ready()
         except BaseException as exc:
             self.stop()
@@ -216,10 +318,52 @@ class TritonServer:
             self.stop()
         raise BackendError(f"Triton exited; log {self.log_file}: {_log_errors(self.log_file)}")
 
+    def _find_server(self) -> Process | None:
+        """The ``tritonserver`` process this object started (a child of this process, on our HTTP port)."""
+        port = str(self.endpoints.http_port)
+        for p in process_tree(os.getpid())[1:]:
+            argv = _cmdline(p.pid)
+            if Path(argv[0]).name == "tritonserver" and any(
+                a == "--http-port" and b == port for a, b in zip(argv, argv[1:], strict=False)
+            ):
+                return p
+        return None
+
     def stop(self) -> None:
-        if self._triton is not None:
-            triton, self._triton = self._triton, None
-            triton.stop()
+        """Ask Triton to exit; after ``stop_timeout_s`` (or a second Ctrl-C) kill the server and its stubs."""
+        if self._triton is None:
+            return
+        triton, self._triton = self._triton, None
+        server = self._server_process or self._find_server()
+        tree = process_tree(server.pid) if server is not None and server.is_alive() else []
+        done = threading.Event()
+
+        def pytriton_stop() -> None:  # SIGINT to the server, wait for it, clean PyTriton's workspace
+            try:
+                triton.stop()
+            finally:
+                done.set()
+
+        threading.Thread(target=pytriton_stop, name="hhrnet-triton-stop", daemon=True).start()
+        try:
+            stopped = done.wait(self.stop_timeout_s)
+            if server is not None and server.is_alive():  # stubs started since the first look
+                tree = [server, *{p.pid: p for p in tree[1:] + process_tree(server.pid)[1:]}.values()]
+            # stubs still alive after a clean exit would be orphans: give them a moment, then kill them too
+            lingering = not stopped or not wait_gone(tree, 5.0)
+        except KeyboardInterrupt:  # Ctrl-C again: stop waiting
+            lingering = True
+        if lingering:
+            killed = kill_processes(tree)
+            wait_gone(tree, 5.0)
+            done.wait(10.0)  # PyTriton's own wait returns once its process is gone; then it cleans its workspace
+            if killed:
+                self.killed += killed
+                logging.getLogger(__name__).warning(
+                    "%d of Triton's processes (server, backend stubs) did not exit within %.0f s and were killed",
+                    killed,
+                    self.stop_timeout_s,
+                )
 
     def __enter__(self) -> TritonServer:
         return self.start()
