@@ -62,9 +62,13 @@ def _pass(paths: Sequence[Path], fns: Sequence[Callable[[Any], Any]], overlap: b
 
 
 def run(
-    predictor: Any, paths: Sequence[Path], official: Any | None = None, rounds: int = 2, depth: int = 2,
+    predictor: Any,
+    paths: Sequence[Path],
+    official: Any | None = None,
+    rounds: int = 2,
+    depth: int = 2,
     label: str = "hhrnet",
-) -> list[Row]:  # fmt: skip
+) -> list[Row]:
     """Rows (pipeline, mode, images, images_per_s, s_per_image, speedup_vs_official, same_poses): ``predictor``
     sequential and overlapped; with ``official`` (a torch fp32 predictor) also the official pipeline, one
     pass per round (it is sequential by nature). ``same_poses``: overlapped gave exactly the sequential poses."""
@@ -94,9 +98,19 @@ def run(
         if not samples:
             continue
         t = statistics.median(samples)
-        rows.append({"benchmark": "throughput", "pipeline": "official" if mode == "official" else label,
-                     "mode": "sequential" if mode == "official" else mode, "images": n,
-                     "images_per_s": round(n / t, 3), "s_per_image": round(t / n, 4),
-                     "speedup_vs_official": None if official_s is None else round(official_s / t, 2),
-                     "same_poses": same, "rounds": len(samples), "depth": depth, **env})  # fmt: skip
+        rows.append(
+            {
+                "benchmark": "throughput",
+                "pipeline": "official" if mode == "official" else label,
+                "mode": "sequential" if mode == "official" else mode,
+                "images": n,
+                "images_per_s": round(n / t, 3),
+                "s_per_image": round(t / n, 4),
+                "speedup_vs_official": None if official_s is None else round(official_s / t, 2),
+                "same_poses": same,
+                "rounds": len(samples),
+                "depth": depth,
+                **env,
+            }
+        )
     return rows
