@@ -215,3 +215,49 @@ def test_cli_sequential_switch(tmp_path: Path, tiny_ckpt: Path, monkeypatch: pyt
     assert done.exit_code == 0 and (tmp_path / "o" / f"{Path(photo).stem}_pose.jpg").is_file(), done.output
     overlapping = CliRunner().invoke(app, args)
     assert isinstance(overlapping.exception, AssertionError)
+
+
+def test_batches_overlapped_a_failing_batch_fails_only_its_bad_image(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """--batch-size with a letterbox: one network call per chunk; when the batched call is refused, the chunk is
+    retried image by image, so only the image the network refuses fails, in its place."""
+    from hhrnet.errors import BackendError
+    from hhrnet.images import read_image
+    from hhrnet.load import open_model
+    from hhrnet.predict import collect_sources, run_predict
+
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = samples.images("coco")
+    for i in range(5):
+        (src / f"p{i}.jpg").write_bytes(photos[i % 2].read_bytes())
+    files = collect_sources(src)
+    predictor = open_model(checkpoint=tiny_ckpt, letterbox=256).predictor("fast")
+    run_predict(files, predictor, tmp_path / "seq", batch_size=2, overlap=False)
+    run_predict(files, predictor, tmp_path / "ovl", batch_size=2, overlap=True)
+    assert _files(tmp_path / "seq") == _files(tmp_path / "ovl")
+
+    calls: list[int] = []
+    real_batch, real_one = predictor.batch_maps, predictor.maps
+    bad = predictor.preprocess(read_image(files[0])).inputs[0][1]
+
+    def batch_maps(batch: np.ndarray, project: Any) -> Any:
+        calls.append(len(batch))
+        if any(np.array_equal(x, bad) for x in batch):
+            raise BackendError("the network refused this batch")
+        return real_batch(batch, project)
+
+    def maps(prepared: Any) -> Any:
+        if np.array_equal(prepared.inputs[0][1], bad):
+            raise BackendError("the network refused this image")
+        return real_one(prepared)
+
+    predictor.batch_maps, predictor.maps = batch_maps, maps
+    report = run_predict(files, predictor, tmp_path / "bad", batch_size=2, overlap=True)
+    # p0+p1 refused as a batch, then p1 alone (maps() runs a batch of one; p0 is refused before it), the same
+    # for p2+p3; p4 is a chunk of one, refused by maps() itself
+    assert calls == [2, 1, 2, 1]
+    assert [Path(f).name for f, _ in report.failures] == ["p0.jpg", "p2.jpg", "p4.jpg"]  # photos[0]'s pixels
+    assert [Path(r["file"]).name for r in report.records] == ["p1.jpg", "p3.jpg"]
+    assert _files(tmp_path / "bad")["p1_pose.jpg"] == _files(tmp_path / "seq")["p1_pose.jpg"]
+    lines = (tmp_path / "bad" / "predictions.jsonl").read_text().splitlines()
+    assert [Path(json.loads(line)["file"]).name for line in lines] == [f"p{i}.jpg" for i in range(5)]
