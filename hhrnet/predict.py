@@ -13,16 +13,24 @@
 * Drawings are named ``<stem>_pose.jpg`` (videos ``<stem>_pose.mp4``); inputs sharing a stem (``a.jpg``,
   ``a.png``) keep their extension in the name (``a_jpg_pose.jpg``), so no drawing overwrites another.
 
-Per-image steps are small functions (:func:`read_input` -> predictor (preprocess, network, decode) ->
-:func:`write_drawing`) so a pipelined loop can reuse them.
+* Stages overlap (default): reading + preprocessing of the next image (video frame) and decoding + drawing +
+  writing of the previous one run while the network runs on the current one, each on its own thread
+  (:func:`hhrnet.stages.overlapped`; ONNX Runtime, torch, Numba's decoder, OpenCV and NumPy release the GIL),
+  with at most ``depth`` chunks waiting between two stages, so memory is bounded whatever the folder size.
+  Results, drawings and their order are those of ``overlap=False`` (one step after another), byte for byte.
+
+The per-image steps are :class:`ImageSteps` (videos: :class:`_VideoSteps`): read + preprocess -> network ->
+decode + draw + write.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,11 +39,13 @@ import numpy as np
 
 from hhrnet.errors import HHRNetError, InputError
 from hhrnet.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageLimits, encode_jpeg, read_image
+from hhrnet.stages import overlapped, sequential
 
 Progress = Callable[[str], None]
 FrameProgress = Callable[[str, int, int], None]  # (file, frames done, frames in the file or 0 when unknown)
 MAX_GLOB_PATHS = 1_000_000  # a glob matching more (e.g. through nested symlink loops) is refused
 MANIFEST_SCHEMA = 1
+DEPTH = 2  # overlapped: chunks (video frames) waiting between two stages, at most
 
 
 def _resolved(p: Path) -> Path:
@@ -154,9 +164,14 @@ class PredictReport:
     def manifest(self) -> dict[str, Any]:
         """The counts ``predictions.json`` starts with: inputs seen, finished, failed, not run, complete."""
         return {
-            "schema": MANIFEST_SCHEMA, "complete": self.complete, "interrupted": self.interrupted,
-            "inputs": self.files, "finished": self.done, "failed": len(self.failures), "not_run": self.not_run,
-        }  # fmt: skip
+            "schema": MANIFEST_SCHEMA,
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "inputs": self.files,
+            "finished": self.done,
+            "failed": len(self.failures),
+            "not_run": self.not_run,
+        }
 
 
 class _Stream:
@@ -193,6 +208,114 @@ def _clean_stale(out_dir: Path) -> None:
         f.unlink(missing_ok=True)
 
 
+@dataclass
+class _Job:
+    """One image on its way through the steps; ``error`` set where a step refused it (the rest skip it)."""
+
+    path: Path
+    image: np.ndarray | None = None
+    prepared: Any = None
+    maps: Any = None
+    on_device: tuple[np.ndarray, np.ndarray, tuple[int, int]] | None = None  # (poses, scores, map (H, W))
+    record: dict[str, Any] | None = None
+    error: HHRNetError | None = None
+
+
+class ImageSteps:
+    """predict's per-image work as three stages over a chunk of paths (one network call per chunk):
+
+    1. :meth:`load` — read (bounded) and preprocess;
+    2. :meth:`network` — the network and its maps (one batched call with a letterbox, else per image);
+    3. :meth:`finish` — decode, poses in image pixels, drawing written, result record.
+
+    An :class:`HHRNetError` for one image is kept on its job and the other images go on; any other exception
+    propagates. The stages share no mutable state, so :func:`hhrnet.stages.overlapped` may run them on their
+    own threads."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        out_dir: Path,
+        names: dict[Path, str],
+        *,
+        limits: ImageLimits,
+        min_score: float,
+        draw: bool,
+    ) -> None:
+        self.predictor = predictor
+        self.codec = getattr(predictor, "codec", None)
+        self.out_dir = out_dir
+        self.names = names
+        self.limits = limits
+        self.min_score = min_score
+        self.draw = draw
+
+    def stages(self) -> list[Callable[[Any], Any]]:
+        return [self.load, self.network, self.finish]
+
+    def load(self, chunk: Sequence[Path]) -> list[_Job]:
+        jobs = [_Job(path) for path in chunk]
+        for job in jobs:
+            try:
+                job.image = read_input(job.path, self.limits, self.codec)
+                job.prepared = self.predictor.preprocess(job.image)
+            except HHRNetError as exc:
+                job.error = exc
+        return jobs
+
+    def network(self, jobs: list[_Job]) -> list[_Job]:
+        ok = [j for j in jobs if j.error is None]
+        if len(ok) > 1 and self.codec is not None and self.codec.letterbox:
+            batch = np.stack([j.prepared.inputs[0][1] for j in ok])  # (B, 3, H, W): one shape per letterbox
+            try:
+                for job, maps in zip(
+                    ok, self.predictor.batch_maps(batch, self.codec.project_size(ok[0].prepared)), strict=True
+                ):
+                    job.maps = maps
+                return jobs
+            except HHRNetError:  # one bad image in a batch: one by one below, so only it fails
+                pass
+        for job in ok:
+            try:
+                if self.predictor.on_device():
+                    job.on_device = self.predictor.predict_on_device(job.prepared)
+                else:
+                    job.maps = self.predictor.maps(job.prepared)
+            except HHRNetError as exc:
+                job.error = exc
+        return jobs
+
+    def finish(self, jobs: list[_Job]) -> list[_Job]:
+        from hhrnet.evaluate import result_entries
+
+        for job in jobs:
+            if job.error is not None:
+                continue
+            try:
+                if job.on_device is not None:
+                    poses, scores, map_hw = job.on_device
+                else:
+                    poses, scores = self.predictor.decode(job.maps)
+                    map_hw = job.maps.heatmaps.shape[1:]
+                result = self.predictor.postprocess(poses, scores, job.prepared, map_hw)
+                if self.draw:
+                    assert job.image is not None  # load() set it
+                    write_drawing(self.out_dir, self.names[job.path], job.image, result, self.min_score)
+            except HHRNetError as exc:
+                job.error = exc
+                continue
+            job.record = {"file": str(job.path), "people": result_entries(0, result.keypoints, result.scores)}
+            job.image = job.prepared = job.maps = job.on_device = None  # nothing large waits for the consumer
+        return jobs
+
+
+def _pipeline(
+    items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], overlap: bool, depth: int
+) -> Generator[Any, None, None]:
+    """The stages over ``items``, overlapped (each on its own thread, bounded queues) or one after another."""
+    return overlapped(items, stages, depth) if overlap else sequential(items, stages)
+
+
 def run_predict(
     files: Sequence[Path],
     predictor: Any,
@@ -204,16 +327,22 @@ def run_predict(
     progress: Progress | None = None,
     frame_progress: FrameProgress | None = None,
     limits: ImageLimits | None = None,
+    overlap: bool = True,
+    depth: int = DEPTH,
 ) -> PredictReport:
     """Predict every file with ``predictor`` (:class:`hhrnet.inference.Predictor`), writing into ``out``.
 
-    On Ctrl-C (KeyboardInterrupt) the results so far are written with ``interrupted: true`` and it propagates.
+    ``overlap``: reading + preprocessing of the next image (video frame) and decoding + drawing + writing of the
+    previous one run while the network runs on the current one (:func:`hhrnet.stages.overlapped`, at most
+    ``depth`` chunks of ``batch_size`` images waiting between two stages); results, files and their order are
+    the same as with ``overlap=False`` (one step after another). On Ctrl-C (KeyboardInterrupt) the results so
+    far are written with ``interrupted: true`` and it propagates.
     """
-    from hhrnet.evaluate import result_entries
     from hhrnet.io import atomic_write_text
 
+    if depth < 1:
+        raise InputError(f"depth must be >= 1, got {depth}")
     limits = limits or ImageLimits()
-    codec = getattr(predictor, "codec", None)
     out_dir = check_output_dir(out)
     report = PredictReport(len(files), out_dir)
     names = drawing_names(files)
@@ -242,26 +371,33 @@ def run_predict(
         stills = [p for p in files if p.suffix.lower() not in VIDEO_SUFFIXES]
         for path in videos:
             try:
-                frames, video = predict_video(path, predictor, out_dir, min_score, name=names[path], limits=limits,
-                                              on_frame=stream.write, progress=frame_progress)  # fmt: skip
+                frames, video = predict_video(
+                    path,
+                    predictor,
+                    out_dir,
+                    min_score,
+                    name=names[path],
+                    limits=limits,
+                    on_frame=stream.write,
+                    progress=frame_progress,
+                    overlap=overlap,
+                    depth=depth,
+                )
             except HHRNetError as exc:
                 failed(path, exc)
             else:
                 done({"file": str(path), "video": str(video), "frames": frames})
         step = max(1, batch_size)
-        for start in range(0, len(stills), step):
-            chunk: list[tuple[Path, np.ndarray]] = []
-            for path in stills[start : start + step]:
-                try:
-                    chunk.append((path, read_input(path, limits, codec)))
-                except HHRNetError as exc:
-                    failed(path, exc)
-            for (path, image), poses in zip(chunk, _predict_chunk(predictor, chunk, failed), strict=True):
-                if poses is None:
-                    continue
-                if draw:
-                    write_drawing(out_dir, names[path], image, poses, min_score)
-                done({"file": str(path), "people": result_entries(0, poses.keypoints, poses.scores)})
+        chunks = [stills[start : start + step] for start in range(0, len(stills), step)]
+        steps = ImageSteps(predictor, out_dir, names, limits=limits, min_score=min_score, draw=draw)
+        with closing(_pipeline(chunks, steps.stages(), overlap, depth)) as results:
+            for jobs in results:
+                for job in jobs:
+                    if job.error is not None:
+                        failed(job.path, job.error)
+                    else:
+                        assert job.record is not None  # finish() set it
+                        done(job.record)
     except KeyboardInterrupt:
         report.interrupted = True
         raise
@@ -269,23 +405,6 @@ def run_predict(
         stream.close()
         atomic_write_text(out_dir / "predictions.json", summary())
     return report
-
-
-def _predict_chunk(
-    predictor: Any, chunk: list[tuple[Path, np.ndarray]], failed: Callable[[Path, BaseException], None]
-) -> list[Any]:
-    """Poses per image of a chunk (None where it failed): one network call, or one by one after a failure."""
-    try:
-        return list(predictor.predict_batch([im for _, im in chunk])) if chunk else []
-    except HHRNetError:  # one bad image in a batch: retry one by one so only it fails
-        results: list[Any] = []
-        for path, image in chunk:
-            try:
-                results.append(predictor.predict(image))
-            except HHRNetError as exc:
-                failed(path, exc)
-                results.append(None)
-        return results
 
 
 # (fourcc, suffix) tried in order for the drawn video; OpenCV's pip wheels write both
@@ -307,6 +426,53 @@ def _open_writer(out: Path, name: str, fps: float, size: tuple[int, int]) -> tup
     raise InputError(f"OpenCV cannot write a video here (no encoder for {tried}); install an OpenCV build with FFmpeg")
 
 
+class _VideoSteps:
+    """predict_video's per-frame work as stages: preprocess -> network -> decode + draw + write the frame.
+    Only :meth:`finish` touches the writer, frames arrive there in order, and the caller reads ``writer`` /
+    ``tmp`` only once every stage has stopped."""
+
+    def __init__(self, predictor: Any, out: Path, name: str, fps: float, min_score: float) -> None:
+        self.predictor = predictor
+        self.out = out
+        self.name = name
+        self.fps = fps
+        self.min_score = min_score
+        self.writer: Any = None
+        self.tmp: Path | None = None
+        self.final: Path | None = None
+
+    def stages(self) -> list[Callable[[Any], Any]]:
+        return [self.load, self.network, self.finish]
+
+    def load(self, frame: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, Any]:
+        index, rgb = frame
+        return index, rgb, self.predictor.preprocess(rgb)
+
+    def network(self, item: tuple[int, np.ndarray, Any]) -> tuple[int, np.ndarray, Any, Any]:
+        index, rgb, prepared = item
+        if self.predictor.on_device():
+            return index, rgb, prepared, self.predictor.predict_on_device(prepared)
+        maps = self.predictor.maps(prepared)
+        return index, rgb, prepared, (*self.predictor.decode(maps), maps.heatmaps.shape[1:])
+
+    def finish(self, item: tuple[int, np.ndarray, Any, Any]) -> list[dict[str, Any]]:
+        import cv2
+
+        from hhrnet.evaluate import result_entries
+        from hhrnet.visualize import draw_poses
+
+        index, rgb, prepared, (poses, scores, map_hw) = item
+        result = self.predictor.postprocess(poses, scores, prepared, map_hw)
+        drawn = draw_poses(rgb, result.keypoints, result.scores, min_score=self.min_score)
+        bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+        if self.writer is None:
+            self.writer, self.tmp, self.final = _open_writer(
+                self.out, self.name, self.fps, (bgr.shape[1], bgr.shape[0])
+            )
+        self.writer.write(bgr)
+        return result_entries(index, result.keypoints, result.scores)
+
+
 def predict_video(
     path: Path,
     predictor: Any,
@@ -317,22 +483,21 @@ def predict_video(
     limits: ImageLimits | None = None,
     on_frame: Callable[[dict[str, Any]], None] | None = None,
     progress: FrameProgress | None = None,
+    overlap: bool = True,
+    depth: int = DEPTH,
 ) -> tuple[list[list[dict[str, Any]]], Path]:
     """(poses per frame, drawn video path). Each frame's result goes to ``on_frame`` as it is known; the drawn
-    video appears atomically as ``<name>.mp4`` (or ``.avi`` where OpenCV has no MPEG-4 encoder)."""
+    video appears atomically as ``<name>.mp4`` (or ``.avi`` where OpenCV has no MPEG-4 encoder). ``overlap``:
+    decoding the next frame, the network and decoding + drawing + writing the previous frame run at once (at most
+    ``depth`` frames waiting between two stages); the same frames and video as one after another."""
     import cv2
-
-    from hhrnet.evaluate import result_entries
-    from hhrnet.visualize import draw_poses
 
     limits = limits or ImageLimits()
     name = name or f"{path.stem}_pose"
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise InputError(f"cannot open video {path} (corrupt, or a codec OpenCV lacks)")
-    writer = None
-    tmp: Path | None = None
-    final: Path | None = None
+    steps: _VideoSteps | None = None
     frames: list[list[dict[str, Any]]] = []
     try:
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -343,33 +508,34 @@ def predict_video(
         fps = cap.get(cv2.CAP_PROP_FPS)
         fps = fps if 0 < fps < 1000 else 25.0
         total = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            poses = predictor.predict(rgb)
-            entries = result_entries(len(frames), poses.keypoints, poses.scores)
-            frames.append(entries)
-            if on_frame is not None:
-                on_frame({"file": str(path), "frame": len(frames) - 1, "people": entries})
-            drawn = cv2.cvtColor(draw_poses(rgb, poses.keypoints, poses.scores, min_score=min_score), cv2.COLOR_RGB2BGR)
-            if writer is None:
-                writer, tmp, final = _open_writer(out, name, fps, (drawn.shape[1], drawn.shape[0]))
-            writer.write(drawn)
-            if progress is not None:
-                progress(str(path), len(frames), total)
+
+        def read_frames() -> Iterator[tuple[int, np.ndarray]]:
+            for index in itertools.count():
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+        steps = _VideoSteps(predictor, out, name, fps, min_score)
+        with closing(_pipeline(read_frames(), steps.stages(), overlap, depth)) as results:
+            for entries in results:  # every stage has stopped when this loop is left, however it is left
+                frames.append(entries)
+                if on_frame is not None:
+                    on_frame({"file": str(path), "frame": len(frames) - 1, "people": entries})
+                if progress is not None:
+                    progress(str(path), len(frames), total)
     except BaseException:
-        if tmp is not None:
-            if writer is not None:
-                writer.release()
-                writer = None
-            tmp.unlink(missing_ok=True)
+        if steps is not None and steps.tmp is not None:
+            if steps.writer is not None:
+                steps.writer.release()
+                steps.writer = None
+            steps.tmp.unlink(missing_ok=True)
         raise
     finally:
         cap.release()
-        if writer is not None:
-            writer.release()
+        if steps is not None and steps.writer is not None:
+            steps.writer.release()
+    tmp, final = steps.tmp, steps.final
     if not frames or tmp is None or final is None:
         raise InputError(f"no frames could be read from {path}")
     if not tmp.is_file() or tmp.stat().st_size == 0:

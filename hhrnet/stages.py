@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 _END = object()  # after the last item
@@ -83,7 +83,9 @@ def _work(fn: Callable[[Any], Any], src: queue.Queue[Any], out: queue.Queue[Any]
         return
 
 
-def overlapped(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], depth: int = 2) -> Iterator[Any]:
+def overlapped(
+    items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], depth: int = 2
+) -> Generator[Any, None, None]:
     """Yield ``stages[-1](... stages[0](item))`` for every item of ``items``, in input order, each stage on its
     own thread (the source is read on one more). ``depth`` >= 1: items waiting between two stages, at most."""
     if not stages:
@@ -94,8 +96,9 @@ def overlapped(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], dep
     queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=depth) for _ in range(len(stages) + 1)]
     threads = [threading.Thread(target=_feed, args=(items, queues[0], stop), name="stage-source", daemon=True)]
     for k, fn in enumerate(stages):
-        threads.append(threading.Thread(target=_work, args=(fn, queues[k], queues[k + 1], stop),
-                                        name=f"stage-{k}", daemon=True))  # fmt: skip
+        threads.append(
+            threading.Thread(target=_work, args=(fn, queues[k], queues[k + 1], stop), name=f"stage-{k}", daemon=True)
+        )
     for t in threads:
         t.start()
     try:
@@ -112,7 +115,7 @@ def overlapped(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], dep
             t.join()
 
 
-def sequential(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]]) -> Iterator[Any]:
+def sequential(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]]) -> Generator[Any, None, None]:
     """The same results as :func:`overlapped`, one stage after another on the calling thread."""
     for item in items:
         for fn in stages:

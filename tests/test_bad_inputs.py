@@ -558,15 +558,15 @@ def test_interrupted_predict_is_marked_partial(tmp_path: Path, tiny_ckpt: Path) 
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "predictions.json").write_text('{"predictions": ["from an earlier run"]}')
     calls = []
-    real = predictor.predict_batch
+    real = predictor.maps
 
-    def interrupt_third(images: list[np.ndarray]) -> list[object]:
+    def interrupt_third(prepared: object) -> object:
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(images)
+        return real(prepared)
 
-    predictor.predict_batch = interrupt_third  # the third network call is where Ctrl-C lands
+    predictor.maps = interrupt_third  # the third network call is where Ctrl-C lands
     with pytest.raises(KeyboardInterrupt):
         run_predict(files, predictor, tmp_path / "o")
     doc = json.loads((tmp_path / "o" / "predictions.json").read_text())

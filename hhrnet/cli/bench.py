@@ -142,6 +142,12 @@ def throughput(
     official: Annotated[
         bool, typer.Option(help="Also the official pipeline: torch fp32 --checkpoint + the official parse port.")
     ] = True,
+    predict: Annotated[
+        bool, typer.Option(help="Also `hhrnet predict` itself on the photos and a video, --sequential vs overlapped.")
+    ] = True,
+    video: Annotated[
+        Path | None, typer.Option(help="Video for the predict rows (default: one made from the photos, 2 frames each).")
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Images/s image -> poses over a photo folder: stages one after another vs overlapped (read/preprocess,
@@ -169,9 +175,25 @@ def throughput(
         + (" and the official pipeline ..." if reference else " ...")
     )
     rows = run(model.predictor(), paths, reference, rounds=rounds, depth=depth, label=label)
-    print_table(
-        rows, list(COLUMNS), f"image -> poses throughput ({len(paths)} photos, same poses: {rows[0]['same_poses']})"
-    )
+    if predict:
+        import tempfile
+
+        from hhrnet.benchmarks.throughput import make_video, predict_rows
+
+        official_s = next((r["s_per_image"] for r in rows if r["pipeline"] == "official"), None)
+        with tempfile.TemporaryDirectory(prefix="hhrnet-throughput-") as work:
+            clip = video if video is not None else make_video(paths, Path(work) / "photos.avi")
+            rows += predict_rows(
+                model.predictor(),
+                paths,
+                clip,
+                Path(work),
+                rounds=rounds,
+                depth=depth,
+                label=label,
+                official_s_per_image=official_s,
+            )
+    print_table(rows, list(COLUMNS), f"image -> poses throughput ({len(paths)} photos; same: overlapped = sequential)")
     if json_out is not None:
         write_rows(json_out, rows)
 

@@ -23,7 +23,7 @@ from hhrnet.cli.common import (
     SetOpt,
     check_number,
     open_model,
-)  # fmt: skip
+)
 
 
 def predict(
@@ -47,6 +47,13 @@ def predict(
     max_image_pixels: MaxImagePixelsOpt = 40_000_000,
     max_image_bytes: MaxImageBytesOpt = 32 << 20,
     random_weights: Annotated[bool, typer.Option(help="Untrained network (smoke tests only).")] = False,
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential",
+            help="Run read, network and decode+draw one after another (default: overlapped on threads; same output).",
+        ),
+    ] = False,
 ) -> None:
     """Predict poses; unreadable files are reported and skipped, results are written as they come.
 
@@ -71,9 +78,18 @@ def predict(
     if batch_size > 1 and letterbox is None:
         raise ConfigError("--batch-size needs --letterbox SIZE (the official resize gives every image its own shape)")
     loaded = open_model(
-        config=config, set_=set_, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend, flip=flip,
-        scales=scales, letterbox=letterbox, device=device, random_weights=random_weights,
-    )  # fmt: skip
+        config=config,
+        set_=set_,
+        checkpoint=checkpoint,
+        onnx=onnx,
+        engine=engine,
+        backend=backend,
+        flip=flip,
+        scales=scales,
+        letterbox=letterbox,
+        device=device,
+        random_weights=random_weights,
+    )
     predictor = loaded.predictor(decoder)
     quiet = running_in_ci() or not console.is_terminal
     try:
@@ -83,8 +99,17 @@ def predict(
             def on_frame(path: str, done: int, total: int) -> None:
                 bar.update(task, description=f"{Path(path).name} frame {done}" + (f"/{total}" if total else ""))
 
-            report = run_predict(files, predictor, out, min_score=min_score, batch_size=batch_size, limits=limits,
-                                 progress=lambda _: bar.advance(task), frame_progress=on_frame)  # fmt: skip
+            report = run_predict(
+                files,
+                predictor,
+                out,
+                min_score=min_score,
+                batch_size=batch_size,
+                limits=limits,
+                progress=lambda _: bar.advance(task),
+                frame_progress=on_frame,
+                overlap=not sequential,
+            )
     except KeyboardInterrupt:
         typer.echo(
             f"interrupted: the results so far are kept in {out}/predictions.jsonl and {out}/predictions.json "
