@@ -116,6 +116,8 @@ def _qdq(model):  # noqa: ANN001, ANN202 - onnx ModelProto -> {node name: node},
 
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:
+    import onnx
+
     from hhrnet.export.onnx import read_contract
     from hhrnet.export.opsets import TENSORRT_ONNX_OPS
     from hhrnet.export.precision import convert, tensorrt_problems
@@ -130,8 +132,12 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     for conv in convs:
         w = producers.get(conv.input[1])
-        if conv.name in rep.kept:  # the heads stay fp32: float weights, no DequantizeLinear
-            assert w is None and inits[conv.input[1]].dtype == np.float32
+        if conv.name in rep.kept:  # the heads stay float: fp16 for TensorRT, fp32 on the CPU; no DequantizeLinear
+            half = target == "tensorrt"
+            assert w is None and inits[conv.input[1]].dtype == (np.float16 if half else np.float32)
+            x = producers[conv.input[0]]  # fp16 in: a Cast to FLOAT16 in front (the converter's)
+            to = next((a.i for a in x.attribute if a.name == "to"), None)
+            assert (x.op_type == "Cast" and to == onnx.TensorProto.FLOAT16) if half else x.op_type != "Cast"
             continue
         assert w is not None and w.op_type == "DequantizeLinear"
         q, scale = inits[w.input[0]], inits[w.input[1]]
@@ -165,11 +171,55 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     assert cal["method"] == "minmax" and cal["count"] == 3 and cal["target"] == target
     assert cal["activations"] == ("int8 symmetric" if target == "tensorrt" else "uint8 asymmetric")
     assert cal["sha256"] and cal["letterbox"] == 128 and art.extra["quantized_nodes"] == rep.converted > 0
+    assert art.extra["kept_dtype"] == ("fp16" if target == "tensorrt" else "fp32")
+    if target == "tensorrt":  # the heads, and nothing else, compute in fp16; graph input and outputs stay fp32
+        assert art.extra["kept_fp16_nodes"] == 2
+        assert all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*model.graph.input,
+                                                                                   *model.graph.output])
     x = _inputs()
     ref, got = OrtSession(fp32["aggregate"])(x), OrtSession(rep.path)(x)
     for r, g in zip(ref, got, strict=True):
         err = float(np.abs(r - g).max())
         assert 0 < err < 0.25 * float(np.abs(r).max())  # quantized, not garbage
+
+
+def test_kept_blocks_compute_in_fp16_and_nothing_else_changes(fp32: dict[str, Path], tmp_path: Path) -> None:
+    """A kept residual unit (conv, conv, Add, ReLUs) in fp16: fp16 weights, one Cast in per outside input, one Cast
+    out per output read outside, none inside; every other node untouched; same function up to fp16 rounding."""
+    import onnx
+
+    from hhrnet.export.precision import kept_in_fp16
+    from hhrnet.runtime.ort import OrtSession
+
+    model = _load(fp32["aggregate"])
+    unit = "/model/stage2/stage2.0/branches.0/branches.0.0/"
+    kept = [n.name for n in model.graph.node if n.name.startswith(unit) and n.op_type in ("Conv", "Add")]
+    assert len(kept) == 3
+    half, names = kept_in_fp16(model, kept)
+    onnx.checker.check_model(half, full_check=True)
+    ops = {n.name: n for n in half.graph.node}
+    assert set(names) == {n for n in ops if n.startswith(unit) and ops[n].op_type in ("Conv", "Add", "Relu")}
+    inits = {t.name: t for t in half.graph.initializer}
+    producer = {o: n for n in half.graph.node for o in n.output}
+    f16 = onnx.TensorProto.FLOAT16
+    for name in names:
+        for i, x in enumerate(ops[name].input):
+            if x in inits:
+                assert inits[x].data_type == f16  # weights and bias
+            elif producer[x].name not in names:  # from outside: through a Cast to fp16
+                assert producer[x].op_type == "Cast" and producer[x].attribute[0].i == f16, (name, i)
+    casts = [n for n in half.graph.node if n.op_type == "Cast" and n.name not in {c.name for c in model.graph.node}]
+    assert len(casts) == 2  # in: the unit's input (one Cast, read by conv1 and the Add); out: the last ReLU's
+    before = {n.name: n for n in model.graph.node}
+    for n in half.graph.node:  # everything outside the unit is the node it was
+        if n.name in before and n.name not in names:
+            assert n == before[n.name]
+    x = _inputs()
+    path = tmp_path / "half.onnx"
+    onnx.save(half, str(path))
+    for r, g in zip(OrtSession(fp32["aggregate"])(x), OrtSession(path)(x), strict=True):
+        err = float(np.abs(r - g).max())
+        assert 0 < err < 1e-2 * float(np.abs(r).max())
 
 
 def test_int8_methods_and_keep_change_the_file(fp32: dict[str, Path], tmp_path: Path) -> None:
