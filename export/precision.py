@@ -446,7 +446,7 @@ def to_int8_guarded(
     warnings = holdout_warnings(holdout)
     kept_set = set(result.kept)
     quantized = [n for n in nodes if n not in kept_set]
-    if not quantized:
+    if not quantized or not any(n.op_type == "QuantizeLinear" for n in result.model.graph.node):
         how = "true AP drop" if holdout.annotations is not None else "estimated AP drop (no --annotations)"
         warnings.append(
             f"the guard kept every block in float: no int8 variant stayed within {max_ap_drop} AP points by {how}, "

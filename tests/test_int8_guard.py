@@ -213,17 +213,42 @@ def test_cli_guard_options_are_checked(files: dict[str, Path], tmp_path: Path) -
     assert res.exit_code != 0 and "every image there is a calibration image" in str(res.exception) + res.output
 
 
-def test_a_guard_that_keeps_everything_in_float_says_so(files: dict[str, Path], tmp_path: Path) -> None:
-    """Label-free on two held-out photos of a formula-weight model, no int8 variant stays within 0.5 points of
-    agreement: the file then computes in fp32, and its contract (and the log) must say so, not just "int8"."""
+def test_a_guard_that_keeps_everything_in_float_says_so(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no int8 variant stays within the budget the file computes in float, and its contract (and the log)
+    must say so, not just "int8". The score is replaced by one that fails every file holding a QuantizeLinear, so
+    the guard has to go all the way; the TensorRT form then computes in fp16, the CPU form in fp32."""
+    from hhrnet.export import guard
     from hhrnet.export.onnx import read_contract
     from hhrnet.export.precision import convert
 
-    said: list[str] = []
-    out = convert(files["aggregate"], tmp_path / "q.onnx", "int8", calib_images=files["images"], calib_count=2,
-                  log=said.append)  # fmt: skip
-    art = read_contract(out.path)
-    assert art.extra["quantized_nodes"] == 0 and art.extra["guard"]["kept"]
-    warning = [w for w in art.calibration["warnings"] if "kept every block in fp32" in w]
-    assert warning and "agreement drop" in warning[0] and "--annotations" in warning[0]
-    assert any(line.startswith("warning: the guard kept every block") for line in said)
+    def strict(self: guard.Scorer, model: object) -> dict[str, float]:
+        quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # type: ignore[attr-defined]
+        return {"loss": 9.0 if quantized else 0.0, "agreement": 0.5 if quantized else 1.0}
+
+    monkeypatch.setattr(guard.Scorer, "score", strict)
+    for target, dtype in (("tensorrt", "fp16"), ("cpu", "fp32")):
+        said: list[str] = []
+        out = convert(files["aggregate"], tmp_path / f"q_{target}.onnx", "int8", calib_images=files["images"],
+                      calib_count=2, target=target, log=said.append)  # fmt: skip
+        art = read_contract(out.path)
+        assert art.extra["guard"]["kept"] and not any(n.op_type == "QuantizeLinear" for n in _load(out.path).graph.node)
+        assert art.extra["kept_dtype"] == art.extra["guard"]["kept_dtype"] == dtype
+        warning = [w for w in art.calibration["warnings"] if "kept every block in float" in w]
+        assert warning and f"computes in {dtype}" in warning[0] and "--annotations" in warning[0]
+        assert any(line.startswith("warning: the guard kept every block") for line in said)
+
+
+def test_label_free_truth_is_fp32s_confident_poses() -> None:
+    """The label-free ground truth keeps the poses scoring >= CONFIDENT x their image's best, per image."""
+    from hhrnet.export.guard import CONFIDENT, confident_poses
+
+    def pose(image: int, score: float) -> dict[str, object]:
+        return {"image_id": image, "score": score, "bbox": [0, 0, 10, 20], "keypoints": [1.0, 2.0, 0.5] * 17}
+
+    ref = [pose(1, 0.8), pose(1, 0.8 * CONFIDENT + 1e-3), pose(1, 0.8 * CONFIDENT - 1e-3), pose(2, 0.05),
+           pose(2, 0.01)]  # fmt: skip
+    truth = confident_poses(ref, [{"id": 1, "height": 9, "width": 9}, {"id": 2, "height": 9, "width": 9}])
+    assert [(a["image_id"]) for a in truth["annotations"]] == [1, 1, 2]  # image 2's best counts, however low
+    assert all(a["num_keypoints"] == 17 and a["area"] == 200 for a in truth["annotations"])

@@ -174,8 +174,9 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     assert art.extra["kept_dtype"] == ("fp16" if target == "tensorrt" else "fp32")
     if target == "tensorrt":  # the heads, and nothing else, compute in fp16; graph input and outputs stay fp32
         assert art.extra["kept_fp16_nodes"] == 2
-        assert all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*model.graph.input,
-                                                                                   *model.graph.output])
+        assert all(
+            t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*model.graph.input, *model.graph.output]
+        )
     x = _inputs()
     ref, got = OrtSession(fp32["aggregate"])(x), OrtSession(rep.path)(x)
     for r, g in zip(ref, got, strict=True):
