@@ -114,11 +114,17 @@ def holdout_set(
     subset = None
     if gt is not None:
         keep = set(image_ids)
-        subset = {"images": [im for im in gt["images"] if int(im["id"]) in keep],
-                  "annotations": [a for a in gt.get("annotations", []) if a.get("image_id") in keep],
-                  "categories": gt.get("categories", [])}  # fmt: skip
-    provenance = {"images": str(root), "count": len(files), "labels": str(annotations) if annotations else None,
-                  "sha256": digest.hexdigest()}  # fmt: skip
+        subset = {
+            "images": [im for im in gt["images"] if int(im["id"]) in keep],
+            "annotations": [a for a in gt.get("annotations", []) if a.get("image_id") in keep],
+            "categories": gt.get("categories", []),
+        }
+    provenance = {
+        "images": str(root),
+        "count": len(files),
+        "labels": str(annotations) if annotations else None,
+        "sha256": digest.hexdigest(),
+    }
     return Holdout([read_image(p) for p in files], image_ids, subset, provenance)
 
 
@@ -131,15 +137,19 @@ def calibration_warnings(inputs: Sequence[np.ndarray]) -> list[str]:
     warnings = []
     n = len(inputs)
     if n < FEW_CALIBRATION:
-        warnings.append(f"only {n} calibration images (fewer than {FEW_CALIBRATION}): activation ranges may not "
-                        "cover real inputs; give more with --calib-images / --calib-count")  # fmt: skip
+        warnings.append(
+            f"only {n} calibration images (fewer than {FEW_CALIBRATION}): activation ranges may not "
+            "cover real inputs; give more with --calib-images / --calib-count"
+        )
     if n >= 2:
         thumbs = np.stack([_thumbnail(x[0]) for x in inputs])  # (N, 3, 8, 8)
         between = float(thumbs.std(axis=0).mean())
         within = float(np.mean([x[0].std() for x in inputs]))
         if within > 0 and between < UNIFORM_SPREAD * within:
-            warnings.append(f"the {n} calibration images are nearly uniform (image-to-image spread {between:.3f} vs "
-                            f"{within:.3f} within an image): ranges fitted to them may clip other scenes")  # fmt: skip
+            warnings.append(
+                f"the {n} calibration images are nearly uniform (image-to-image spread {between:.3f} vs "
+                f"{within:.3f} within an image): ranges fitted to them may clip other scenes"
+            )
     return warnings
 
 
@@ -147,8 +157,10 @@ def holdout_warnings(holdout: Holdout) -> list[str]:
     """Why the guard's held-out estimate may be noisy."""
     n = len(holdout.images)
     if n < FEW_HOLDOUT:
-        return [f"only {n} held-out images scored the guard (fewer than {FEW_HOLDOUT}): its AP estimate is noisy; "
-                "give more images or --guard-images FOLDER"]  # fmt: skip
+        return [
+            f"only {n} held-out images scored the guard (fewer than {FEW_HOLDOUT}): its AP estimate is noisy; "
+            "give more images or --guard-images FOLDER"
+        ]
     return []
 
 
@@ -226,9 +238,10 @@ class _Net:
 
 
 def as_ground_truth(
-    results: Sequence[Mapping[str, Any]], images: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    images: Sequence[Mapping[str, Any]],
     categories: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Predictions as a COCO ground-truth dict (box and area of each person from its keypoints)."""
     anns = []
     for i, r in enumerate(results):
@@ -236,15 +249,28 @@ def as_ground_truth(
         kps = list(r["keypoints"])
         for j in range(2, len(kps), 3):
             kps[j] = 2 if kps[j] > 0 else 0
-        anns.append({"id": i + 1, "image_id": r["image_id"], "category_id": 1, "iscrowd": 0, "keypoints": kps,
-                     "num_keypoints": sum(1 for v in kps[2::3] if v > 0), "bbox": [x, y, max(w, 1), max(h, 1)],
-                     "area": max(w, 1) * max(h, 1)})  # fmt: skip
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": r["image_id"],
+                "category_id": 1,
+                "iscrowd": 0,
+                "keypoints": kps,
+                "num_keypoints": sum(1 for v in kps[2::3] if v > 0),
+                "bbox": [x, y, max(w, 1), max(h, 1)],
+                "area": max(w, 1) * max(h, 1),
+            }
+        )
     cats = [dict(c) for c in categories] if categories else [{"id": 1, "name": "person"}]
     return {"images": [dict(im) for im in images], "annotations": anns, "categories": cats}
 
 
-def agreement_ap(results: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]],
-                 images: Sequence[dict[str, Any]], dataset: str) -> float:  # fmt: skip
+def agreement_ap(
+    results: Sequence[dict[str, Any]],
+    reference: Sequence[dict[str, Any]],
+    images: Sequence[dict[str, Any]],
+    dataset: str,
+) -> float:
     """AP of ``results`` scored against ``reference``'s poses as ground truth (1.0 when the reference is empty)."""
     from hhrnet.evaluate import evaluate_predictions
 
@@ -257,7 +283,7 @@ def agreement_ap(results: Sequence[dict[str, Any]], reference: Sequence[dict[str
 
 def confident_poses(
     reference: Sequence[Mapping[str, Any]], images: Sequence[Mapping[str, Any]], confident: float = CONFIDENT
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """fp32's confident poses as a COCO ground truth: those scoring at least ``confident`` x their image's best.
 
     The low-score tail of a bottom-up model's output is mostly not people; as ground truth it would count every
@@ -286,8 +312,10 @@ class Scorer:
         self.graph = graph
         self.holdout = holdout
         self.labelled = holdout.annotations is not None
-        self.images_meta = [{"id": i, "height": int(im.shape[0]), "width": int(im.shape[1])}
-                            for i, im in zip(holdout.image_ids, holdout.images, strict=True)]  # fmt: skip
+        self.images_meta = [
+            {"id": i, "height": int(im.shape[0]), "width": int(im.shape[1])}
+            for i, im in zip(holdout.image_ids, holdout.images, strict=True)
+        ]
         self.reference = self.poses(fp32)
         self.truth = holdout.annotations  # with labels: the labels; without: fp32's confident poses, OKS 0.5
         self.stat = "AP"
@@ -329,8 +357,9 @@ def output_error(model: Any, graph: str, inputs: Sequence[np.ndarray], reference
     errors = []
     for x, ref in zip(inputs, reference, strict=True):
         for r, g in zip(ref, net(x), strict=True):
-            errors.append(float(np.sum((g.astype(np.float64) - r) ** 2) / max(float(np.sum(r.astype(np.float64) ** 2)),
-                                                                               1e-30)))  # fmt: skip
+            errors.append(
+                float(np.sum((g.astype(np.float64) - r) ** 2) / max(float(np.sum(r.astype(np.float64) ** 2)), 1e-30))
+            )
     return float(np.mean(errors))
 
 
@@ -374,8 +403,14 @@ class Quantizer:
         reader = None if self.cache.is_file() else Reader(self.model.graph.input[0].name, self.inputs)
         dst = self.tmp / "int8.onnx"
         with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
-            quantize_static(str(self.src), str(dst), reader, nodes_to_quantize=list(nodes),
-                            calibration_cache_path=str(self.cache), **self.settings)  # fmt: skip
+            quantize_static(
+                str(self.src),
+                str(dst),
+                reader,
+                nodes_to_quantize=list(nodes),
+                calibration_cache_path=str(self.cache),
+                **self.settings,
+            )
         return onnx.load(str(dst))
 
     def close(self) -> None:
@@ -406,14 +441,18 @@ def float_summary(artifact: Any) -> list[str]:
     res, full = g["result"], g.get("all_quantized") or {}
     what = "ΔAP" if "AP" in res else "estimated ΔAP"
     dtype = g.get("kept_dtype", "fp32")
-    lines = [f"int8 guard ({g['measure']}; budget {g['max_ap_drop']} AP points, {g['holdout']['count']} held-out "
-             f"images): {len(g['kept'])} of {g['blocks']} blocks kept in {dtype}; {what} {res['loss']:+.2f} points, "
-             f"agreement AP {res['agreement']:.3f}"
-             + (f" (all quantized: {full['loss']:+.2f} points, agreement {full['agreement']:.3f})" if full else "")
-             + ("" if g["within_budget"] else " -- NOT within the budget")]  # fmt: skip
+    lines = [
+        f"int8 guard ({g['measure']}; budget {g['max_ap_drop']} AP points, {g['holdout']['count']} held-out "
+        f"images): {len(g['kept'])} of {g['blocks']} blocks kept in {dtype}; {what} {res['loss']:+.2f} points, "
+        f"agreement AP {res['agreement']:.3f}"
+        + (f" (all quantized: {full['loss']:+.2f} points, agreement {full['agreement']:.3f})" if full else "")
+        + ("" if g["within_budget"] else " -- NOT within the budget")
+    ]
     for b in g["kept"]:
-        lines.append(f"  kept in {dtype}: {b['block']} ({len(b['nodes'])} nodes, quantized alone: relative output "
-                     f"error {b['cost']:.3g})")  # fmt: skip
+        lines.append(
+            f"  kept in {dtype}: {b['block']} ({len(b['nodes'])} nodes, quantized alone: relative output "
+            f"error {b['cost']:.3g})"
+        )
     return lines
 
 
@@ -430,10 +469,16 @@ class GuardResult:
 
 
 def guard(
-    quantize: Quantizer, nodes: Sequence[str], scorer: Scorer, proxy_inputs: Sequence[np.ndarray], *,
-    max_ap_drop: float = DEFAULT_MAX_AP_DROP, graph: str = "raw", max_blocks: int = MAX_BLOCKS,
+    quantize: Quantizer,
+    nodes: Sequence[str],
+    scorer: Scorer,
+    proxy_inputs: Sequence[np.ndarray],
+    *,
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP,
+    graph: str = "raw",
+    max_blocks: int = MAX_BLOCKS,
     log: Log | None = None,
-) -> GuardResult:  # fmt: skip
+) -> GuardResult:
     """Keep in float the fewest most-sensitive blocks of ``nodes`` whose held-out loss is within ``max_ap_drop``."""
     say = log or (lambda _: None)
     units = blocks(quantize.model.graph, nodes, max_blocks)
@@ -448,16 +493,22 @@ def guard(
             excluded = {n for i in order[:k] for n in units[i][1]}
             models[k] = quantize([n for n in nodes if n not in excluded])
             trials[k] = scorer.score(models[k])
-            say(f"guard: {k} block(s) in float -> loss {trials[k]['loss']:+.2f} points, agreement "
-                f"{trials[k]['agreement']:.3f}")  # fmt: skip
+            say(
+                f"guard: {k} block(s) in float -> loss {trials[k]['loss']:+.2f} points, agreement "
+                f"{trials[k]['agreement']:.3f}"
+            )
         return trials[k]["loss"] <= max_ap_drop
 
     hi = 0
     if not trial(0) and units:
         reference = [_Net(quantize.model, graph)(x) for x in proxy_inputs]
         say(f"guard: sensitivity of {len(units)} blocks on {len(proxy_inputs)} held-out images ...")
-        cost.update({name: float(f"{output_error(quantize(members), graph, proxy_inputs, reference):.4g}")
-                     for name, members in units})  # fmt: skip
+        cost.update(
+            {
+                name: float(f"{output_error(quantize(members), graph, proxy_inputs, reference):.4g}")
+                for name, members in units
+            }
+        )
         order.extend(sorted(range(len(units)), key=lambda i: (-cost[units[i][0]], i)))  # stable
         # doubling then bisection for the smallest k within the budget (k = all blocks is fp32: always within)
         lo, hi = 0, 1
@@ -473,7 +524,8 @@ def guard(
     kept = [n for _, members in kept_blocks for n in members]
     record = {
         "max_ap_drop": max_ap_drop,
-        "measure": "AP drop vs fp32 on labelled held-out images" if scorer.labelled
+        "measure": "AP drop vs fp32 on labelled held-out images"
+        if scorer.labelled
         else f"label-free estimate: AP at OKS 0.5 against fp32's confident poses (>= {CONFIDENT} x the image's best)",
         "blocks": len(units),
         "kept": [{"block": name, "nodes": members, "cost": cost[name]} for name, members in kept_blocks],
@@ -482,5 +534,5 @@ def guard(
         "within_budget": trials[hi]["loss"] <= max_ap_drop,
         "sensitivity": {units[i][0]: cost[units[i][0]] for i in order[: min(8, len(order))]},  # {}: not needed
         "trials": {str(k): v for k, v in sorted(trials.items())},
-    }  # fmt: skip
+    }
     return GuardResult(models[hi], kept, record)

@@ -123,8 +123,16 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     from hhrnet.export.precision import convert, tensorrt_problems
     from hhrnet.runtime.ort import OrtSession
 
-    rep = convert(fp32["aggregate"], tmp_path / "int8.onnx", "int8", calib_images=COCO, calib_count=3,
-                  method="minmax", target=target, guarded=False)  # fmt: skip
+    rep = convert(
+        fp32["aggregate"],
+        tmp_path / "int8.onnx",
+        "int8",
+        calib_images=COCO,
+        calib_count=3,
+        method="minmax",
+        target=target,
+        guarded=False,
+    )
     model = _load(rep.path)
     assert set(rep.op_types) <= TENSORRT_ONNX_OPS | {"QuantizeLinear", "DequantizeLinear"}
     nodes, inits = _qdq(model)
@@ -229,10 +237,19 @@ def test_int8_methods_and_keep_change_the_file(fp32: dict[str, Path], tmp_path: 
     from hhrnet.export.precision import convert
 
     digests = set()
-    for i, (method, keep) in enumerate([("minmax", None), ("percentile", None), ("entropy", None),
-                                        ("minmax", ["heads", "stem"])]):  # fmt: skip
-        rep = convert(fp32["raw"], tmp_path / f"{i}.onnx", "int8", calib_images=COCO, calib_count=2, method=method,
-                      keep=keep, guarded=False)  # fmt: skip
+    for i, (method, keep) in enumerate(
+        [("minmax", None), ("percentile", None), ("entropy", None), ("minmax", ["heads", "stem"])]
+    ):
+        rep = convert(
+            fp32["raw"],
+            tmp_path / f"{i}.onnx",
+            "int8",
+            calib_images=COCO,
+            calib_count=2,
+            method=method,
+            keep=keep,
+            guarded=False,
+        )
         digests.add(hashlib.sha256(rep.path.read_bytes()).hexdigest())
         if keep:
             assert "/conv1/Conv" in rep.kept
@@ -266,8 +283,22 @@ def test_cli_export_converts_and_engine_takes_the_files_precision(fp32: dict[str
 
     runner = CliRunner()
     out = tmp_path / "m_int8.onnx"
-    args = ["export", "--onnx", str(fp32["aggregate"]), "--precision", "int8", "--calib-images", str(COCO),
-            "--calib-count", "2", "--calib-method", "entropy", "--no-guard", "--out", str(out)]  # fmt: skip
+    args = [
+        "export",
+        "--onnx",
+        str(fp32["aggregate"]),
+        "--precision",
+        "int8",
+        "--calib-images",
+        str(COCO),
+        "--calib-count",
+        "2",
+        "--calib-method",
+        "entropy",
+        "--no-guard",
+        "--out",
+        str(out),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "calibration: entropy on 2 images" in res.output
@@ -309,8 +340,11 @@ def test_parity_rows_say_how_a_precision_was_made(fp32: dict[str, Path], tmp_pat
     half = convert(fp32["raw"], tmp_path / "h.onnx", "fp16", keep=["heads", "deconv"]).artifact
     assert precision_info(half) == {"kept_fp32": "heads,deconv"}
     q = convert(fp32["raw"], tmp_path / "q.onnx", "int8", calib_images=COCO, calib_count=2, guarded=False).artifact
-    assert precision_info(q) == {"kept_fp32": "heads", "calibration": "percentile 99.999, 2 images",
-                                 "activations": "int8 symmetric"}  # fmt: skip
+    assert precision_info(q) == {
+        "kept_fp32": "heads",
+        "calibration": "percentile 99.999, 2 images",
+        "activations": "int8 symmetric",
+    }
 
 
 def test_tensorrt_placement_rules_on_the_graph(fp32: dict[str, Path], tmp_path: Path) -> None:
@@ -322,8 +356,9 @@ def test_tensorrt_placement_rules_on_the_graph(fp32: dict[str, Path], tmp_path: 
     heads = convert(fp32["aggregate"], tmp_path / "h.onnx", "int8", calib_images=COCO, calib_count=2, keep=["heads"])
     model = _load(heads.path)
     assert tensorrt_placement_problems(model) == []
-    everything = convert(fp32["aggregate"], tmp_path / "a.onnx", "int8", calib_images=COCO, calib_count=2,
-                         keep=["none"])  # fmt: skip
+    everything = convert(
+        fp32["aggregate"], tmp_path / "a.onnx", "int8", calib_images=COCO, calib_count=2, keep=["none"]
+    )
     # the heads quantized too: their outputs are not (no Q/DQ on the outputs of weighted ops in this form)
     assert tensorrt_placement_problems(_load(everything.path)) == []
     for n in _load(everything.path).graph.node:  # a conv output is quantized only as a residual Add's input
