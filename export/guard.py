@@ -317,10 +317,9 @@ class Scorer:
             for i, im in zip(holdout.image_ids, holdout.images, strict=True)
         ]
         self.reference = self.poses(fp32)
-        self.truth = holdout.annotations  # with labels: the labels; without: fp32's confident poses, OKS 0.5
-        self.stat = "AP"
-        if self.truth is None:
-            self.truth, self.stat = confident_poses(self.reference, self.images_meta), LABEL_FREE_STAT
+        # with labels: the labels; without: fp32's confident poses, scored at OKS 0.5
+        self.truth: dict[str, Any] = holdout.annotations or confident_poses(self.reference, self.images_meta)
+        self.stat = "AP" if holdout.annotations is not None else LABEL_FREE_STAT
         self.base = _ap(self.reference, self.truth, codec.dataset, self.stat)
 
     def poses(self, model: Any) -> list[dict[str, Any]]:

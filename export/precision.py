@@ -469,7 +469,7 @@ def to_int8_guarded(
     try:
         scorer = Scorer(model, codec, graph, holdout)
         result = guard(quantize, nodes, scorer, proxy, max_ap_drop=max_ap_drop, graph=graph, log=log)
-        final, half = result.model, []
+        final, half = result.model, list[str]()
         if kept_dtype(target) == "fp16" and result.kept:
             # the guard measured its kept blocks in fp32 (ONNX Runtime's CPU kernels); the file keeps them in fp16,
             # so the file as written is scored again and that is the result recorded
