@@ -198,9 +198,12 @@ def calibration_set(image_dir: str | Path, codec: Codec, count: int = DEFAULT_CA
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
         inputs.append(boxed.preprocess(decode_image(data, str(path))).inputs[0][1][None])  # (1, 3, S, S)
     provenance = {
-        "images": str(root), "count": len(inputs), "available": len(files), "letterbox": boxed.letterbox,
+        "images": str(root),
+        "count": len(inputs),
+        "available": len(files),
+        "letterbox": boxed.letterbox,
         "sha256": digest.hexdigest(),
-    }  # fmt: skip
+    }
     return CalibrationSet(inputs, provenance, tuple(p.name for p in files[:count]))
 
 
@@ -238,8 +241,11 @@ def to_fp16(model: Any, keep: Sequence[str]) -> tuple[Any, list[str], dict[str, 
         model, keep_io_types=True, node_block_list=kept, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST)
     )
     sort_topologically(converted.graph)  # the converter appends its input Casts after their consumers
-    extra = {"tool": f"onnxruntime.transformers.float16 {_version('onnxruntime')}", "kept_fp32": list(keep),
-             "kept_fp32_nodes": len(kept)}  # fmt: skip
+    extra = {
+        "tool": f"onnxruntime.transformers.float16 {_version('onnxruntime')}",
+        "kept_fp32": list(keep),
+        "kept_fp32_nodes": len(kept),
+    }
     return converted, kept, extra
 
 
@@ -276,19 +282,107 @@ def int8_settings(method: str, percentile: float, target: str) -> dict[str, Any]
         raise InputError(f"the calibration percentile must be in (0, 100], got {percentile}")
     symmetric = target == "tensorrt"
     extra_options: dict[str, Any] = {
-        "ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
+        "ActivationSymmetric": symmetric,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
         "CalibTensorRangeSymmetric": symmetric,
-    }  # fmt: skip
+    }
     if symmetric:  # NVIDIA's placement: Q/DQ on the inputs of weighted ops, not on their outputs (TensorRT fuses)
         extra_options["OpTypesToExcludeOutputQuantization"] = sorted(CONV_OPS)
     if method == "percentile":
         extra_options["CalibPercentile"] = percentile
-    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                    "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
-    return {"quant_format": QuantFormat.QDQ, "per_channel": True,
-            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8, "weight_type": QuantType.QInt8,
-            "op_types_to_quantize": list(CPU_INT8_OPS if target == "cpu" else INT8_OPS),
-            "calibrate_method": calib_method, "extra_options": extra_options}  # fmt: skip
+    calib_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    return {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+        "op_types_to_quantize": list(CPU_INT8_OPS if target == "cpu" else INT8_OPS),
+        "calibrate_method": calib_method,
+        "extra_options": extra_options,
+    }
+
+
+def kept_dtype(target: str) -> str:
+    """What an int8 file computes its kept (unquantized) layers in: fp16 for TensorRT (fast fp16 kernels, and
+    TensorRT 11 takes precision from the graph only), fp32 for ONNX Runtime's CPU kernels (no fast fp16 there)."""
+    return "fp16" if target == "tensorrt" else "fp32"
+
+
+def kept_in_fp16(model: Any, kept: Sequence[str]) -> tuple[Any, list[str]]:
+    """``model`` with the ``kept`` layers (and the ReLUs right after them) computing in fp16 (a copy).
+
+    The kept nodes (convolutions, Adds, ReLUs: ops that take any float type) get fp16 copies of their weights and
+    bias, a Cast to fp16 on each input that comes from outside the kept set and a Cast back to fp32 on each output
+    read outside it (or a graph output). Nothing else changes: Q/DQ pairs, quantized layers, the aggregation after
+    the heads and the graph's input and outputs stay as they were. (ONNX Runtime's fp16 converter, given every
+    other node as its block list, still cast the Q/DQ weights of blocked convolutions: not used here.)
+    Returns the model and the names of the nodes now in fp16.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    chosen = set(kept)
+    producer = {o: n.name for n in graph.node for o in n.output}
+    for n in graph.node:  # topological: a ReLU of a kept layer joins it (no fp16 -> fp32 -> fp16 round trip)
+        if n.op_type == "Relu" and n.input and producer.get(n.input[0]) in chosen:
+            chosen.add(n.name)
+    if not chosen:
+        return model, []
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    readers: dict[str, list[str]] = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n.name)
+    half: dict[str, str] = {}  # fp32 tensor -> its fp16 twin
+    made: set[str] = set()  # fp16 tensors the kept nodes write
+    nodes = []
+    for n in graph.node:
+        if n.name not in chosen:
+            nodes.append(n)
+            continue
+        for k, name in enumerate(n.input):
+            if not name or name in made:
+                continue  # empty optional input, or already fp16 (made by a kept node)
+            if name not in half:
+                half[name] = f"{name}_fp16"
+                if name in inits:
+                    value = numpy_helper.to_array(inits[name]).astype(np.float16)
+                    graph.initializer.append(numpy_helper.from_array(value, half[name]))
+                else:
+                    nodes.append(
+                        helper.make_node("Cast", [name], [half[name]], f"{half[name]}_cast", to=TensorProto.FLOAT16)
+                    )
+            n.input[k] = half[name]
+        nodes.append(n)
+        for k, name in enumerate(n.output):
+            if name in outputs or any(r not in chosen for r in readers.get(name, [])):
+                n.output[k] = f"{name}_fp16"
+                nodes.append(helper.make_node("Cast", [n.output[k]], [name], f"{name}_cast_fp32", to=TensorProto.FLOAT))
+                for r in graph.node:  # kept readers take the fp16 tensor directly
+                    if r.name in chosen and r is not n:
+                        for m, x in enumerate(r.input):
+                            if x == name:
+                                r.input[m] = n.output[k]
+        made.update(n.output)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {x for n in graph.node for x in n.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+        graph.initializer.remove(t)
+    kept_value_info = [v for v in graph.value_info if producer.get(v.name) not in chosen]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_value_info)
+    sort_topologically(graph)
+    return model, [n.name for n in graph.node if n.name in chosen]
 
 
 def quantizable_nodes(model: Any, target: str, kept: Sequence[str] = ()) -> list[str]:
@@ -300,10 +394,14 @@ def quantizable_nodes(model: Any, target: str, kept: Sequence[str] = ()) -> list
 
 def _int8_provenance(calibration: CalibrationSet, method: str, percentile: float, target: str) -> dict[str, Any]:
     symmetric = target == "tensorrt"
-    provenance = dict(calibration.provenance, method=method, target=target,
-                      tool=f"onnxruntime.quantization {_version('onnxruntime')}",
-                      activations="int8 symmetric" if symmetric else "uint8 asymmetric",
-                      weights="int8 symmetric per-channel")  # fmt: skip
+    provenance = dict(
+        calibration.provenance,
+        method=method,
+        target=target,
+        tool=f"onnxruntime.quantization {_version('onnxruntime')}",
+        activations="int8 symmetric" if symmetric else "uint8 asymmetric",
+        weights="int8 symmetric per-channel",
+    )
     if method == "percentile":
         provenance["percentile"] = percentile
     warnings = calibration_warnings(calibration.inputs)
@@ -313,9 +411,14 @@ def _int8_provenance(calibration: CalibrationSet, method: str, percentile: float
 
 
 def to_int8(
-    model: Any, calibration: CalibrationSet, *, keep: Sequence[str], method: str = DEFAULT_METHOD,
-    percentile: float = DEFAULT_PERCENTILE, target: str = "tensorrt",
-) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    model: Any,
+    calibration: CalibrationSet,
+    *,
+    keep: Sequence[str],
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    target: str = "tensorrt",
+) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:
     """Q/DQ int8 copy of ``model`` keeping the ``keep`` groups/regexes in fp32 (a fixed rule, no measurement);
     (model, kept node names, calibration provenance, extra)."""
     settings = int8_settings(method, percentile, target)
@@ -326,16 +429,33 @@ def to_int8(
         quantized = quantize(nodes)
     finally:
         quantize.close()
-    extra = {"kept_fp32": list(keep), "kept_fp32_nodes": len(kept), "quantized_nodes": len(nodes),
-             "quantized_ops": list(settings["op_types_to_quantize"])}  # fmt: skip
+    extra = {
+        "kept_fp32": list(keep),
+        "kept_fp32_nodes": len(kept),
+        "quantized_nodes": len(nodes),
+        "quantized_ops": list(settings["op_types_to_quantize"]),
+        "kept_dtype": kept_dtype(target),
+    }
+    if kept_dtype(target) == "fp16":  # only layers the quantizer could have taken: the aggregation stays fp32
+        layers = set(quantizable_nodes(model, target))
+        quantized, half = kept_in_fp16(quantized, [n for n in kept if n in layers])
+        extra["kept_fp16_nodes"] = len(half)
     return quantized, kept, _int8_provenance(calibration, method, percentile, target), extra
 
 
 def to_int8_guarded(
-    model: Any, calibration: CalibrationSet, holdout: Holdout, codec: Codec, graph: str, *,
-    max_ap_drop: float = DEFAULT_MAX_AP_DROP, method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE,
-    target: str = "tensorrt", log: Log | None = None,
-) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    model: Any,
+    calibration: CalibrationSet,
+    holdout: Holdout,
+    codec: Codec,
+    graph: str,
+    *,
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    target: str = "tensorrt",
+    log: Log | None = None,
+) -> tuple[Any, list[str], dict[str, Any], dict[str, Any]]:
     """Q/DQ int8 copy of ``model`` with the fewest blocks kept in fp32 that hold the held-out loss within
     ``max_ap_drop`` AP points (:mod:`hhrnet.export.guard`); (model, kept node names, calibration provenance,
     extra with the guard's record under ``guard``)."""
@@ -349,28 +469,44 @@ def to_int8_guarded(
     try:
         scorer = Scorer(model, codec, graph, holdout)
         result = guard(quantize, nodes, scorer, proxy, max_ap_drop=max_ap_drop, graph=graph, log=log)
+        final, half = result.model, list[str]()
+        if kept_dtype(target) == "fp16" and result.kept:
+            # the guard measured its kept blocks in fp32 (ONNX Runtime's CPU kernels); the file keeps them in fp16,
+            # so the file as written is scored again and that is the result recorded
+            final, half = kept_in_fp16(result.model, result.kept)
+            result.record["result_kept_fp32"] = result.record["result"]
+            result.record["result"] = scorer.score(final)
+            result.record["within_budget"] = result.record["result"]["loss"] <= max_ap_drop
     finally:
         quantize.close()
+    result.record["kept_dtype"] = kept_dtype(target)
     provenance = _int8_provenance(calibration, method, percentile, target)
     warnings = holdout_warnings(holdout)
     kept_set = set(result.kept)
     quantized = [n for n in nodes if n not in kept_set]
-    if not quantized:
-        how = "true AP drop" if holdout.annotations is not None else "agreement drop (no --annotations)"
+    if not quantized or not any(n.op_type == "QuantizeLinear" for n in result.model.graph.node):
+        how = "true AP drop" if holdout.annotations is not None else "estimated AP drop (no --annotations)"
         warnings.append(
-            f"the guard kept every block in fp32: no int8 variant stayed within {max_ap_drop} AP points by {how}, "
-            "so this file computes in fp32; give --annotations (the label-free measure is much stricter than "
-            "true ΔAP), a larger --max-ap-drop, or --no-guard"
+            f"the guard kept every block in float: no int8 variant stayed within {max_ap_drop} AP points by {how}, "
+            f"so this file computes in {kept_dtype(target)}; give more held-out images or --annotations, a larger "
+            "--max-ap-drop, or --no-guard"
         )
         if log is not None:
             log(f"warning: {warnings[-1]}")
     if warnings:
         provenance["warnings"] = provenance.get("warnings", []) + warnings
     record = dict(result.record, holdout=holdout.provenance)
-    extra = {"kept_fp32": [b["block"] for b in record["kept"]], "kept_fp32_nodes": len(result.kept),
-             "quantized_nodes": len(quantized), "quantized_ops": list(settings["op_types_to_quantize"]),
-             "guard": record}  # fmt: skip
-    return result.model, result.kept, provenance, extra
+    extra = {
+        "kept_fp32": [b["block"] for b in record["kept"]],
+        "kept_fp32_nodes": len(result.kept),
+        "quantized_nodes": len(quantized),
+        "quantized_ops": list(settings["op_types_to_quantize"]),
+        "kept_dtype": kept_dtype(target),
+        "guard": record,
+    }
+    if kept_dtype(target) == "fp16":
+        extra["kept_fp16_nodes"] = len(half)
+    return final, result.kept, provenance, extra
 
 
 def tensorrt_problems(model: Any) -> list[str]:
@@ -507,12 +643,21 @@ def convert(
             same = Path(held).resolve() == Path(calib_images).resolve()
             holdout = holdout_set(held, calib.files if same else (), guard_count, annotations)
             model, kept, calibration, extra = to_int8_guarded(
-                model, calib, holdout, artifact.codec, artifact.graph, max_ap_drop=max_ap_drop, method=method,
-                percentile=percentile, target=target, log=log,
-            )  # fmt: skip
+                model,
+                calib,
+                holdout,
+                artifact.codec,
+                artifact.graph,
+                max_ap_drop=max_ap_drop,
+                method=method,
+                percentile=percentile,
+                target=target,
+                log=log,
+            )
         else:
-            model, kept, calibration, extra = to_int8(model, calib, keep=keep, method=method,
-                                                      percentile=percentile, target=target)  # fmt: skip
+            model, kept, calibration, extra = to_int8(
+                model, calib, keep=keep, method=method, percentile=percentile, target=target
+            )
         converted = extra["quantized_nodes"]
     new = dataclasses.replace(artifact, precision=precision, calibration=calibration, extra=extra)
     write_contract(model, new)

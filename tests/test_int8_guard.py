@@ -96,8 +96,10 @@ def test_calibration_warnings_say_too_few_and_too_uniform() -> None:
     from hhrnet.export.guard import calibration_warnings
 
     rng = np.random.default_rng(0)
-    varied = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) * rng.uniform(0.2, 3) + rng.uniform(-2, 2)
-              for _ in range(20)]  # fmt: skip
+    varied = [
+        rng.standard_normal((1, 3, 64, 64)).astype(np.float32) * rng.uniform(0.2, 3) + rng.uniform(-2, 2)
+        for _ in range(20)
+    ]
     assert calibration_warnings(varied) == []
     few = calibration_warnings(varied[:3])
     assert len(few) == 1 and "only 3 calibration images" in few[0]
@@ -116,8 +118,11 @@ def test_holdout_images_are_the_ones_calibration_did_not_use(files: dict[str, Pa
     assert held.provenance["count"] == 2 and held.annotations is None and held.image_ids == [0, 1]
     with pytest.raises(InputError, match="every image there is a calibration image"):
         holdout_set(files["images"], names, count=10)
-    ann = {"images": [{"id": 7, "file_name": names[3], "height": 1, "width": 1}],
-           "annotations": [{"id": 1, "image_id": 7, "category_id": 1}], "categories": []}  # fmt: skip
+    ann = {
+        "images": [{"id": 7, "file_name": names[3], "height": 1, "width": 1}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 1}],
+        "categories": [],
+    }
     (tmp_path / "a.json").write_text(json.dumps(ann))
     labelled = holdout_set(files["images"], names[:2], count=10, annotations=tmp_path / "a.json")
     assert labelled.image_ids == [7] and labelled.annotations is not None
@@ -205,25 +210,67 @@ def test_cli_guard_options_are_checked(files: dict[str, Path], tmp_path: Path) -
     from hhrnet.cli.app import app
 
     runner = CliRunner()
-    base = ["export", "--onnx", str(files["aggregate"]), "--precision", "int8", "--calib-images",
-            str(files["images"]), "--calib-count", "2", "--out", str(tmp_path / "x.onnx")]  # fmt: skip
+    base = [
+        "export",
+        "--onnx",
+        str(files["aggregate"]),
+        "--precision",
+        "int8",
+        "--calib-images",
+        str(files["images"]),
+        "--calib-count",
+        "2",
+        "--out",
+        str(tmp_path / "x.onnx"),
+    ]
     res = runner.invoke(app, [*base, "--max-ap-drop", "-1"])
     assert res.exit_code != 0 and "--max-ap-drop must be >= 0" in str(res.exception) + res.output
     res = runner.invoke(app, [*base, "--calib-count", "4"])
     assert res.exit_code != 0 and "every image there is a calibration image" in str(res.exception) + res.output
 
 
-def test_a_guard_that_keeps_everything_in_float_says_so(files: dict[str, Path], tmp_path: Path) -> None:
-    """Label-free on two held-out photos of a formula-weight model, no int8 variant stays within 0.5 points of
-    agreement: the file then computes in fp32, and its contract (and the log) must say so, not just "int8"."""
+def test_a_guard_that_keeps_everything_in_float_says_so(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no int8 variant stays within the budget the file computes in float, and its contract (and the log)
+    must say so, not just "int8". The score is replaced by one that fails every file holding a QuantizeLinear, so
+    the guard has to go all the way; the TensorRT form then computes in fp16, the CPU form in fp32."""
+    from hhrnet.export import guard
     from hhrnet.export.onnx import read_contract
     from hhrnet.export.precision import convert
 
-    said: list[str] = []
-    out = convert(files["aggregate"], tmp_path / "q.onnx", "int8", calib_images=files["images"], calib_count=2,
-                  log=said.append)  # fmt: skip
-    art = read_contract(out.path)
-    assert art.extra["quantized_nodes"] == 0 and art.extra["guard"]["kept"]
-    warning = [w for w in art.calibration["warnings"] if "kept every block in fp32" in w]
-    assert warning and "agreement drop" in warning[0] and "--annotations" in warning[0]
-    assert any(line.startswith("warning: the guard kept every block") for line in said)
+    def strict(self: guard.Scorer, model: object) -> dict[str, float]:
+        quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # type: ignore[attr-defined]
+        return {"loss": 9.0 if quantized else 0.0, "agreement": 0.5 if quantized else 1.0}
+
+    monkeypatch.setattr(guard.Scorer, "score", strict)
+    for target, dtype in (("tensorrt", "fp16"), ("cpu", "fp32")):
+        said: list[str] = []
+        out = convert(
+            files["aggregate"],
+            tmp_path / f"q_{target}.onnx",
+            "int8",
+            calib_images=files["images"],
+            calib_count=2,
+            target=target,
+            log=said.append,
+        )
+        art = read_contract(out.path)
+        assert art.extra["guard"]["kept"] and not any(n.op_type == "QuantizeLinear" for n in _load(out.path).graph.node)
+        assert art.extra["kept_dtype"] == art.extra["guard"]["kept_dtype"] == dtype
+        warning = [w for w in art.calibration["warnings"] if "kept every block in float" in w]
+        assert warning and f"computes in {dtype}" in warning[0] and "--annotations" in warning[0]
+        assert any(line.startswith("warning: the guard kept every block") for line in said)
+
+
+def test_label_free_truth_is_fp32s_confident_poses() -> None:
+    """The label-free ground truth keeps the poses scoring >= CONFIDENT x their image's best, per image."""
+    from hhrnet.export.guard import CONFIDENT, confident_poses
+
+    def pose(image: int, score: float) -> dict[str, object]:
+        return {"image_id": image, "score": score, "bbox": [0, 0, 10, 20], "keypoints": [1.0, 2.0, 0.5] * 17}
+
+    ref = [pose(1, 0.8), pose(1, 0.8 * CONFIDENT + 1e-3), pose(1, 0.8 * CONFIDENT - 1e-3), pose(2, 0.05), pose(2, 0.01)]
+    truth = confident_poses(ref, [{"id": 1, "height": 9, "width": 9}, {"id": 2, "height": 9, "width": 9}])
+    assert [(a["image_id"]) for a in truth["annotations"]] == [1, 1, 2]  # image 2's best counts, however low
+    assert all(a["num_keypoints"] == 17 and a["area"] == 200 for a in truth["annotations"])

@@ -116,13 +116,23 @@ def _qdq(model):  # noqa: ANN001, ANN202 - onnx ModelProto -> {node name: node},
 
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:
+    import onnx
+
     from hhrnet.export.onnx import read_contract
     from hhrnet.export.opsets import TENSORRT_ONNX_OPS
     from hhrnet.export.precision import convert, tensorrt_problems
     from hhrnet.runtime.ort import OrtSession
 
-    rep = convert(fp32["aggregate"], tmp_path / "int8.onnx", "int8", calib_images=COCO, calib_count=3,
-                  method="minmax", target=target, guarded=False)  # fmt: skip
+    rep = convert(
+        fp32["aggregate"],
+        tmp_path / "int8.onnx",
+        "int8",
+        calib_images=COCO,
+        calib_count=3,
+        method="minmax",
+        target=target,
+        guarded=False,
+    )
     model = _load(rep.path)
     assert set(rep.op_types) <= TENSORRT_ONNX_OPS | {"QuantizeLinear", "DequantizeLinear"}
     nodes, inits = _qdq(model)
@@ -130,8 +140,12 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     for conv in convs:
         w = producers.get(conv.input[1])
-        if conv.name in rep.kept:  # the heads stay fp32: float weights, no DequantizeLinear
-            assert w is None and inits[conv.input[1]].dtype == np.float32
+        if conv.name in rep.kept:  # the heads stay float: fp16 for TensorRT, fp32 on the CPU; no DequantizeLinear
+            half = target == "tensorrt"
+            assert w is None and inits[conv.input[1]].dtype == (np.float16 if half else np.float32)
+            x = producers[conv.input[0]]  # fp16 in: a Cast to FLOAT16 in front (the converter's)
+            to = next((a.i for a in x.attribute if a.name == "to"), None)
+            assert (x.op_type == "Cast" and to == onnx.TensorProto.FLOAT16) if half else x.op_type != "Cast"
             continue
         assert w is not None and w.op_type == "DequantizeLinear"
         q, scale = inits[w.input[0]], inits[w.input[1]]
@@ -165,11 +179,56 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     assert cal["method"] == "minmax" and cal["count"] == 3 and cal["target"] == target
     assert cal["activations"] == ("int8 symmetric" if target == "tensorrt" else "uint8 asymmetric")
     assert cal["sha256"] and cal["letterbox"] == 128 and art.extra["quantized_nodes"] == rep.converted > 0
+    assert art.extra["kept_dtype"] == ("fp16" if target == "tensorrt" else "fp32")
+    if target == "tensorrt":  # the heads, and nothing else, compute in fp16; graph input and outputs stay fp32
+        assert art.extra["kept_fp16_nodes"] == 2
+        assert all(
+            t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*model.graph.input, *model.graph.output]
+        )
     x = _inputs()
     ref, got = OrtSession(fp32["aggregate"])(x), OrtSession(rep.path)(x)
     for r, g in zip(ref, got, strict=True):
         err = float(np.abs(r - g).max())
         assert 0 < err < 0.25 * float(np.abs(r).max())  # quantized, not garbage
+
+
+def test_kept_blocks_compute_in_fp16_and_nothing_else_changes(fp32: dict[str, Path], tmp_path: Path) -> None:
+    """A kept residual unit (conv, conv, Add, ReLUs) in fp16: fp16 weights, one Cast in per outside input, one Cast
+    out per output read outside, none inside; every other node untouched; same function up to fp16 rounding."""
+    import onnx
+
+    from hhrnet.export.precision import kept_in_fp16
+    from hhrnet.runtime.ort import OrtSession
+
+    model = _load(fp32["aggregate"])
+    unit = "/model/stage2/stage2.0/branches.0/branches.0.0/"
+    kept = [n.name for n in model.graph.node if n.name.startswith(unit) and n.op_type in ("Conv", "Add")]
+    assert len(kept) == 3
+    half, names = kept_in_fp16(model, kept)
+    onnx.checker.check_model(half, full_check=True)
+    ops = {n.name: n for n in half.graph.node}
+    assert set(names) == {n for n in ops if n.startswith(unit) and ops[n].op_type in ("Conv", "Add", "Relu")}
+    inits = {t.name: t for t in half.graph.initializer}
+    producer = {o: n for n in half.graph.node for o in n.output}
+    f16 = onnx.TensorProto.FLOAT16
+    for name in names:
+        for i, x in enumerate(ops[name].input):
+            if x in inits:
+                assert inits[x].data_type == f16  # weights and bias
+            elif producer[x].name not in names:  # from outside: through a Cast to fp16
+                assert producer[x].op_type == "Cast" and producer[x].attribute[0].i == f16, (name, i)
+    casts = [n for n in half.graph.node if n.op_type == "Cast" and n.name not in {c.name for c in model.graph.node}]
+    assert len(casts) == 2  # in: the unit's input (one Cast, read by conv1 and the Add); out: the last ReLU's
+    before = {n.name: n for n in model.graph.node}
+    for n in half.graph.node:  # everything outside the unit is the node it was
+        if n.name in before and n.name not in names:
+            assert n == before[n.name]
+    x = _inputs()
+    path = tmp_path / "half.onnx"
+    onnx.save(half, str(path))
+    for r, g in zip(OrtSession(fp32["aggregate"])(x), OrtSession(path)(x), strict=True):
+        err = float(np.abs(r - g).max())
+        assert 0 < err < 1e-2 * float(np.abs(r).max())
 
 
 def test_int8_methods_and_keep_change_the_file(fp32: dict[str, Path], tmp_path: Path) -> None:
@@ -178,10 +237,19 @@ def test_int8_methods_and_keep_change_the_file(fp32: dict[str, Path], tmp_path: 
     from hhrnet.export.precision import convert
 
     digests = set()
-    for i, (method, keep) in enumerate([("minmax", None), ("percentile", None), ("entropy", None),
-                                        ("minmax", ["heads", "stem"])]):  # fmt: skip
-        rep = convert(fp32["raw"], tmp_path / f"{i}.onnx", "int8", calib_images=COCO, calib_count=2, method=method,
-                      keep=keep, guarded=False)  # fmt: skip
+    for i, (method, keep) in enumerate(
+        [("minmax", None), ("percentile", None), ("entropy", None), ("minmax", ["heads", "stem"])]
+    ):
+        rep = convert(
+            fp32["raw"],
+            tmp_path / f"{i}.onnx",
+            "int8",
+            calib_images=COCO,
+            calib_count=2,
+            method=method,
+            keep=keep,
+            guarded=False,
+        )
         digests.add(hashlib.sha256(rep.path.read_bytes()).hexdigest())
         if keep:
             assert "/conv1/Conv" in rep.kept
@@ -215,8 +283,22 @@ def test_cli_export_converts_and_engine_takes_the_files_precision(fp32: dict[str
 
     runner = CliRunner()
     out = tmp_path / "m_int8.onnx"
-    args = ["export", "--onnx", str(fp32["aggregate"]), "--precision", "int8", "--calib-images", str(COCO),
-            "--calib-count", "2", "--calib-method", "entropy", "--no-guard", "--out", str(out)]  # fmt: skip
+    args = [
+        "export",
+        "--onnx",
+        str(fp32["aggregate"]),
+        "--precision",
+        "int8",
+        "--calib-images",
+        str(COCO),
+        "--calib-count",
+        "2",
+        "--calib-method",
+        "entropy",
+        "--no-guard",
+        "--out",
+        str(out),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "calibration: entropy on 2 images" in res.output
@@ -258,8 +340,11 @@ def test_parity_rows_say_how_a_precision_was_made(fp32: dict[str, Path], tmp_pat
     half = convert(fp32["raw"], tmp_path / "h.onnx", "fp16", keep=["heads", "deconv"]).artifact
     assert precision_info(half) == {"kept_fp32": "heads,deconv"}
     q = convert(fp32["raw"], tmp_path / "q.onnx", "int8", calib_images=COCO, calib_count=2, guarded=False).artifact
-    assert precision_info(q) == {"kept_fp32": "heads", "calibration": "percentile 99.999, 2 images",
-                                 "activations": "int8 symmetric"}  # fmt: skip
+    assert precision_info(q) == {
+        "kept_fp32": "heads",
+        "calibration": "percentile 99.999, 2 images",
+        "activations": "int8 symmetric",
+    }
 
 
 def test_tensorrt_placement_rules_on_the_graph(fp32: dict[str, Path], tmp_path: Path) -> None:
@@ -271,8 +356,9 @@ def test_tensorrt_placement_rules_on_the_graph(fp32: dict[str, Path], tmp_path: 
     heads = convert(fp32["aggregate"], tmp_path / "h.onnx", "int8", calib_images=COCO, calib_count=2, keep=["heads"])
     model = _load(heads.path)
     assert tensorrt_placement_problems(model) == []
-    everything = convert(fp32["aggregate"], tmp_path / "a.onnx", "int8", calib_images=COCO, calib_count=2,
-                         keep=["none"])  # fmt: skip
+    everything = convert(
+        fp32["aggregate"], tmp_path / "a.onnx", "int8", calib_images=COCO, calib_count=2, keep=["none"]
+    )
     # the heads quantized too: their outputs are not (no Q/DQ on the outputs of weighted ops in this form)
     assert tensorrt_placement_problems(_load(everything.path)) == []
     for n in _load(everything.path).graph.node:  # a conv output is quantized only as a residual Add's input

@@ -64,12 +64,12 @@ def _precision_rows(art: Any) -> list[tuple[str, str]]:
         from hhrnet.export.guard import float_summary
 
         lines = float_summary(art)
+        kept = f"kept in {art.extra['guard'].get('kept_dtype', 'fp32')}"
         rows.append(("int8 guard", lines[0]))
-        rows.append(
-            ("kept in fp32", "\n".join(line.strip().removeprefix("kept in fp32: ") for line in lines[1:]) or "nothing")
-        )
+        rows.append((kept, "\n".join(line.strip().removeprefix(f"{kept}: ") for line in lines[1:]) or "nothing"))
     elif art.precision != "fp32":
-        rows.append(("kept in fp32", ", ".join(art.extra.get("kept_fp32", [])) or "nothing"))
+        kept_fp32 = ", ".join(art.extra.get("kept_fp32", [])) or "nothing"
+        rows.append((f"kept in {art.extra.get('kept_dtype', 'fp32')}", kept_fp32))
     return rows
 
 
