@@ -94,9 +94,9 @@ class DemoSummary:
         if n.get("int8_guard"):
             rows.append(
                 (
-                    "int8: kept in fp32",
+                    "int8: kept in float",
                     n["int8_guard"][0].split("): ", 1)[-1],
-                    "; ".join(line.strip().removeprefix("kept in fp32: ") for line in n["int8_guard"][1:])
+                    "; ".join(line.strip().removeprefix("kept in ") for line in n["int8_guard"][1:])
                     or "nothing kept: every block quantized",
                 )
             )

@@ -208,15 +208,14 @@ def convert_file(src: Path, dst: Path, conv: Conversion, log: Log) -> Any:
     extra = rep.artifact.extra
     for line in float_summary(rep.artifact):
         log(line)
+    dtype = extra.get("kept_dtype", "fp32")
     if "guard" not in extra:
         kept = ", ".join(extra.get("kept_fp32", [])) or "none"
         log(
-            f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in fp32: "
-            + kept
-            + ")"
+            f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in {dtype}: {kept})"
         )
     else:
-        log(f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes quantized, {len(rep.kept)} kept in fp32)")
+        log(f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes quantized, {len(rep.kept)} kept in {dtype})")
     cal = rep.artifact.calibration
     if cal:
         log(
