@@ -211,9 +211,8 @@ def convert_file(src: Path, dst: Path, conv: Conversion, log: Log) -> Any:
     dtype = extra.get("kept_dtype", "fp32")
     if "guard" not in extra:
         kept = ", ".join(extra.get("kept_fp32", [])) or "none"
-        log(
-            f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes converted, {len(rep.kept)} kept in {dtype}: {kept})"
-        )
+        converted = f"{rep.converted} nodes converted, {len(rep.kept)} kept in {dtype}"
+        log(f"wrote {rep.path} ({conv.precision}; {converted}: {kept})")
     else:
         log(f"wrote {rep.path} ({conv.precision}; {rep.converted} nodes quantized, {len(rep.kept)} kept in {dtype})")
     cal = rep.artifact.calibration

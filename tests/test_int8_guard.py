@@ -21,7 +21,7 @@ FRAGILE_A = "/model/stage2/stage2.0/branches.0/branches.0.0/conv1/Conv"  # its R
 FRAGILE = "/model/stage2/stage2.0/branches.0/branches.0.0/conv2/Conv"
 
 
-def _load(path: Path):  # noqa: ANN202 - onnx ModelProto
+def _load(path: Path):  # onnx ModelProto
     import onnx
 
     return onnx.load(str(path))

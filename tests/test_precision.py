@@ -26,7 +26,7 @@ def fp32(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"aggregate": root / "agg.onnx", "raw": root / "raw.onnx"}
 
 
-def _load(path: Path):  # noqa: ANN202 - onnx ModelProto
+def _load(path: Path):  # onnx ModelProto
     import onnx
 
     return onnx.load(str(path))
@@ -107,7 +107,7 @@ def test_calibration_set_is_the_codecs_own_letterboxed_preprocessing(fp32: dict[
         calibration_set(COCO / "missing", codec)
 
 
-def _qdq(model):  # noqa: ANN001, ANN202 - onnx ModelProto -> {node name: node}, initializers
+def _qdq(model):  # onnx ModelProto -> {node name: node}, initializers
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -316,7 +316,7 @@ def test_precision_rows_interleave_and_report_sizes(fp32: dict[str, Path], tmp_p
 
     calls: list[str] = []
 
-    def net(label: str):  # noqa: ANN202 - a network callable recording its calls
+    def net(label: str):  # a network callable recording its calls
         def run(x: np.ndarray) -> list[np.ndarray]:
             assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
             calls.append(label)

@@ -133,7 +133,7 @@ def test_sixteen_concurrent_clients_are_batched(server: Any, reference: dict[str
                     for name, data in payloads[(k + r) % 4 :] + payloads[: (k + r) % 4]:
                         ok.append(_entries(client.infer_one(data)) == reference[name])
                 results[k] = ok
-        except Exception as exc:  # noqa: BLE001 - reported below with the client's number
+        except Exception as exc:  # reported below with the client's number
             errors.append(f"client {k}: {exc}")
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(16)]

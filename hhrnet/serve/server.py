@@ -296,7 +296,7 @@ class TritonServer:
                 try:
                     if client.is_model_ready(ENSEMBLE):
                         return
-                except Exception:  # noqa: BLE001 - connection refused while the server comes up
+                except Exception:  # connection refused while the server comes up
                     pass
                 time.sleep(0.25)
         finally:
