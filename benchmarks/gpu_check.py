@@ -67,7 +67,7 @@ def bootstrap(root: Path = ROOT) -> None:
     on the GPU machine has no such mapping, so each is registered from its folder. An installed hhrnet wins.
     """
     try:
-        import hhrnet.kernels  # noqa: F401
+        import hhrnet.kernels
 
         return
     except ImportError:

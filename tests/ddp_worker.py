@@ -19,7 +19,7 @@ from hhrnet.model import build_model
 from hhrnet.training import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import TOY  # noqa: E402
+from test_train import TOY
 
 root, out = sys.argv[1], Path(sys.argv[2])
 cfg = apply_overrides(
