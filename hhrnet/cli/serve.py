@@ -113,9 +113,10 @@ def serve(
                 "bundled server lacks: run it in a Triton container, or export with --network-backend python"
             )
         path, side = repository, int(contract["served_codec"]["letterbox"])
-    server = TritonServer(path, endpoints, log_file=log_file, stop_timeout_s=stop_timeout)
+    server: TritonServer | None = None
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as cleanly as Ctrl-C
     try:
+        server = TritonServer(path, endpoints, log_file=log_file, stop_timeout_s=stop_timeout)
         console.print(
             f"starting Triton on {path} (input {side}x{side} letterbox; on a cold Numba cache the decoder is "
             "compiled first, about a minute on 2 cores) ...",
@@ -131,10 +132,13 @@ def serve(
             )
             server.serve_forever()
     except KeyboardInterrupt:
-        late = (
-            f"{server.killed} of Triton's processes did not exit within {server.stop_timeout_s:.0f} s and were killed"
-        )
-        console.print(f"stopped ({late})" if server.killed else "stopped", highlight=False)
+        if server is not None and server.killed:
+            console.print(
+                f"stopped ({server.killed} of Triton's processes did not exit within {stop_timeout} s and were killed)",
+                highlight=False,
+            )
+        else:
+            console.print("stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)
         if temporary is not None:
