@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hhrnet.datasets import COCO, dataset_facts
 from hhrnet.export.guard import as_ground_truth
 
 
@@ -44,12 +45,6 @@ def _stats(results: Sequence[dict[str, Any]], gt: dict[str, Any], sigmas: np.nda
         coco.dataset = gt
         coco.createIndex()
     return _evaluate(coco, [dict(r, category_id=1) for r in results], sigmas, None, 20)
-
-
-_SIGMAS = {  # pycocotools' OKS sigmas x 10
-    "coco": (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89),
-    "crowdpose": (0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79),
-}
 
 
 def simulated_labels(
@@ -71,7 +66,7 @@ def simulated_labels(
     seeded Gaussian offset sized so that fp32's expected OKS to it is ``label_oks`` (per coordinate std
     c * 2 sigma_j * sqrt(area), c = sqrt(1 / label_oks - 1): E[exp(-c^2 X)] = 1 / (1 + c^2) for X ~ Exp(1)).
     """
-    sigmas = np.asarray(_SIGMAS[dataset]) / 10
+    sigmas = np.asarray(dataset_facts(dataset).oks_sigmas)
     best: dict[int, float] = {}
     for r in reference:
         best[r["image_id"]] = max(best.get(r["image_id"], 0.0), float(r["score"]))
@@ -109,7 +104,7 @@ def candidates(
         out[f"confident{frac}"] = 100 * (b[0] - g[0])
         out[f"confident{frac}_50"] = 100 * (b[1] - g[1])
     for k in (2.0, 4.0):
-        sigmas = np.asarray(_SIGMAS["coco"]) / 10 * k
+        sigmas = np.asarray(COCO.oks_sigmas) * k
         b, g = _stats(reference, full, sigmas), _stats(results, full, sigmas)
         out[f"tolerant{k:g}"] = 100 * (b[0] - g[0])
     drops = [

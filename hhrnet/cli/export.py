@@ -56,8 +56,9 @@ GuardOpt = Annotated[
     bool,
     typer.Option(
         "--guard/--no-guard",
-        help="int8 without --keep: measure each block's quantization cost and keep in fp32 the fewest blocks "
-        "that hold the held-out AP loss within --max-ap-drop; --no-guard keeps the heads (a fixed rule).",
+        help="int8 without --keep: score everything quantized on held-out images and, over --max-ap-drop, keep in "
+        "float (fp16 in the TensorRT form, fp32 in the CPU form) the fewest costly blocks that hold the loss within "
+        "it; --no-guard keeps the heads (a fixed rule).",
     ),
 ]
 MaxApDropOpt = Annotated[
@@ -71,7 +72,8 @@ GuardCountOpt = Annotated[int, typer.Option(help="int8 guard: score on the first
 AnnotationsOpt = Annotated[
     Path | None,
     typer.Option(
-        help="int8 guard: COCO keypoint file of the held-out images: true ΔAP instead of agreement with fp32."
+        help="int8 guard: COCO keypoint file of the held-out images: the true ΔAP instead of the label-free "
+        "estimate (AP at OKS 0.5 against fp32's confident poses)."
     ),
 ]
 ProfileOpt = Annotated[
