@@ -63,9 +63,9 @@ def run(
     max_images: int | None = None,
     done: Mapping[str, Any] | None = None,
 ) -> list[Row]:
-    """variants[0] is the baseline (PyTorch fp32 + reference decoder); all run with ``codec``. ``done`` maps a
-    variant's name to its :class:`~hhrnet.evaluate.EvalResult` already computed on the same images with the same
-    codec (e.g. the demo's own evaluation), which is then not run again."""
+    """variants[0] is the baseline (PyTorch fp32, usually + the reference decoder); all run with ``codec``.
+    ``done`` maps a variant's name to its :class:`~hhrnet.evaluate.EvalResult` already computed on the same
+    images with the same codec (e.g. the demo's own evaluation), which is then not run again."""
     import json
 
     from hhrnet.evaluate import evaluate_model, evaluate_predictions
@@ -74,8 +74,9 @@ def run(
     if max_images is not None:
         ann = dict(ann, images=ann["images"][:max_images])
     env = environment("cpu")
-    base = evaluate_model(
-        variants[0].network, codec, image_dir, ann_file, max_images=max_images, decoder=variants[0].decoder
+    first = variants[0]
+    base = (done or {}).get(first.name) or evaluate_model(
+        first.network, codec, image_dir, ann_file, max_images=max_images, decoder=first.decoder
     )
     reference_gt = as_ground_truth(base.results, ann["images"], ann.get("categories"))
     rows: list[Row] = []

@@ -77,3 +77,33 @@ def test_rerun_keeps_first_run_figures(tmp_path: Path) -> None:
     assert any("reusing the synthetic data" in line for line in lines)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["numbers"]["train_minutes"] == first.numbers["train_minutes"]
+
+
+def test_reference_check_compares_the_decoders_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's live check of the official parse against the fast decoder (same maps): equal on real photos
+    through the tiny network, and a fast decoder that moves one joint by one ulp is counted on every image."""
+    import numpy as np
+
+    from hhrnet import samples
+    from hhrnet.benchmarks.demo import reference_check
+    from hhrnet.codec import resolve_codec
+    from hhrnet.config import preset
+    from hhrnet.inference import Predictor, torch_network
+    from hhrnet.model import build_model
+
+    cfg = preset("tiny")
+    net, codec = torch_network(build_model(cfg)), resolve_codec(cfg, flip=False)
+    photos = Path(samples.__file__).parent / "coco"
+    assert reference_check(net, codec, photos, 2) == {"images": 2, "differ": 0}
+    honest = Predictor.decode
+
+    def off_by_one_ulp(self: Predictor, maps: object) -> tuple[np.ndarray, np.ndarray]:
+        poses, scores = honest(self, maps)  # type: ignore[arg-type]
+        return poses, np.nextafter(scores, np.float32(2)) if len(scores) else np.ones(1, np.float32)
+
+    monkeypatch.setattr(Predictor, "decode", off_by_one_ulp)
+    assert reference_check(net, codec, photos, 2) == {"images": 2, "differ": 2}
+    rows = {
+        w: (v, n) for w, v, n in DemoSummary(Path("x"), {}, {"reference_check": {"images": 20, "differ": 3}}).rows()
+    }
+    assert rows["reference vs fast decoder"][0] == "DIFFER on 3 on 20 val images"
