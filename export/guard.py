@@ -438,7 +438,7 @@ def float_summary(artifact: Any) -> list[str]:
     if not g:
         return []
     res, full = g["result"], g.get("all_quantized") or {}
-    what = "ΔAP" if "AP" in res else "estimated ΔAP"
+    what = "AP loss" if "AP" in res else "estimated AP loss"  # positive: the int8 file scores lower
     dtype = g.get("kept_dtype", "fp32")
     lines = [
         f"int8 guard ({g['measure']}; budget {g['max_ap_drop']} AP points, {g['holdout']['count']} held-out "
