@@ -61,3 +61,12 @@ def assert_torch_equal(actual: np.ndarray, expected: np.ndarray) -> None:
     else:
         scale = max(1.0, float(np.abs(expected).max()))
         np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-4 * scale)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test stops with SIGINT: a shell starts background jobs (``cmd &``, CI runners)
+    with SIGINT ignored, an ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler: the child would never see the test's Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

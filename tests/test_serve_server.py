@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import default_sigint
 
 from hhrnet import samples
 from hhrnet.errors import BackendError
@@ -227,7 +228,10 @@ def _serve(repository: Path, tmp_path: Path, *extra: str, env: dict[str, str] | 
     ports = ["--http-port", str(e.http_port), "--grpc-port", str(e.grpc_port), "--metrics-port", str(e.metrics_port)]
     cmd = [sys.executable, "-m", "hhrnet", "serve", "--repository", str(repository), "--host", "127.0.0.1", *ports]
     cmd += ["--log-file", str(tmp_path / "triton.log"), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), e.http_port
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
+    return proc, e.http_port
 
 
 def _ps() -> list[tuple[int, int, str, list[str]]]:

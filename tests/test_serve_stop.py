@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 from hhrnet.serve.repository import MODELS
 from hhrnet.serve.server import Endpoints, TritonServer, kill_processes, process_tree, wait_gone
@@ -115,7 +116,7 @@ def test_stop_leaves_a_server_that_exits_in_time_alone(tmp_path: Path) -> None:
     code = "import time; time.sleep(600)"  # exits on SIGINT (KeyboardInterrupt), as a healthy server does
     name, port = str(tmp_path / "tritonserver"), str(ends.http_port)
     args = ["bash", "-c", EXEC_AS, name, sys.executable, code, "--http-port", port]
-    proc = subprocess.Popen(args, text=True, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, text=True, stderr=subprocess.DEVNULL, preexec_fn=default_sigint)
     try:
         time.sleep(0.5)
         server = TritonServer(tmp_path, ends, stop_timeout_s=30.0)
