@@ -157,6 +157,18 @@ def _stage_masks(cfg: Config) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
     return with_hm, with_ae
 
 
+def _flag_changes(flip: bool | None, scales: Sequence[float] | None, letterbox: int | None) -> dict[str, Any]:
+    """The codec fields a command's explicit test flags set (None = keep)."""
+    changes: dict[str, Any] = {}
+    if flip is not None:
+        changes["flip"] = bool(flip)
+    if scales is not None:
+        changes["scales"] = tuple(scales)
+    if letterbox is not None:
+        changes["letterbox"] = int(letterbox)
+    return changes
+
+
 def _decode_params(cfg: Config) -> DecodeParams:
     """The decoder's parameters a config defines (official ``WITH_CENTER`` / ``IGNORE_CENTER`` rule: a trailing
     centre channel is either dropped, or kept and grouped first)."""
@@ -270,27 +282,29 @@ class Codec:
         scales: Sequence[float] | None = None,
         letterbox: int | None = None,
     ) -> Codec:
-        """The codec a config defines; ``flip``, ``scales`` and ``letterbox`` override its test section."""
+        """The codec a config defines; ``flip``, ``scales`` and ``letterbox`` override its test section (the same
+        rule as :meth:`with_flags`, applied before the codec is checked)."""
         with_hm, with_ae = _stage_masks(cfg)
         joints = cfg.model.num_joints
         test = cfg.test
-        return cls(
-            dataset=cfg.data.dataset,
-            num_joints=joints,
-            tag_channels=joints if cfg.model.tag_per_joint else 1,
-            stage_heatmaps=with_hm,
-            stage_tags=with_ae,
-            input_size=cfg.data.input_size,
-            scales=tuple(scales if scales is not None else test.scale_factor),
-            flip=test.flip_test if flip is None else bool(flip),
-            flip_index=tuple(cfg.data.flip_index),
-            project2image=test.project2image,
-            letterbox=int(letterbox or 0),
-            drop_center=bool(cfg.data.with_center and test.ignore_center),
-            decode=_decode_params(cfg),
-            max_input_pixels=test.max_input_pixels,
-            max_input_side=test.max_input_side,
-        )
+        fields_: dict[str, Any] = {
+            "dataset": cfg.data.dataset,
+            "num_joints": joints,
+            "tag_channels": joints if cfg.model.tag_per_joint else 1,
+            "stage_heatmaps": with_hm,
+            "stage_tags": with_ae,
+            "input_size": cfg.data.input_size,
+            "scales": tuple(test.scale_factor),
+            "flip": test.flip_test,
+            "flip_index": tuple(cfg.data.flip_index),
+            "project2image": test.project2image,
+            "letterbox": 0,
+            "drop_center": bool(cfg.data.with_center and test.ignore_center),
+            "decode": _decode_params(cfg),
+            "max_input_pixels": test.max_input_pixels,
+            "max_input_side": test.max_input_side,
+        }
+        return cls(**(fields_ | _flag_changes(flip, scales, letterbox)))
 
     def replace(self, **changes: Any) -> Codec:
         return replace(self, **changes)
@@ -299,13 +313,7 @@ class Codec:
         self, flip: bool | None = None, scales: Sequence[float] | None = None, letterbox: int | None = None
     ) -> Codec:
         """This codec with a command's explicit test flags applied (None = keep)."""
-        changes: dict[str, Any] = {}
-        if flip is not None:
-            changes["flip"] = bool(flip)
-        if scales is not None:
-            changes["scales"] = tuple(scales)
-        if letterbox is not None:
-            changes["letterbox"] = int(letterbox)
+        changes = _flag_changes(flip, scales, letterbox)
         return self.replace(**changes) if changes else self
 
     def letterboxed(self, side: int | None = None) -> Codec:
