@@ -24,6 +24,8 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
@@ -241,9 +243,12 @@ class TritonServer:
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         if self.warm_decoder:
-            from hhrnet.kernels.decode import warmup
-
-            warmup()  # once here, so the decode instances load the compiled decoder instead of each compiling it
+            # once here, so the decode instances load the compiled decoder instead of each compiling it; in a child
+            # process, because a long LLVM compile never returns to Python's bytecode loop, so Ctrl-C would wait for
+            # it, while a wait on a child is interrupted at once (and subprocess.run then kills the child)
+            warm = subprocess.run([sys.executable, "-c", "from hhrnet.kernels.decode import warmup; warmup()"])
+            if warm.returncode != 0:
+                logging.getLogger(__name__).warning("compiling the decoder failed; each decode instance compiles it")
 
         libpython_env()
         logging.getLogger("pytriton").setLevel(logging.WARNING)
