@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +81,16 @@ class DemoSummary:
             )
         if "grouped" in n:
             rows.append(("tags group people", f"{n['grouped']:.0%}", "of training people, at true joints, last epoch"))
+        if "joining_figures" in n:
+            m = n["joining_figures"]
+            rows.append(
+                (
+                    "poses joining figures",
+                    f"{m['joining']} of {m['poses']} ({m['joining'] / max(m['poses'], 1):.0%})",
+                    f"val poses scoring >= {DRAW_MIN_SCORE} whose drawn joints land on >= 2 people "
+                    f"({m['images']} of {n.get('val_images', '?')} images)",
+                )
+            )
         if "reference_check" in n:
             r = n["reference_check"]
             same = "identical" if r["differ"] == 0 else f"DIFFER on {r['differ']}"
@@ -118,8 +130,8 @@ class DemoSummary:
                 (
                     "sample image",
                     f"{n['sample_people']} people drawn",
-                    f"of {found} poses found, those scoring >= {DRAW_MIN_SCORE}; overlapping figures can still "
-                    f"be joined: {self.outputs.get('drawing', '')}",
+                    f"of {found} poses found, those scoring >= {DRAW_MIN_SCORE} (see 'poses joining figures'): "
+                    f"{self.outputs.get('drawing', '')}",
                 )
             )
         if "demo_minutes" in n:
@@ -188,8 +200,13 @@ def run_demo(
 
     root = Path(out)
     job = _Job(root, log, DemoSummary(root))
-    data = synthesize_stage(job, train_images, val_images)
-    ckpt = train_stage(job, data, epochs, minutes, train_images)
+    compiling = compile_decoder()
+    try:
+        data = synthesize_stage(job, train_images, val_images)
+        ckpt = train_stage(job, data, epochs, minutes, train_images)
+        compiling.wait()  # long done: it took ~30 s on a cold cache
+    finally:
+        compiling.kill()  # a no-op once it has exited
     model, cfg, torch_net, codec, fast_eval = evaluate_stage(job, ckpt, data)
     ort_net = export_stage(job, model, cfg, data)
     parity_stage(job, data, torch_net, ort_net, codec, fast_eval)
@@ -200,6 +217,15 @@ def run_demo(
     text = json.dumps({"outputs": job.summary.outputs, "numbers": job.numbers}, indent=2, default=str)
     atomic_write_text(root / "summary.json", text)
     return job.summary
+
+
+def compile_decoder() -> subprocess.Popen[bytes]:
+    """Compile the fast decoder into Numba's on-disk cache in a child process, started with the job: on a fresh
+    clone the compile (~30 s of one core) then runs beside synthesis, which uses one core, instead of delaying
+    the evaluation; the job's decoders load it from the cache. A failed compile only costs the time it took back
+    (the decoder then compiles in the evaluation, as without this)."""
+    code = "from hhrnet.kernels.decode import warmup; warmup()"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def synthesize_stage(job: _Job, train_images: int, val_images: int) -> Path:
@@ -290,7 +316,7 @@ def evaluate_stage(job: _Job, ckpt: Path, data: Path) -> tuple[Any, Any, Any, An
     """[3/7] Val AP with the official test pipeline (flip) and the fast decoder: (model, cfg, net, codec, result)."""
     from hhrnet.checkpoint import load_model
     from hhrnet.codec import resolve_codec
-    from hhrnet.evaluate import evaluate_model, write_results
+    from hhrnet.evaluate import evaluate_model, figure_mixing, write_results
     from hhrnet.inference import torch_network
 
     job.log("[3/7] evaluating COCO keypoint AP on the synthetic val split (official test pipeline, flip test)")
@@ -303,6 +329,8 @@ def evaluate_stage(job: _Job, ckpt: Path, data: Path) -> tuple[Any, Any, Any, An
     n = job.numbers
     n["val_AP"], n["val_AP50"], n["val_AR"] = (round(ev.stats[k], 4) for k in ("AP", "AP .5", "AR"))
     n["val_images"] = ev.images
+    gt = json.loads(Path(ann).read_text())
+    n["joining_figures"] = figure_mixing(ev.results, gt, codec.dataset, min_score=DRAW_MIN_SCORE)
     job.summary.outputs["results"] = str(job.root / "val_results.json")
     ap, ap50, ar = ev.stats["AP"], ev.stats["AP .5"], ev.stats["AR"]
     job.log(f"      AP {ap:.4f}  AP50 {ap50:.4f}  AR {ar:.4f}: {verdict(ap)}")
@@ -342,7 +370,17 @@ def parity_stage(job: _Job, data: Path, torch_net: Any, ort_net: Any, codec: Any
 
     what = "AP parity: onnxruntime fp32 / fp16 / int8 + fast vs torch fp32 + fast"
     job.log(f"[5/7] reference vs fast decoder on {REFERENCE_IMAGES} val images; {what}")
+    parts: dict[str, float] = {}  # seconds of each part of this stage
+    mark = time.perf_counter()
+
+    def part(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        parts[name] = round(now - mark, 1)
+        mark = now
+
     job.numbers["reference_check"] = reference_check(torch_net, codec, _val(data)[0], REFERENCE_IMAGES)
+    part("reference_check")
     fast = Variant("torch fp32 + fast", torch_net, "fast", "exact")
     variants = [fast, Variant("onnxruntime fp32 + fast", ort_net, "fast", "fp32")]
     for prec in ("fp16", "int8"):  # precision in the graph; int8 calibrated on training images via the codec
@@ -365,10 +403,13 @@ def parity_stage(job: _Job, data: Path, torch_net: Any, ort_net: Any, codec: Any
             job.numbers["int8_guard"] = kept
         job.summary.outputs[f"onnx_{prec}"] = str(path)
         variants.append(Variant(f"onnxruntime {prec} + fast", OrtSession(path), "fast", prec))
+        part(f"convert_{prec}")
     # every val image: on 30 images int8's ΔAP swung by 1-2 points between equally good quantizations (noise);
     # on 300 it was -0.3 to -0.5 (benchmarks/RESULTS.md)
     images, ann = _val(data)
     rows = parity_run(variants, codec, images, ann, done={fast.name: fast_eval})
+    part("evaluate_3_variants")
+    job.numbers["parity_seconds"] = parts
     write_rows(job.root / "parity.json", rows)
     keys = ("AP", "delta_AP_points", "agreement_AP", "gate", "passed")
     job.numbers["parity"] = {r["variant"]: {k: r[k] for k in keys} for r in rows}

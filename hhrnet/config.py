@@ -113,6 +113,10 @@ class DataConfig:
 class LossConfig:
     num_stages: int = 2
     ae_loss_type: Literal["exp", "max"] = "exp"
+    # not official: the tag distance at which the ``max`` push stops, max(0, margin - |d|) (official: 1). The
+    # decoder measures tag distances in rounded units (its matching cost and refine), so people whose tags are
+    # pushed only 1 apart are often within one rounding unit of each other (benchmarks/TRAINING.md)
+    ae_push_margin: float = 1.0
     with_ae_loss: tuple[bool, ...] = (True, False)
     push_loss_factor: tuple[float, ...] = (0.001, 0.001)
     pull_loss_factor: tuple[float, ...] = (0.001, 0.001)
@@ -143,6 +147,9 @@ class TrainConfig:
     # precision / performance
     amp: Literal["none", "fp16", "bf16"] = "none"  # official FP16.ENABLED -> fp16 (GPU only)
     channels_last: bool = False
+    # one fused kernel for the whole Adam update (torch's ``fused=True``) instead of a loop over the parameters:
+    # the same update up to float rounding order; the official presets keep torch's default
+    fused_optimizer: bool = False
     # bookkeeping
     auto_resume: bool = True
     resume: str = ""  # explicit checkpoint to resume from
@@ -267,6 +274,7 @@ def _tiny() -> Config:
         workers=0,
         print_freq=10,
         channels_last=True,
+        fused_optimizer=True,
     )
     # decoder: the max push spaces people's tags ~1 apart, so the official tag threshold 1.0 merges neighbours;
     # 0.5 and a detection threshold of 0.2 were chosen on a separate synthetic split (benchmarks/TRAINING.md)

@@ -235,6 +235,57 @@ def evaluate_predictions(
     return out
 
 
+def figure_mixing(
+    results: Sequence[Mapping[str, Any]],
+    annotations: Mapping[str, Any],
+    dataset: str = "coco",
+    *,
+    min_score: float = 0.0,
+    joint_threshold: float = 0.1,
+) -> dict[str, int]:
+    """How many predicted poses join two or more people: what a drawing shows as a skeleton across figures.
+
+    Not an official measure. Each pose scoring at least ``min_score`` is taken with the joints a drawing shows
+    (score above ``joint_threshold``, :func:`hhrnet.visualize.draw_poses`). A joint lands on the labelled person
+    whose same joint is nearest by OKS keypoint similarity, ``exp(-d^2 / (2 * area * (2 * sigma)^2))`` with the
+    dataset's sigmas and the OKS area (COCO: the annotation's ``area``; CrowdPose: 0.53 x box), when that
+    similarity is at least 0.5 (within ~1.2 sigma-scaled radii); joints that land on nobody are not counted.
+    A pose *joins figures* when its joints land on two or more people. Returns ``poses`` (counted),
+    ``joining`` (of those) and ``images`` (with at least one joining pose).
+    """
+    facts = dataset_facts(dataset)
+    k2 = (2 * np.asarray(facts.oks_sigmas, dtype=np.float64)) ** 2  # (J,)
+    people: dict[Any, list[tuple[np.ndarray, float]]] = {}
+    for a in annotations.get("annotations", []):
+        kp = np.asarray(a.get("keypoints", ()), dtype=np.float64).reshape(-1, 3)
+        if len(kp) != len(k2) or not (kp[:, 2] > 0).any() or a.get("iscrowd", 0):
+            continue
+        area = float(a["bbox"][2] * a["bbox"][3] * 0.53) if facts is CROWDPOSE else float(a.get("area", 0.0))
+        people.setdefault(a["image_id"], []).append((kp, max(area, 1e-9)))
+    poses = joining = 0
+    images: set[Any] = set()
+    for r in results:
+        if r["score"] < min_score:
+            continue
+        poses += 1
+        kp = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
+        owners: set[int] = set()
+        for j in np.flatnonzero(kp[:, 2] > joint_threshold):
+            best, who = 0.5, -1  # similarity must reach 0.5
+            for n, (gt, area) in enumerate(people.get(r["image_id"], ())):
+                if gt[j, 2] > 0:
+                    d2 = float(((gt[j, :2] - kp[j, :2]) ** 2).sum())
+                    ks = float(np.exp(-d2 / (2 * area * k2[j])))
+                    if ks >= best:
+                        best, who = ks, n
+            if who >= 0:
+                owners.add(who)
+        if len(owners) > 1:
+            joining += 1
+            images.add(r["image_id"])
+    return {"poses": poses, "joining": joining, "images": len(images)}
+
+
 @dataclass
 class EvalResult:
     stats: Stats

@@ -38,13 +38,17 @@ def heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
     return sq.mean(dim=(1, 2, 3))  # (B,)
 
 
-def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp") -> tuple[Tensor, Tensor]:
+def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp", margin: float = 1.0) -> tuple[Tensor, Tensor]:
     """Push and pull (B,) each, for ``tags`` (B, ...) flattened to (B, N) and ``joints`` (B, P, J', 2).
 
     ``joints[..., 0]`` are flat indices into the flattened tag map, ``joints[..., 1] > 0`` marks a used slot.
+    ``margin`` (``max`` only; official: 1) is the tag distance beyond which two people no longer push each
+    other: ``max(0, margin - |d|)``.
     """
     if loss_type not in ("exp", "max"):
         raise ValueError(f"unknown AE loss type {loss_type!r}; expected 'exp' or 'max'")
+    if margin != 1.0 and loss_type != "max":
+        raise ValueError(f"an AE push margin ({margin}) applies to the 'max' loss only")
     batch = tags.shape[0]
     flat = tags.reshape(batch, -1).float()  # (B, N)
     index = joints[..., 0].long().clamp(0, flat.shape[1] - 1)  # (B, P, J)
@@ -65,10 +69,10 @@ def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp") -> tupl
     if loss_type == "exp":
         similarity = torch.exp(-(diff**2))
     else:
-        similarity = torch.clamp(1 - diff.abs(), min=0)
+        similarity = torch.clamp(margin - diff.abs(), min=0)
     pair = person[:, :, None] & person[:, None, :]  # (B, P, P)
     total = torch.where(pair, similarity, torch.zeros_like(similarity)).sum(dim=(1, 2))  # (B,) incl. diagonal
-    push = (total - num) / ((num - 1) * num).clamp(min=1) * 0.5  # (B,)
+    push = (total - num * margin) / ((num - 1) * num).clamp(min=1) * 0.5  # (B,): the diagonal is `margin` each
     push = torch.where(num > 1, push, torch.zeros_like(push))
     return push, pull
 
@@ -128,6 +132,9 @@ class HigherHRNetLoss(nn.Module):
         self.push_loss_factor = tuple(float(v) for v in loss.push_loss_factor)
         self.pull_loss_factor = tuple(float(v) for v in loss.pull_loss_factor)
         self.ae_loss_type: AELossType = loss.ae_loss_type
+        if loss.ae_push_margin <= 0 or (loss.ae_push_margin != 1.0 and loss.ae_loss_type != "max"):
+            raise ValueError(f"loss.ae_push_margin={loss.ae_push_margin}: a positive margin, for ae_loss_type=max only")
+        self.ae_push_margin = float(loss.ae_push_margin)
 
     @property
     def num_stages(self) -> int:
@@ -145,7 +152,7 @@ class HigherHRNetLoss(nn.Module):
             offset = j
         if self.with_ae_loss[index]:
             tags = output[:, offset:]  # (B, J or 1, H, W)
-            push, pull = ae_loss(tags, joints, self.ae_loss_type)
+            push, pull = ae_loss(tags, joints, self.ae_loss_type, self.ae_push_margin)
             push = push * self.push_loss_factor[index]
             pull = pull * self.pull_loss_factor[index]
         return hm, push, pull

@@ -23,6 +23,7 @@ def _numbers(ap: float, resumed: bool) -> dict:
         "steps": 1075,
         "train_images_per_s": 23.9,
         "grouped": 0.91,
+        "joining_figures": {"poses": 120, "joining": 30, "images": 21},
         "onnx_max_abs_error": 2e-6,
         "onnx_decoded_positions_identical": True,
         "parity": {
@@ -54,6 +55,10 @@ def test_rows_are_labelled_and_honest() -> None:
     assert table["training"][0] == "6.0 min, 21.5 epochs, 1075 steps, 24 img/s"
     assert "first run" in table["training"][1]
     assert table["tags group people"][0] == "91%"
+    assert (
+        table["poses joining figures"][0] == "30 of 120 (25%)"
+        and "(21 of 60 images)" in table["poses joining figures"][1]
+    )
     value, note = table["parity: onnxruntime fp32 + fast"]
     assert value == "ΔAP -0.05 points, agreement AP 0.998" and note.startswith("passed") and "±0.1" in note
     assert [w for w, _, _ in rows][:3] == ["val AP (OKS .50:.95)", "val AP50 / AR", "real photos"]

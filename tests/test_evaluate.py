@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from hhrnet import samples
 from hhrnet.errors import InputError
-from hhrnet.evaluate import evaluate_predictions, result_entries
+from hhrnet.evaluate import evaluate_predictions, figure_mixing, result_entries
 
 
 def _gt_dets(ann: Path) -> list[dict]:
@@ -31,6 +32,29 @@ def test_ground_truth_scores_one() -> None:
     stats = evaluate_predictions(_gt_dets(crowd), crowd, "crowdpose")
     assert stats["AP"] == pytest.approx(1.0) and stats["AP (M)"] == pytest.approx(1.0)  # crowdIndex 0.33, 0.39
     assert np.isnan(stats["AP (E)"]) and np.isnan(stats["AP (H)"])
+
+
+def test_figure_mixing_counts_a_pose_that_takes_a_joint_of_another_person() -> None:
+    for dataset in ("coco", "crowdpose"):
+        ann = samples.annotation_file(dataset)
+        gt = json.loads(ann.read_text())
+        dets = _gt_dets(ann)
+        clean = figure_mixing(dets, gt, dataset)
+        assert clean == {"poses": len(dets), "joining": 0, "images": 0}  # every labelled person: one figure
+        kps = [np.asarray(d["keypoints"], dtype=float).reshape(-1, 3) for d in dets]
+        i, k, j = next(
+            (i, k, int(np.flatnonzero(both)[0]))
+            for i, k in itertools.permutations(range(len(dets)), 2)
+            if dets[i]["image_id"] == dets[k]["image_id"] and (both := (kps[i][:, 2] > 0) & (kps[k][:, 2] > 0)).any()
+        )  # two people of one image with a joint labelled on both
+        mixed = kps[i].copy()
+        mixed[j, :2] = kps[k][j, :2]  # one joint on the other person: the skeleton crosses to them
+        swapped = [dict(d, keypoints=mixed.ravel().tolist()) if n == i else d for n, d in enumerate(dets)]
+        assert figure_mixing(swapped, gt, dataset) == {"poses": len(dets), "joining": 1, "images": 1}
+        hidden = mixed.copy()
+        hidden[j, 2] = 0.05  # a joint the drawing does not show is not counted
+        assert figure_mixing([dict(dets[i], keypoints=hidden.ravel().tolist())], gt, dataset)["joining"] == 0
+        assert figure_mixing(swapped, gt, dataset, min_score=2.0)["poses"] == 0  # below the score: not counted
 
 
 def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> float:

@@ -13,8 +13,11 @@ from hhrnet.losses import HigherHRNetLoss, ae_loss, grouping_counts, heatmap_los
 from hhrnet.targets import pack_joints
 
 
-def loop_ae_loss(tags: torch.Tensor, joints: np.ndarray, loss_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official AELoss written as loops: tags (B, N) flattened, joints (B, P, J, 2) numpy."""
+def loop_ae_loss(
+    tags: torch.Tensor, joints: np.ndarray, loss_type: str, margin: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Official AELoss written as loops: tags (B, N) flattened, joints (B, P, J, 2) numpy; ``margin`` (not
+    official) is where the max push stops."""
     pushes, pulls = [], []
     for b in range(tags.shape[0]):
         means, pull = [], tags.new_zeros(())
@@ -39,8 +42,9 @@ def loop_ae_loss(tags: torch.Tensor, joints: np.ndarray, loss_type: str) -> tupl
         for a in range(n):
             for c in range(n):
                 d = means[a] - means[c]
-                total = total + (torch.exp(-(d**2)) if loss_type == "exp" else torch.clamp(1 - d.abs(), min=0))
-        pushes.append((total - n) / ((n - 1) * n) * 0.5)
+                total = total + (torch.exp(-(d**2)) if loss_type == "exp" else torch.clamp(margin - d.abs(), min=0))
+        self_push = n if loss_type == "exp" else n * margin  # the diagonal: each person with itself
+        pushes.append((total - self_push) / ((n - 1) * n) * 0.5)
         pulls.append(pull / n)
     return torch.stack(pushes), torch.stack(pulls)
 
@@ -60,14 +64,14 @@ def _batch(seed: int, people: tuple[int, ...], size: int = 8, joints: int = 5, m
     return tags, torch.from_numpy(np.stack(packed))
 
 
-@pytest.mark.parametrize("loss_type", ["exp", "max"])
+@pytest.mark.parametrize(("loss_type", "margin"), [("exp", 1.0), ("max", 1.0), ("max", 2.0)])
 @pytest.mark.parametrize("people", [(0,), (1,), (2,), (4, 0, 1, 6), (6, 3)])
-def test_ae_loss_equals_loop_twin(loss_type: str, people: tuple[int, ...]) -> None:
+def test_ae_loss_equals_loop_twin(loss_type: str, margin: float, people: tuple[int, ...]) -> None:
     tags, joints = _batch(sum(people) + len(people), people)
     a = tags.clone().requires_grad_(True)
     b = tags.clone().requires_grad_(True)
-    push, pull = ae_loss(a, joints, loss_type)  # type: ignore[arg-type]
-    ref_push, ref_pull = loop_ae_loss(b.reshape(len(people), -1), joints.numpy(), loss_type)
+    push, pull = ae_loss(a, joints, loss_type, margin)  # type: ignore[arg-type]
+    ref_push, ref_pull = loop_ae_loss(b.reshape(len(people), -1), joints.numpy(), loss_type, margin)
     assert push.shape == pull.shape == (len(people),)
     torch.testing.assert_close(push, ref_push, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(pull, ref_pull, rtol=1e-6, atol=1e-6)
@@ -93,6 +97,11 @@ def test_ae_loss_known_values() -> None:
     torch.testing.assert_close(pull, torch.tensor([0.0]))
     push, _ = ae_loss(tags, joints, "max")
     torch.testing.assert_close(push, torch.tensor([0.0]))
+    # margin 2: tags 1 apart still push, max(0, 2 - 1) = 1 for each of the 2 ordered pairs: 2 / (2 * 1) * 0.5
+    push, _ = ae_loss(tags, joints, "max", margin=2.0)
+    torch.testing.assert_close(push, torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="max"):
+        ae_loss(tags, joints, "exp", margin=2.0)
     # pull of one person with tags 0 and 1: mean 0.5, mean squared deviation 0.25
     joints2 = torch.zeros(1, 2, 2, 2, dtype=torch.int64)
     joints2[0, 0] = torch.tensor([[0, 1], [2, 1]])

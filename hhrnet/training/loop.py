@@ -66,9 +66,12 @@ class TrainResult:
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     wd = t.wd if t.apply_weight_decay else 0.0
+    fused = t.fused_optimizer or None  # None: torch's default implementation (official)
     if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=wd)  # official: lr only
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=wd, nesterov=t.nesterov)
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=wd, fused=fused)  # official: lr only
+    return torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=wd, nesterov=t.nesterov, fused=fused
+    )
 
 
 def build_datasets(cfg: Config, root: Path, log: Log) -> tuple[Any, tuple[Path, Path] | None]:
