@@ -71,6 +71,9 @@ class DemoSummary:
         rows.append(("real photos", "not supported", NO_TRANSFER))
         if "train_minutes" in n:
             note = "figures of the first run (training was already complete)" if n.get("train_resumed") else ""
+            if n.get("train_cpu_steal_percent") is not None:
+                steal = f"CPU steal {n['train_cpu_steal_percent']:.0f} % (time the hypervisor gave to other guests)"
+                note = f"{note}; {steal}" if note else steal
             rows.append(
                 (
                     "training",
@@ -137,6 +140,23 @@ class DemoSummary:
         if "demo_minutes" in n:
             rows.append(("this run", f"{n['demo_minutes']:.1f} min", "whole job"))
         return rows
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot from /proc/stat (None where there is none): on a virtual machine,
+    steal is the time the hypervisor ran something else while this machine wanted the CPU."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the CPU time between two :func:`cpu_times` readings that the hypervisor took (percent)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def verdict(ap: float) -> str:
@@ -285,6 +305,7 @@ def train_stage(job: _Job, data: Path, epochs: int | None, minutes: float, train
         f"[2/7] training the tiny preset {what} -> {job.root / 'train'}; the whole job should end about {end} "
         "(the progress lines show the img/s and ETA measured here)"
     )
+    ticks = cpu_times()
     result = train(
         cfg,
         output_dir=job.root / "train",
@@ -302,6 +323,8 @@ def train_stage(job: _Job, data: Path, epochs: int | None, minutes: float, train
     n["train_images_per_s"] = round(result.steps_done * cfg.train.images_per_gpu / max(result.train_seconds, 1e-9), 1)
     if "grouped" in last:
         n["grouped"] = round(last["grouped"], 3)
+    if result.epochs_run > 0:
+        n["train_cpu_steal_percent"] = steal_percent(ticks, cpu_times())
     ckpt = result.best_checkpoint or result.last_checkpoint
     job.summary.outputs["checkpoint"] = str(ckpt)
     job.done("train")

@@ -112,3 +112,16 @@ def test_reference_check_compares_the_decoders_bit_for_bit(monkeypatch: pytest.M
         w: (v, n) for w, v, n in DemoSummary(Path("x"), {}, {"reference_check": {"images": 20, "differ": 3}}).rows()
     }
     assert rows["reference vs fast decoder"][0] == "DIFFER on 3 on 20 val images"
+
+
+def test_cpu_steal_share_and_its_note() -> None:
+    from hhrnet.benchmarks.demo import cpu_times, steal_percent
+
+    assert steal_percent((100, 1000), (150, 1500)) == 10.0
+    assert steal_percent(None, (1, 2)) is None and steal_percent((5, 10), (5, 10)) is None
+    now = cpu_times()
+    if Path("/proc/stat").exists():
+        assert now is not None and 0 <= now[0] <= now[1]
+    numbers = dict(_numbers(0.6, resumed=False), train_cpu_steal_percent=21.6)
+    table = {w: n for w, _, n in DemoSummary(Path("x"), {}, numbers).rows()}
+    assert table["training"] == "CPU steal 22 % (time the hypervisor gave to other guests)"
