@@ -235,6 +235,34 @@ def evaluate_predictions(
     return out
 
 
+def person_masks(annotations: Mapping[str, Any], keep_unoutlined: bool = False) -> list[tuple[dict[str, Any], Any]]:
+    """(annotation, (H, W) bool mask of its segmentation) for every non-crowd person (labelled or not: COCO and
+    the built-in data outline people too small to carry keypoints); the mask is None for one without a
+    segmentation, which is left out unless ``keep_unoutlined``."""
+    import warnings
+
+    import pycocotools.mask as mask_utils
+
+    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in annotations.get("images", [])}
+    out: list[tuple[dict[str, Any], Any]] = []
+    for a in annotations.get("annotations", []):
+        segm, hw = a.get("segmentation"), sizes.get(a.get("image_id"))
+        if a.get("iscrowd", 0) or hw is None:
+            continue
+        if not segm:
+            if keep_unoutlined:
+                out.append((a, None))
+            continue
+        rles = segm if isinstance(segm, dict) and isinstance(segm.get("counts"), str) else None
+        if rles is None:
+            rles = mask_utils.frPyObjects(segm, *hw)
+        with warnings.catch_warnings():  # pycocotools' NumPy-2 copy= DeprecationWarning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = mask_utils.decode(rles)
+        out.append((a, decoded.any(axis=2) if decoded.ndim == 3 else decoded.astype(bool)))
+    return out
+
+
 def figure_mixing(
     results: Sequence[Mapping[str, Any]],
     annotations: Mapping[str, Any],
@@ -242,44 +270,57 @@ def figure_mixing(
     *,
     min_score: float = 0.0,
     joint_threshold: float = 0.1,
+    reach: int = 1,
 ) -> dict[str, int]:
     """How many predicted poses join two or more people: what a drawing shows as a skeleton across figures.
 
     Not an official measure. Each pose scoring at least ``min_score`` is taken with the joints a drawing shows
-    (score above ``joint_threshold``, :func:`hhrnet.visualize.draw_poses`). A joint lands on the labelled person
-    whose same joint is nearest by OKS keypoint similarity, ``exp(-d^2 / (2 * area * (2 * sigma)^2))`` with the
-    dataset's sigmas and the OKS area (COCO: the annotation's ``area``; CrowdPose: 0.53 x box), when that
-    similarity is at least 0.5 (within ~1.2 sigma-scaled radii); joints that land on nobody are not counted.
-    A pose *joins figures* when its joints land on two or more people. Returns ``poses`` (counted),
-    ``joining`` (of those) and ``images`` (with at least one joining pose).
+    (score above ``joint_threshold``, :func:`hhrnet.visualize.draw_poses`). A joint belongs to the labelled
+    person whose same joint it matches (OKS keypoint similarity ``exp(-d^2 / (2 * area * (2 * sigma)^2)) >= 0.5``,
+    the nearest; occluded joints are labelled too), else to the person whose visible outline covers a pixel
+    within ``reach`` pixels of it (labelled or not: :func:`person_masks`; people too small for keypoints are
+    outlined); a joint near no person, or on several outlines where figures overlap, says nothing. A pose *joins
+    figures* when its joints belong to two or more people. Returns ``poses`` (counted), ``joining`` (of those)
+    and ``images`` (with at least one joining pose).
     """
     facts = dataset_facts(dataset)
     k2 = (2 * np.asarray(facts.oks_sigmas, dtype=np.float64)) ** 2  # (J,)
-    people: dict[Any, list[tuple[np.ndarray, float]]] = {}
-    for a in annotations.get("annotations", []):
-        kp = np.asarray(a.get("keypoints", ()), dtype=np.float64).reshape(-1, 3)
-        if len(kp) != len(k2) or not (kp[:, 2] > 0).any() or a.get("iscrowd", 0):
-            continue
-        area = float(a["bbox"][2] * a["bbox"][3] * 0.53) if facts is CROWDPOSE else float(a.get("area", 0.0))
-        people.setdefault(a["image_id"], []).append((kp, max(area, 1e-9)))
+    masks: dict[Any, list[np.ndarray]] = {}
+    labelled: dict[Any, list[tuple[int, np.ndarray, float]]] = {}  # image -> (mask index, keypoints, OKS area)
+    for a, mask in person_masks(annotations, keep_unoutlined=True):
+        n = len(masks.setdefault(a["image_id"], []))
+        masks[a["image_id"]].append(mask)
+        kp = np.asarray(a.get("keypoints") or np.zeros(3 * len(k2)), dtype=np.float64).reshape(-1, 3)
+        if len(kp) == len(k2) and (kp[:, 2] > 0).any():
+            area = float(a["bbox"][2] * a["bbox"][3] * 0.53) if facts is CROWDPOSE else float(a.get("area", 0.0))
+            labelled.setdefault(a["image_id"], []).append((n, kp, max(area, 1e-9)))
     poses = joining = 0
     images: set[Any] = set()
     for r in results:
         if r["score"] < min_score:
             continue
         poses += 1
+        outlines = masks.get(r["image_id"], [])
         kp = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
         owners: set[int] = set()
         for j in np.flatnonzero(kp[:, 2] > joint_threshold):
-            best, who = 0.5, -1  # similarity must reach 0.5
-            for n, (gt, area) in enumerate(people.get(r["image_id"], ())):
+            best, owner = 0.5, -1  # keypoint similarity must reach 0.5
+            for n, gt, area in labelled.get(r["image_id"], ()):
                 if gt[j, 2] > 0:
-                    d2 = float(((gt[j, :2] - kp[j, :2]) ** 2).sum())
-                    ks = float(np.exp(-d2 / (2 * area * k2[j])))
+                    ks = float(np.exp(-((gt[j, :2] - kp[j, :2]) ** 2).sum() / (2 * area * k2[j])))
                     if ks >= best:
-                        best, who = ks, n
-            if who >= 0:
-                owners.add(who)
+                        best, owner = ks, n
+            if owner < 0:
+                col, row = int(round(kp[j, 0])), int(round(kp[j, 1]))
+                near = [
+                    n
+                    for n, m in enumerate(outlines)
+                    if m is not None
+                    and m[max(row - reach, 0) : row + reach + 1, max(col - reach, 0) : col + reach + 1].any()
+                ]
+                owner = near[0] if len(near) == 1 else -1
+            if owner >= 0:
+                owners.add(owner)
         if len(owners) > 1:
             joining += 1
             images.add(r["image_id"])

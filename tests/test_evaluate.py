@@ -57,6 +57,67 @@ def test_figure_mixing_counts_a_pose_that_takes_a_joint_of_another_person() -> N
         assert figure_mixing(swapped, gt, dataset, min_score=2.0)["poses"] == 0  # below the score: not counted
 
 
+def test_figure_mixing_sees_people_too_small_for_keypoints_by_their_outline() -> None:
+    """A joint on an unlabelled person's outline (COCO's and the built-in data's people under 32^2 px) counts,
+    a joint on the background or where two other outlines overlap does not, and an occluded joint that matches its
+    labelled person's keypoint belongs to that person even when it lies on the occluder's outline."""
+
+    def square(x0: int, y0: int, x1: int, y1: int) -> list[list[float]]:
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+    kp = np.zeros((17, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(12, 28, 17), np.linspace(12, 58, 17), 2
+    kp[16] = (45, 45, 1)  # labelled but occluded: it lies on the small person's outline
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "iscrowd": 0,
+                "num_keypoints": 17,
+                "keypoints": kp.ravel().tolist(),
+                "bbox": [10, 10, 20, 50],
+                "area": 1000.0,
+                "segmentation": square(10, 10, 30, 60),
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "iscrowd": 0,
+                "num_keypoints": 0,
+                "keypoints": [0] * 51,
+                "bbox": [40, 40, 20, 20],
+                "area": 400.0,
+                "segmentation": square(40, 40, 60, 60),
+            },
+            {
+                "id": 3,
+                "image_id": 1,
+                "iscrowd": 0,
+                "num_keypoints": 0,
+                "keypoints": [0] * 51,
+                "bbox": [50, 55, 20, 35],
+                "area": 700.0,
+                "segmentation": square(50, 55, 70, 90),
+            },
+        ],
+    }
+
+    def joins(moved: tuple[float, float] | None) -> int:
+        pose = kp.copy()
+        pose[:, 2] = 0.9
+        if moved is not None:
+            pose[3, :2] = moved
+        return figure_mixing([{"image_id": 1, "keypoints": pose.ravel().tolist(), "score": 0.9}], gt)["joining"]
+
+    assert joins(None) == 0  # its own joints, the occluded one included
+    assert joins((50, 50)) == 1  # a joint on the small unlabelled person
+    assert joins((80, 20)) == 0  # on the background: says nothing
+    assert joins((55, 57)) == 0  # where the second and third outlines overlap: says nothing
+    assert joins((65, 80)) == 1  # on the third alone
+
+
 def _oks(gt: np.ndarray, dt: np.ndarray, area: float, sigmas: np.ndarray) -> float:
     vis = gt[:, 2] > 0
     d2 = ((gt[:, :2] - dt[:, :2]) ** 2).sum(1)
