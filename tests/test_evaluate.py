@@ -62,46 +62,27 @@ def test_figure_mixing_sees_people_too_small_for_keypoints_by_their_outline() ->
     a joint on the background or where two other outlines overlap does not, and an occluded joint that matches its
     labelled person's keypoint belongs to that person even when it lies on the occluder's outline."""
 
-    def square(x0: int, y0: int, x1: int, y1: int) -> list[list[float]]:
-        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+    def person(pid: int, box: tuple[int, int, int, int], keypoints: np.ndarray | None = None) -> dict:
+        """An annotation outlined by the box (x0, y0, x1, y1); no keypoints: too small to carry them."""
+        x0, y0, x1, y1 = box
+        kps = keypoints if keypoints is not None else np.zeros((17, 3))
+        return {
+            "id": pid,
+            "image_id": 1,
+            "iscrowd": 0,
+            "num_keypoints": int((kps[:, 2] > 0).sum()),
+            "keypoints": kps.ravel().tolist(),
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": float((x1 - x0) * (y1 - y0)),
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+        }
 
     kp = np.zeros((17, 3))
     kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(12, 28, 17), np.linspace(12, 58, 17), 2
     kp[16] = (45, 45, 1)  # labelled but occluded: it lies on the small person's outline
     gt = {
         "images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
-        "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 17,
-                "keypoints": kp.ravel().tolist(),
-                "bbox": [10, 10, 20, 50],
-                "area": 1000.0,
-                "segmentation": square(10, 10, 30, 60),
-            },
-            {
-                "id": 2,
-                "image_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 0,
-                "keypoints": [0] * 51,
-                "bbox": [40, 40, 20, 20],
-                "area": 400.0,
-                "segmentation": square(40, 40, 60, 60),
-            },
-            {
-                "id": 3,
-                "image_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 0,
-                "keypoints": [0] * 51,
-                "bbox": [50, 55, 20, 35],
-                "area": 700.0,
-                "segmentation": square(50, 55, 70, 90),
-            },
-        ],
+        "annotations": [person(1, (10, 10, 30, 60), kp), person(2, (40, 40, 60, 60)), person(3, (50, 55, 70, 90))],
     }
 
     def joins(moved: tuple[float, float] | None) -> int:
