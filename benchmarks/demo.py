@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,10 +216,13 @@ def run_demo(
     """The main job into ``out``; ``epochs`` defaults to the tiny preset's ``end_epoch``, ``minutes`` > 0 trains to a
     wall-clock budget instead (at most ``epochs`` when given)."""
     from hhrnet.io import atomic_write_text
+    from hhrnet.kernels.decode import warmup_in_child
 
     root = Path(out)
     job = _Job(root, log, DemoSummary(root))
-    compiling = compile_decoder()
+    # the fast decoder compiles (~30 s of one core on a fresh clone) into Numba's cache beside synthesis, which
+    # uses one core, instead of delaying the evaluation; if it fails, the evaluation compiles it as before
+    compiling = warmup_in_child(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         data = synthesize_stage(job, train_images, val_images)
         ckpt = train_stage(job, data, epochs, minutes, train_images)
@@ -237,15 +239,6 @@ def run_demo(
     text = json.dumps({"outputs": job.summary.outputs, "numbers": job.numbers}, indent=2, default=str)
     atomic_write_text(root / "summary.json", text)
     return job.summary
-
-
-def compile_decoder() -> subprocess.Popen[bytes]:
-    """Compile the fast decoder into Numba's on-disk cache in a child process, started with the job: on a fresh
-    clone the compile (~30 s of one core) then runs beside synthesis, which uses one core, instead of delaying
-    the evaluation; the job's decoders load it from the cache. A failed compile only costs the time it took back
-    (the decoder then compiles in the evaluation, as without this)."""
-    code = "from hhrnet.kernels.decode import warmup; warmup()"
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def synthesize_stage(job: _Job, train_images: int, val_images: int) -> Path:

@@ -235,32 +235,19 @@ def evaluate_predictions(
     return out
 
 
-def person_masks(annotations: Mapping[str, Any], keep_unoutlined: bool = False) -> list[tuple[dict[str, Any], Any]]:
-    """(annotation, (H, W) bool mask of its segmentation) for every non-crowd person (labelled or not: COCO and
-    the built-in data outline people too small to carry keypoints); the mask is None for one without a
-    segmentation, which is left out unless ``keep_unoutlined``."""
+def segmentation_mask(segm: Any, height: int, width: int) -> np.ndarray:
+    """(height, width) bool mask of a COCO segmentation: polygons (a list, all parts joined) or RLE (compressed
+    or not). pycocotools' own errors (bare Exceptions, TypeErrors) pass through for the caller to name."""
     import warnings
 
     import pycocotools.mask as mask_utils
 
-    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in annotations.get("images", [])}
-    out: list[tuple[dict[str, Any], Any]] = []
-    for a in annotations.get("annotations", []):
-        segm, hw = a.get("segmentation"), sizes.get(a.get("image_id"))
-        if a.get("iscrowd", 0) or hw is None:
-            continue
-        if not segm:
-            if keep_unoutlined:
-                out.append((a, None))
-            continue
-        rles = segm if isinstance(segm, dict) and isinstance(segm.get("counts"), str) else None
-        if rles is None:
-            rles = mask_utils.frPyObjects(segm, *hw)
-        with warnings.catch_warnings():  # pycocotools' NumPy-2 copy= DeprecationWarning
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = mask_utils.decode(rles)
-        out.append((a, decoded.any(axis=2) if decoded.ndim == 3 else decoded.astype(bool)))
-    return out
+    compressed = isinstance(segm, dict) and isinstance(segm.get("counts"), str)
+    rles = segm if compressed else mask_utils.frPyObjects(segm, height, width)
+    with warnings.catch_warnings():  # pycocotools' NumPy-2 copy= DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = mask_utils.decode(rles)
+    return decoded.any(axis=2) if decoded.ndim == 3 else decoded.astype(bool)
 
 
 def figure_mixing(
@@ -277,47 +264,46 @@ def figure_mixing(
     Not an official measure. Each pose scoring at least ``min_score`` is taken with the joints a drawing shows
     (score above ``joint_threshold``, :func:`hhrnet.visualize.draw_poses`). A joint belongs to the labelled
     person whose same joint it matches (OKS keypoint similarity ``exp(-d^2 / (2 * area * (2 * sigma)^2)) >= 0.5``,
-    the nearest; occluded joints are labelled too), else to the person whose visible outline covers a pixel
-    within ``reach`` pixels of it (labelled or not: :func:`person_masks`; people too small for keypoints are
-    outlined); a joint near no person, or on several outlines where figures overlap, says nothing. A pose *joins
-    figures* when its joints belong to two or more people. Returns ``poses`` (counted), ``joining`` (of those)
-    and ``images`` (with at least one joining pose).
+    the nearest; occluded joints are labelled too), else to the person whose visible outline (segmentation)
+    covers a pixel within ``reach`` pixels of it, labelled or not (COCO and the built-in data outline people too
+    small to carry keypoints); a joint near no person, or on several outlines where figures overlap, says
+    nothing. A pose *joins figures* when its joints belong to two or more people. Returns ``poses`` (counted),
+    ``joining`` (of those) and ``images`` (with at least one joining pose).
     """
     facts = dataset_facts(dataset)
     k2 = (2 * np.asarray(facts.oks_sigmas, dtype=np.float64)) ** 2  # (J,)
-    masks: dict[Any, list[np.ndarray]] = {}
-    labelled: dict[Any, list[tuple[int, np.ndarray, float]]] = {}  # image -> (mask index, keypoints, OKS area)
-    for a, mask in person_masks(annotations, keep_unoutlined=True):
-        n = len(masks.setdefault(a["image_id"], []))
-        masks[a["image_id"]].append(mask)
+    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in annotations.get("images", [])}
+    # image id -> its non-crowd people: (outline or None, labelled keypoints (J, 3) or None, OKS area)
+    people: dict[Any, list[tuple[np.ndarray | None, np.ndarray | None, float]]] = {}
+    for a in annotations.get("annotations", []):
+        hw = sizes.get(a.get("image_id"))
+        if a.get("iscrowd", 0) or hw is None:
+            continue
+        outline = segmentation_mask(a["segmentation"], *hw) if a.get("segmentation") else None
         kp = np.asarray(a.get("keypoints") or np.zeros(3 * len(k2)), dtype=np.float64).reshape(-1, 3)
-        if len(kp) == len(k2) and (kp[:, 2] > 0).any():
-            area = float(a["bbox"][2] * a["bbox"][3] * 0.53) if facts is CROWDPOSE else float(a.get("area", 0.0))
-            labelled.setdefault(a["image_id"], []).append((n, kp, max(area, 1e-9)))
+        labelled = kp if len(kp) == len(k2) and (kp[:, 2] > 0).any() else None
+        area = float(a["bbox"][2] * a["bbox"][3] * 0.53) if facts is CROWDPOSE else float(a.get("area", 0.0))
+        people.setdefault(a["image_id"], []).append((outline, labelled, max(area, 1e-9)))
     poses = joining = 0
     images: set[Any] = set()
     for r in results:
         if r["score"] < min_score:
             continue
         poses += 1
-        outlines = masks.get(r["image_id"], [])
+        here = people.get(r["image_id"], [])
         kp = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
         owners: set[int] = set()
         for j in np.flatnonzero(kp[:, 2] > joint_threshold):
             best, owner = 0.5, -1  # keypoint similarity must reach 0.5
-            for n, gt, area in labelled.get(r["image_id"], ()):
-                if gt[j, 2] > 0:
+            for n, (_, gt, area) in enumerate(here):
+                if gt is not None and gt[j, 2] > 0:
                     ks = float(np.exp(-((gt[j, :2] - kp[j, :2]) ** 2).sum() / (2 * area * k2[j])))
                     if ks >= best:
                         best, owner = ks, n
             if owner < 0:
                 col, row = int(round(kp[j, 0])), int(round(kp[j, 1]))
-                near = [
-                    n
-                    for n, m in enumerate(outlines)
-                    if m is not None
-                    and m[max(row - reach, 0) : row + reach + 1, max(col - reach, 0) : col + reach + 1].any()
-                ]
+                window = (slice(max(row - reach, 0), row + reach + 1), slice(max(col - reach, 0), col + reach + 1))
+                near = [n for n, (m, _, _) in enumerate(here) if m is not None and m[window].any()]
                 owner = near[0] if len(near) == 1 else -1
             if owner >= 0:
                 owners.add(owner)

@@ -20,6 +20,8 @@ InputError (the official code would loop forever in Munkres).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -400,3 +402,11 @@ def warmup(parallel: bool = False) -> None:
             tags = (rng.random((3, h, w, t)) * 20).astype(np.float32)  # many persons: the grid search runs
             for par in (False, True) if parallel else (False,):
                 decode(det, tags, DecodeParams(num_joints=3), parallel=par)
+
+
+def warmup_in_child(**popen: Any) -> subprocess.Popen[bytes]:
+    """:func:`warmup` in a child process (``popen``: :class:`subprocess.Popen` options), filling Numba's on-disk
+    cache for this process and others to load. A process waiting on the child is interrupted by Ctrl-C at once,
+    where a long LLVM compile in the process itself never returns to Python's bytecode loop to see it; and a job
+    can go on with other work while the child compiles on one core."""
+    return subprocess.Popen([sys.executable, "-c", "from hhrnet.kernels.decode import warmup; warmup()"], **popen)

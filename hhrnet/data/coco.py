@@ -32,7 +32,6 @@ import contextlib
 import io
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,12 +236,12 @@ class KeypointDataset(Dataset):
 
     def ignore_mask(self, info: dict[str, Any], anns: list[dict[str, Any]], where: str) -> np.ndarray:
         """(H, W) bool, False where the loss must ignore pixels (crowd regions, people without keypoints)."""
-        import pycocotools.mask as mask_utils
+        from hhrnet.evaluate import segmentation_mask
 
         height, width = int(info["height"]), int(info["width"])
         if self.mask_policy == "none":
             return np.ones((height, width), dtype=bool)
-        covered = np.zeros((height, width))
+        covered = np.zeros((height, width), dtype=bool)
         for ann in anns:
             crowd = bool(ann.get("iscrowd", 0))
             if not crowd and self._num_keypoints(ann, where) != 0:
@@ -251,17 +250,11 @@ class KeypointDataset(Dataset):
             if segm is None or (isinstance(segm, list) and len(segm) == 0):
                 continue  # nothing to ignore
             try:
-                if isinstance(segm, dict) and isinstance(segm.get("counts"), str):
-                    rles: Any = segm  # compressed RLE
-                else:
-                    rles = mask_utils.frPyObjects(segm, height, width)
-                with warnings.catch_warnings():  # pycocotools' NumPy-2 copy= DeprecationWarning
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    decoded = mask_utils.decode(rles)
+                mask = segmentation_mask(segm, height, width)
             except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors on bad input
                 raise _BadSample(where, f"annotation {ann.get('id')} has an unreadable segmentation: {exc}") from None
-            covered += decoded.sum(axis=2) if decoded.ndim == 3 else decoded
-        return covered < 0.5
+            covered |= mask
+        return ~covered
 
     def person_joints(self, anns: list[dict[str, Any]], where: str) -> np.ndarray:
         """(P, J, 3) ``[x, y, v]`` (or (P, J, 4) with the scale-aware sigma) of the kept annotations."""

@@ -24,8 +24,6 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import sysconfig
 import tempfile
 import threading
@@ -243,11 +241,16 @@ class TritonServer:
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         if self.warm_decoder:
+            from hhrnet.kernels.decode import warmup_in_child
+
             # once here, so the decode instances load the compiled decoder instead of each compiling it; in a child
-            # process, because a long LLVM compile never returns to Python's bytecode loop, so Ctrl-C would wait for
-            # it, while a wait on a child is interrupted at once (and subprocess.run then kills the child)
-            warm = subprocess.run([sys.executable, "-c", "from hhrnet.kernels.decode import warmup; warmup()"])
-            if warm.returncode != 0:
+            # process, so that Ctrl-C stops the wait at once (the child is then killed)
+            warm = warmup_in_child()
+            try:
+                failed = warm.wait() != 0
+            finally:
+                warm.kill()  # a no-op once it has exited
+            if failed:
                 logging.getLogger(__name__).warning("compiling the decoder failed; each decode instance compiles it")
 
         libpython_env()
