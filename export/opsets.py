@@ -30,6 +30,7 @@ TENSORRT_ONNX_OPS = frozenset(
         "ConstantOfShape",
         "Conv",
         "ConvTranspose",
+        "DepthToSpace",
         "Div",
         "Equal",
         "Erf",

@@ -53,6 +53,7 @@ from hhrnet.export.guard import (
     holdout_set,
     holdout_warnings,
 )
+from hhrnet.export.rewrite import deconv_as_conv
 from hhrnet.runtime.artifact import Artifact
 
 GROUPS = ("stem", "heads", "deconv", "aggregate")
@@ -118,6 +119,13 @@ def node_groups(graph: Any) -> dict[str, list[str]]:
         if any(j in feeds_conv for out in nodes[i].output for j in consumers.get(out, [])):
             feeds_conv.add(i)
     heads = [i for i in convs if downstream(i, through_convs=False)[1]]
+    # a transposed convolution, or the sub-pixel convolution that replaced it (its output read only by DepthToSpace)
+    deconv = [
+        i
+        for i in convs
+        if nodes[i].op_type == "ConvTranspose"
+        or [nodes[j].op_type for j in consumers.get(nodes[i].output[0], [])] == ["DepthToSpace"]
+    ]
     below_heads = set().union(*(downstream(i, through_convs=True)[0] for i in heads))
     aggregate = below_heads - feeds_conv
     stem = convs[0]
@@ -126,7 +134,7 @@ def node_groups(graph: Any) -> dict[str, list[str]]:
     return {
         "stem": [name[stem]],
         "heads": [name[i] for i in heads],
-        "deconv": [name[i] for i in convs if nodes[i].op_type == "ConvTranspose"],
+        "deconv": [name[i] for i in deconv],
         "aggregate": [name[i] for i in sorted(aggregate)],
         "network": [name[i] for i in sorted(network)],
     }
@@ -638,6 +646,9 @@ def convert(
         if use_guard and not max_ap_drop >= 0.0:
             raise InputError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
         calib = calibration_set(calib_images, artifact.codec, calib_count)
+        subpixel: list[str] = []
+        if target == "cpu":  # ONNX Runtime has no int8 ConvTranspose: the same sum as a convolution it quantizes
+            model, subpixel = deconv_as_conv(model)
         if use_guard:
             held = guard_images if guard_images is not None else calib_images
             same = Path(held).resolve() == Path(calib_images).resolve()
@@ -659,6 +670,8 @@ def convert(
                 model, calib, keep=keep, method=method, percentile=percentile, target=target
             )
         converted = extra["quantized_nodes"]
+        if subpixel:
+            extra["subpixel_deconv"] = subpixel
     new = dataclasses.replace(artifact, precision=precision, calibration=calibration, extra=extra)
     write_contract(model, new)
     onnx.checker.check_model(model, full_check=True)
