@@ -677,6 +677,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = get_args(tp)
         if isinstance(value, str):
             value = _literal(value)
+        if isinstance(value, str) and value.lstrip().startswith("["):  # YAML's flow list: [true, false]
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
         if not isinstance(value, list | tuple):
             value = (value,)
         inner = args[0]

@@ -106,6 +106,11 @@ def test_overrides_are_typed_and_validated() -> None:
     assert cfg.test.flip_test is False
     assert cfg.test.scale_factor == (0.5, 1.0, 2.0)
     assert cfg.model.stage2.num_channels == (16, 32)
+    # a list of booleans as YAML writes it (the official files' style) and as Python does
+    for text in ("[true, true]", "[True, True]", "[yes,on]"):
+        assert C.apply_overrides(cfg, [f"test.with_ae={text}"]).test.with_ae == (True, True)
+    with pytest.raises(ConfigError, match="boolean"):
+        C.apply_overrides(cfg, ["test.with_ae=[true, maybe]"])
     with pytest.raises(ConfigError, match="boolean"):
         C.apply_overrides(cfg, ["test.flip_test=maybe"])
     with pytest.raises(ConfigError, match="not one of"):
