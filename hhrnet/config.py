@@ -252,7 +252,7 @@ def _tiny() -> Config:
     (``exp`` has no gradient at equal tags, where the tags start) pushing to a tag distance of 4, so that
     neighbours' tags end up several of the decoder's rounding units apart (with the official 1 they were often
     within one, and the decoder's refine and matching then took a neighbour's joint: of the confident val poses,
-    43 % joined two figures at 1, 36 % at 2, 26 % at 4, with val AP 0.61 / 0.63 / 0.70; 8 pushed further, 23 %,
+    47 % joined two figures at 1, 36 % at 2, 26 % at 4, with val AP 0.61 / 0.63 / 0.70; 8 pushed further, 23 %,
     but AP fell to 0.51); Adam at 3e-3 (one fused kernel) with
     a 3% warm-up and a cosine decay over 30 epochs (1500 steps on the demo's 400 images: ~9 min on 2 quiet cores
     of the project's Intel Xeon at ~23 img/s); channels_last (faster convolutions on CPU); the official tag
