@@ -71,8 +71,10 @@ def test_decode_benchmark_rows() -> None:
     assert all(r["identical"] and r["speedup_1t"] > 1 and r["port_ms"] > r["fast_1t_ms"] for r in rows)
     assert [r["vs_clean"] is None for r in rows] == [False, True, False]  # realistic kinds have a clean twin
     assert all(r["clean_1t_ms"] > 0 for r in rows if r["vs_clean"] is not None)
-    assert all(
-        r["floor_ms"] > 0 and r["x_floor"] == pytest.approx(r["fast_1t_ms"] / r["floor_ms"], rel=0.1, abs=0.1)
-        for r in rows
-    )
+    for r in rows:  # x_floor comes from the unrounded times; the table's ms fields are rounded to 0.01 ms, which at
+        # this small shape (a floor of ~0.07 ms) moves their ratio by ~10 %: bound it by the rounding instead
+        assert r["floor_ms"] > 0.005
+        low = (r["fast_1t_ms"] - 0.005) / (r["floor_ms"] + 0.005)
+        high = (r["fast_1t_ms"] + 0.005) / (r["floor_ms"] - 0.005)
+        assert low - 0.05 <= r["x_floor"] <= high + 0.05, r
     assert table(rows, COLUMNS).count("\n") == 5
