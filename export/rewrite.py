@@ -17,6 +17,7 @@ int8 guard's blocks name the same layers before and after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,8 @@ def subpixel_taps(kernel: int, stride: int, pad: int) -> tuple[int, int, dict[tu
     return min(offsets), max(offsets), taps
 
 
-def _rewritable(node: Any, weight: np.ndarray | None) -> tuple[int, int, int] | None:
-    """(kernel, stride, pad) of a ConvTranspose the rewrite handles, else None."""
+def _rewritable(node: Any, weight: np.ndarray | None) -> tuple[int, int] | None:
+    """(stride, pad) of a ConvTranspose the rewrite handles, else None."""
     a = _attrs(node)
     if weight is None or weight.ndim != 4 or a.get("group", 1) != 1 or "output_shape" in a:
         return None
@@ -67,7 +68,7 @@ def _rewritable(node: Any, weight: np.ndarray | None) -> tuple[int, int, int] | 
     t_min, t_max, _ = subpixel_taps(kh, s, p)
     if t_min > 0 or t_max < 0:  # would need a crop, not padding
         return None
-    return int(kh), s, p
+    return s, p
 
 
 def subpixel_weight(weight: np.ndarray, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
@@ -84,18 +85,24 @@ def subpixel_weight(weight: np.ndarray, stride: int, pad: int) -> tuple[np.ndarr
     return out.reshape(c_out * stride * stride, c_in, size, size), -t_min, t_max
 
 
-def constants(graph: Any) -> dict[str, np.ndarray]:
-    """Name -> value of every constant tensor: initializers, ``Constant`` nodes, and ``Identity`` of a constant
-    (the torch exporter writes equal parameters once and the others as Identity of it)."""
+def constants(graph: Any) -> Callable[[str], np.ndarray | None]:
+    """A lookup: tensor name -> its value if it is constant (an initializer, a ``Constant`` node, or ``Identity``
+    of a constant: the torch exporter writes equal parameters once and the others as Identity of it), else None.
+    Only the tensors asked for are converted to NumPy."""
     from onnx import numpy_helper
 
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    protos = {i.name: i for i in graph.initializer}
     for n in graph.node:
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-        elif n.op_type == "Identity" and n.input[0] in values:
-            values[n.output[0]] = values[n.input[0]]
-    return values
+            protos[n.output[0]] = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in protos:
+            protos[n.output[0]] = protos[n.input[0]]
+
+    def value(name: str) -> np.ndarray | None:
+        proto = protos.get(name)
+        return None if proto is None else numpy_helper.to_array(proto)
+
+    return value
 
 
 def deconv_as_conv(model: Any) -> tuple[Any, list[str]]:
@@ -112,23 +119,23 @@ def deconv_as_conv(model: Any) -> tuple[Any, list[str]]:
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    inits = constants(graph)
+    constant = constants(graph)
     nodes: list[Any] = []
     done: list[str] = []
     for node in graph.node:
-        weight = inits.get(node.input[1]) if node.op_type == "ConvTranspose" and len(node.input) > 1 else None
+        weight = constant(node.input[1]) if node.op_type == "ConvTranspose" and len(node.input) > 1 else None
         spec = _rewritable(node, weight) if node.op_type == "ConvTranspose" else None
         if spec is None or weight is None:
             nodes.append(node)
             continue
-        _, s, p = spec
+        s, p = spec
         if not node.name:
             raise BackendError("a ConvTranspose node has no name; export the model with hhrnet export")
         bias: np.ndarray | None = None
         if len(node.input) > 2 and node.input[2]:
-            if node.input[2] not in inits:
+            bias = constant(node.input[2])
+            if bias is None:
                 raise BackendError(f"{node.name}: the ConvTranspose bias is not a constant")
-            bias = inits[node.input[2]]
         w, before, after = subpixel_weight(weight, s, p)
         inputs = [node.input[0], f"{node.name}/subpixel_weight"]
         new_inits = [numpy_helper.from_array(w, inputs[1])]

@@ -18,6 +18,20 @@ def golden_dir() -> Path:
     return GOLDEN
 
 
+@pytest.fixture(scope="session")
+def fp32(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny test model (128 px) exported once per session: the aggregate graph and the raw one."""
+    from test_export import TINY_128, tiny_model
+
+    from hhrnet.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("prec")
+    model, cfg = tiny_model(TINY_128)
+    export_onnx(model, cfg, root / "agg.onnx", sample_size=(128, 128))
+    export_onnx(model, cfg, root / "raw.onnx", graph="raw", sample_size=(128, 128))
+    return {"aggregate": root / "agg.onnx", "raw": root / "raw.onnx"}
+
+
 def opencv_avx2() -> bool:
     """OpenCV's own kernels run their AVX2 (or wider) code here (a feature switched off prints as ``AVX2?``)."""
     import cv2

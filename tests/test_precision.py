@@ -7,23 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export import TINY_128, tiny_model
 
 from hhrnet import samples
 from hhrnet.errors import ConfigError, InputError
 
 COCO = samples.images("coco")[0].parent
-
-
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from hhrnet.export.onnx import export_onnx
-
-    root = tmp_path_factory.mktemp("prec")
-    model, cfg = tiny_model(TINY_128)
-    export_onnx(model, cfg, root / "agg.onnx", sample_size=(128, 128))
-    export_onnx(model, cfg, root / "raw.onnx", graph="raw", sample_size=(128, 128))
-    return {"aggregate": root / "agg.onnx", "raw": root / "raw.onnx"}
 
 
 def _load(path: Path):  # onnx ModelProto

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_precision import COCO, fp32  # noqa: F401  (the module-scoped fp32 exports)
 from torch import nn
 
+from hhrnet import samples
 from hhrnet.export.rewrite import deconv_as_conv, subpixel_taps
+
+COCO = samples.images("coco")[0].parent
 
 
 def _onnx(module: nn.Module, x: torch.Tensor):  # onnx ModelProto, every node named
@@ -90,7 +92,7 @@ def test_transposed_convolutions_it_does_not_handle_are_left_alone(layer: nn.Mod
 
 
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
-def test_the_cpu_int8_form_quantizes_the_deconvolution(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:  # noqa: F811
+def test_the_cpu_int8_form_quantizes_the_deconvolution(fp32: dict[str, Path], tmp_path: Path, target: str) -> None:
     """ONNX Runtime has no int8 ConvTranspose: the CPU form carries the sub-pixel convolution, quantized like every
     other convolution; the TensorRT form keeps the ConvTranspose (TensorRT runs it in int8)."""
     import onnx
