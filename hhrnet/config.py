@@ -117,9 +117,6 @@ class LossConfig:
     # decoder measures tag distances in rounded units (its matching cost and refine), so people whose tags are
     # pushed only 1 apart are often within one rounding unit of each other (benchmarks/TRAINING.md)
     ae_push_margin: float = 1.0
-    # not official: the AE loss also reads the tags within this many map pixels of each labelled joint (official:
-    # 0, the joint's pixel only), so the tag is right where a detected peak lands, not only at the labelled pixel
-    ae_tag_radius: int = 0
     with_ae_loss: tuple[bool, ...] = (True, False)
     push_loss_factor: tuple[float, ...] = (0.001, 0.001)
     pull_loss_factor: tuple[float, ...] = (0.001, 0.001)

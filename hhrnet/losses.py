@@ -77,27 +77,6 @@ def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp", margin:
     return push, pull
 
 
-def tag_window(joints: Tensor, height: int, width: int, radius: int) -> Tensor:
-    """``joints`` (B, P, J', 2) packed for tag maps of ``height`` x ``width`` -> (B, P, J' (2r+1)^2, 2): each used
-    slot followed by the pixels within ``radius`` of it (a square window, clipped to its own map plane), so the
-    pull applies around every labelled joint rather than at its one pixel. Not official; ``radius`` 0 returns
-    ``joints`` unchanged."""
-    if radius <= 0:
-        return joints
-    index = joints[..., 0].long()
-    used = joints[..., 1] > 0
-    plane, rest = index // (height * width), index % (height * width)
-    y, x = rest // width, rest % width
-    out = []
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            ny, nx = y + dy, x + dx
-            ok = used & (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
-            flat = plane * (height * width) + ny.clamp(0, height - 1) * width + nx.clamp(0, width - 1)
-            out.append(torch.stack([torch.where(ok, flat, torch.zeros_like(flat)), ok.long()], dim=-1))
-    return torch.cat(out, dim=2).to(joints.dtype)
-
-
 def grouping_counts(tags: Tensor, joints: Tensor, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
     """How many ground-truth people the tags group correctly, and how many there are (two int64 scalars).
 
@@ -156,9 +135,6 @@ class HigherHRNetLoss(nn.Module):
         if loss.ae_push_margin <= 0 or (loss.ae_push_margin != 1.0 and loss.ae_loss_type != "max"):
             raise ValueError(f"loss.ae_push_margin={loss.ae_push_margin}: a positive margin, for ae_loss_type=max only")
         self.ae_push_margin = float(loss.ae_push_margin)
-        if loss.ae_tag_radius < 0:
-            raise ValueError(f"loss.ae_tag_radius={loss.ae_tag_radius}: a radius in map pixels, >= 0")
-        self.ae_tag_radius = int(loss.ae_tag_radius)
 
     @property
     def num_stages(self) -> int:
@@ -176,8 +152,7 @@ class HigherHRNetLoss(nn.Module):
             offset = j
         if self.with_ae_loss[index]:
             tags = output[:, offset:]  # (B, J or 1, H, W)
-            window = tag_window(joints, tags.shape[-2], tags.shape[-1], self.ae_tag_radius)
-            push, pull = ae_loss(tags, window, self.ae_loss_type, self.ae_push_margin)
+            push, pull = ae_loss(tags, joints, self.ae_loss_type, self.ae_push_margin)
             push = push * self.push_loss_factor[index]
             pull = pull * self.pull_loss_factor[index]
         return hm, push, pull
@@ -222,4 +197,4 @@ class HigherHRNetLoss(nn.Module):
         return total, terms
 
 
-__all__ = ["AELossType", "HigherHRNetLoss", "ae_loss", "grouping_counts", "heatmap_loss", "tag_window"]
+__all__ = ["AELossType", "HigherHRNetLoss", "ae_loss", "grouping_counts", "heatmap_loss"]

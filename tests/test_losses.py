@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hhrnet.config import LossConfig
-from hhrnet.losses import HigherHRNetLoss, ae_loss, grouping_counts, heatmap_loss, tag_window
+from hhrnet.losses import HigherHRNetLoss, ae_loss, grouping_counts, heatmap_loss
 from hhrnet.targets import pack_joints
 
 
@@ -240,57 +240,6 @@ def test_multi_stage_total_equals_official_sum(cfg: LossConfig) -> None:
     parts = sum(v for k, v in terms.items() if k != "total")
     torch.testing.assert_close(parts, total)
     assert float(terms["push_0"]) > 0 and float(terms["pull_0"]) > 0
-
-
-@pytest.mark.parametrize("radius", [1, 2])
-def test_tag_window_pulls_the_pixels_around_each_joint(radius: int) -> None:
-    """The window loss equals the official loss of a loop-built layout where every pixel within ``radius`` of a
-    labelled joint (on the map, same plane) is one more joint of that person; radius 0 is the official loss."""
-    size, j = 8, 5
-    tags, packed = _batch(3, (4, 0, 2), size=size, joints=j)
-    expanded = np.zeros((packed.shape[0], packed.shape[1], packed.shape[2] * (2 * radius + 1) ** 2, 2), np.int64)
-    for b, p, s in zip(*np.nonzero(packed[..., 1].numpy() > 0), strict=True):
-        plane, rest = divmod(int(packed[b, p, s, 0]), size * size)
-        y, x = divmod(rest, size)
-        near = [
-            (plane * size * size + (y + dy) * size + x + dx, 1)
-            for dy in range(-radius, radius + 1)
-            for dx in range(-radius, radius + 1)
-            if 0 <= y + dy < size and 0 <= x + dx < size
-        ]
-        free = np.flatnonzero(expanded[b, p, :, 1] == 0)[: len(near)]
-        expanded[b, p, free] = near
-    flat = tags.reshape(tags.shape[0], -1)
-    want = loop_ae_loss(flat, expanded, "max", 4.0)
-    got = ae_loss(tags, tag_window(packed, size, size, radius), "max", 4.0)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
-    assert tag_window(packed, size, size, 0) is packed
-    official = ae_loss(tags, packed, "max", 4.0)
-    assert not torch.allclose(got[1], official[1])  # the window changes the pull: the test sees the option
-
-
-def test_the_criterion_reads_the_tag_window_option() -> None:
-    tags, packed = _batch(4, (3, 2), size=8, joints=5)
-    out = torch.cat([torch.rand(2, 5, 8, 8), tags], 1)
-    hm, mask = torch.rand(2, 5, 8, 8), torch.ones(2, 8, 8)
-    cfg = LossConfig(
-        num_stages=1,
-        ae_loss_type="max",
-        ae_push_margin=4.0,
-        with_ae_loss=(True,),
-        push_loss_factor=(1.0,),
-        pull_loss_factor=(1.0,),
-        with_heatmaps_loss=(True,),
-        heatmaps_loss_factor=(1.0,),
-    )
-    _, plain = HigherHRNetLoss(cfg, 5)([out], [hm], [mask], [packed])
-    _, wide = HigherHRNetLoss(replace(cfg, ae_tag_radius=1), 5)([out], [hm], [mask], [packed])
-    want = ae_loss(tags, tag_window(packed, 8, 8, 1), "max", 4.0)
-    torch.testing.assert_close(wide["pull_0"], want[1].mean())
-    torch.testing.assert_close(plain["pull_0"], ae_loss(tags, packed, "max", 4.0)[1].mean())
-    with pytest.raises(ValueError, match="ae_tag_radius"):
-        HigherHRNetLoss(replace(cfg, ae_tag_radius=-1), 5)
 
 
 def test_runs_on_meta_tensors_so_nothing_depends_on_values() -> None:
