@@ -45,8 +45,12 @@ typecheck: $(STAMP)
 	cp -r benchmarks build/typecheck/hhrnet/benchmarks
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p hhrnet
 
+# Two pytest-xdist workers (TEST_WORKERS=0: one process); --dist loadfile runs each file's tests in one worker, so
+# module fixtures are built once. Many tests wait on a subprocess (the CLI, a server), so two workers fit 2 cores.
+TEST_WORKERS ?= 2
 unit: $(STAMP)
-	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "not slow and not gpu and not tensorrt"
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m "not slow and not gpu and not tensorrt" \
+		$(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The tests whose exact results depend on how the CPU dispatches (OpenCV's SIMD code, torch's ATen and oneDNN ISA,
 # NumPy's SIMD, Numba's code generation), again with the dispatch forced: AVX2 instead of AVX-512 everywhere, and
