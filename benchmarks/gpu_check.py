@@ -448,6 +448,7 @@ def aggregate_graph(model: Any, cfg: Any, flip: bool = True) -> Any:
         flip=flip,
         with_heatmaps=codec.stage_heatmaps,
         with_ae=codec.stage_tags,
+        tag_dim=codec.tag_dim,
     ).eval()
 
 

@@ -33,6 +33,7 @@ class AggregateGraph(nn.Module):
         with_heatmaps: Sequence[bool] = (True, True),
         with_ae: Sequence[bool] = (True, False),
         project: bool = True,
+        tag_dim: int = 1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -42,6 +43,7 @@ class AggregateGraph(nn.Module):
         self.with_heatmaps = tuple(with_heatmaps)
         self.with_ae = tuple(with_ae)
         self.project = project
+        self.tag_dim = tag_dim
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b = x.shape[0]
@@ -60,6 +62,7 @@ class AggregateGraph(nn.Module):
             with_heatmaps=self.with_heatmaps,
             with_ae=self.with_ae,
             project_to=project_to,
+            tag_dim=self.tag_dim,
         )  # (B, J, H, W), (B, J, H, W, T)
 
 
@@ -78,5 +81,7 @@ class PeaksGraph(nn.Module):
         vals, index = torch.topk(flat, self.top_k, dim=2)  # (B, J, M)
         t = tags.shape[4]
         flat_tags = tags.flatten(2, 3)  # (B, J, H*W, T)
+        if tags.shape[1] != heatmaps.shape[1]:  # one tag map shared by every joint (TAG_PER_JOINT False)
+            flat_tags = flat_tags.expand(-1, heatmaps.shape[1], -1, -1)
         peak_tags = torch.gather(flat_tags, 2, index.unsqueeze(3).expand(-1, -1, -1, t))  # (B, J, M, T)
         return heatmaps, tags, vals, index, peak_tags

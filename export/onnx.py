@@ -53,6 +53,7 @@ def build_graph(model: Any, codec: Codec, graph: Graph) -> Any:
         flip=codec.flip,
         with_heatmaps=codec.stage_heatmaps,
         with_ae=codec.stage_tags,
+        tag_dim=codec.tag_dim,
         project=codec.project2image,
     )
     if not kind.peaks:

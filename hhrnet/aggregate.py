@@ -30,6 +30,7 @@ def _stages(
     with_heatmaps: Sequence[bool],
     with_ae: Sequence[bool],
     flip_index: Sequence[int] | None,
+    tag_dim: int = 1,
 ) -> tuple[Tensor, list[Tensor]]:
     size = (outputs[-1].shape[2], outputs[-1].shape[3])  # shapes, not ints: stays dynamic when traced
     total: Tensor | None = None
@@ -47,10 +48,12 @@ def _stages(
             total = hm if total is None else total + hm
             count += 1
         if with_ae[i]:
-            tag = out[:, num_joints:]  # (B, J, H/2, W/2)
-            if flip_index is not None and tag.shape[1] == num_joints:
-                tag = tag[:, list(flip_index)]
-            tags.append(tag)
+            group = (out.shape[1] - num_joints) // tag_dim  # J or 1 channels per tag value
+            for d in range(tag_dim):  # one tag map per value of a D-vector tag
+                tag = out[:, num_joints + d * group : num_joints + (d + 1) * group]  # (B, J or 1, H/2, W/2)
+                if flip_index is not None and group == num_joints:
+                    tag = tag[:, list(flip_index)]
+                tags.append(tag)
     assert total is not None, "at least one stage must provide heatmaps"
     return total / count, tags
 
@@ -64,11 +67,12 @@ def aggregate(
     with_heatmaps: Sequence[bool] = (True, True),
     with_ae: Sequence[bool] = (True, False),
     project_to: tuple[int, int] | None = None,
+    tag_dim: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """One scale -> heatmaps (B, J, H', W') and tags (B, J, H', W', T); ``project_to`` is (H, W)."""
-    heatmaps, tags = _stages(outputs, num_joints, with_heatmaps, with_ae, None)
+    heatmaps, tags = _stages(outputs, num_joints, with_heatmaps, with_ae, None, tag_dim)
     if flip_outputs is not None:
-        hm_flip, tags_flip = _stages(flip_outputs, num_joints, with_heatmaps, with_ae, flip_index)
+        hm_flip, tags_flip = _stages(flip_outputs, num_joints, with_heatmaps, with_ae, flip_index, tag_dim)
         maps = [heatmaps, hm_flip]
         tags = tags + tags_flip
     else:

@@ -45,7 +45,8 @@ HARD_MAX_INPUT_PIXELS = 1 << 28  # what an override may raise the bounds to (268
 HARD_MAX_INPUT_SIDE = 1 << 15
 MAX_SCALES = 8
 # keys added after schema 1 was first written: an older artifact without them gets the defaults
-_ADDED_KEYS = {"max_input_pixels": MAX_INPUT_PIXELS, "max_input_side": MAX_INPUT_SIDE}
+_ADDED_KEYS = {"max_input_pixels": MAX_INPUT_PIXELS, "max_input_side": MAX_INPUT_SIDE, "tag_dim": 1}
+MAX_TAG_DIM = 16  # values per tag (model.tag_dim)
 SIDE_MULTIPLE = 64  # a letterbox square (and every official-resize input side) is a multiple of this
 
 
@@ -202,7 +203,8 @@ class Codec:
 
     dataset: str = "coco"  # coco | crowdpose: joint names, skeleton and OKS sigmas downstream
     num_joints: int = 17  # J: heatmap channels of the network (a centre channel included)
-    tag_channels: int = 17  # J with tag_per_joint, else 1
+    tag_channels: int = 17  # J with tag_per_joint, else 1: the channels of one tag map
+    tag_dim: int = 1  # D: values per tag (official 1); the network gives D groups of tag_channels
     stage_heatmaps: tuple[bool, ...] = (True, True)  # stages averaged into the heatmaps
     stage_tags: tuple[bool, ...] = (True, False)  # stages whose tags are used
     input_size: int = 512  # short side (official) or letterbox side
@@ -224,6 +226,8 @@ class Codec:
             raise ConfigError(f"codec dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.num_joints < 1 or self.tag_channels not in (1, self.num_joints):
             raise ConfigError(f"codec: {self.tag_channels} tag channels do not fit {self.num_joints} joints")
+        if not (1 <= self.tag_dim <= MAX_TAG_DIM):
+            raise ConfigError(f"codec tag_dim must be in 1..{MAX_TAG_DIM}, got {self.tag_dim}")
         if len(self.flip_index) != self.num_joints or sorted(self.flip_index) != list(range(self.num_joints)):
             raise ConfigError(f"codec flip_index {self.flip_index} is not a permutation of {self.num_joints} joints")
         if len(self.stage_heatmaps) != len(self.stage_tags) or not any(self.stage_heatmaps):
@@ -291,6 +295,7 @@ class Codec:
             "dataset": cfg.data.dataset,
             "num_joints": joints,
             "tag_channels": joints if cfg.model.tag_per_joint else 1,
+            "tag_dim": cfg.model.tag_dim,
             "stage_heatmaps": with_hm,
             "stage_tags": with_ae,
             "input_size": cfg.data.input_size,
@@ -391,8 +396,8 @@ class Codec:
 
     @property
     def tag_dims(self) -> int:
-        """T of the aggregated tag maps: one per stage with tags and pass (2 passes with flip)."""
-        return sum(self.stage_tags) * (2 if self.flip else 1)
+        """T of the aggregated tag maps: D per stage with tags and pass (2 passes with flip)."""
+        return sum(self.stage_tags) * self.tag_dim * (2 if self.flip else 1)
 
     def map_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the decoded maps for a network input of ``input_hw``: the input size when projected to
@@ -472,6 +477,7 @@ class Codec:
             with_heatmaps=self.stage_heatmaps,
             with_ae=self.stage_tags,
             project_to=project_to,
+            tag_dim=self.tag_dim,
         )
 
     def project_size(self, prepared: Prepared) -> tuple[int, int] | None:
@@ -479,7 +485,11 @@ class Codec:
         return (prepared.base_size[1], prepared.base_size[0]) if self.project2image else None
 
     def for_decoding(self, heatmaps: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Drop a trailing centre channel when the codec says so (official IGNORE_CENTER)."""
+        """heatmaps (.., J, H, W), tags (.., J or 1, H, W, T) -> what the decoder reads: one tag map shared by
+        every joint (official TAG_PER_JOINT False) expanded to J (as the official ``top_k`` and ``refine`` do),
+        then a trailing centre channel dropped when the codec says so (official IGNORE_CENTER)."""
+        if tags.shape[-4] == 1 and heatmaps.shape[-3] > 1:
+            tags = np.broadcast_to(tags, (*heatmaps.shape, tags.shape[-1]))
         if not self.drop_center:
             return heatmaps, tags
         return heatmaps[..., :-1, :, :], tags[..., :-1, :, :, :]

@@ -64,6 +64,7 @@ class ModelConfig:
     num_joints: int = 17  # J
     tag_per_joint: bool = True  # tags have J channels (else 1)
     tag_stages: tuple[bool, ...] = (True, False)  # output stages that carry tag channels (official: LOSS.WITH_AE_LOSS)
+    tag_dim: int = 1  # D: values per tag (official: 1); D groups of tag channels, compared by Euclidean distance
     stem_channels: int = 64  # hard-coded 64 in the official code; smaller only for the tiny preset
     layer1_blocks: int = 4  # Bottlenecks in layer1 (official: 4)
     stage2: StageConfig = StageConfig(1, 2, (4, 4), (32, 64))
@@ -784,6 +785,7 @@ _BIG = 1 << 20
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "model.num_joints": (1, 1024),
     "model.stem_channels": (1, 4096),
+    "model.tag_dim": (1, 16),
     "model.layer1_blocks": (1, 64),
     "model.final_conv_kernel": (1, 15),
     "data.num_joints": (1, 1024),

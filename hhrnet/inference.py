@@ -220,6 +220,7 @@ class Predictor:
             and hasattr(self.network, "run_device")
             and len(self.codec.scales) == 1
             and not self.codec.drop_center
+            and self.codec.tag_channels == self.codec.num_joints  # a shared tag map is expanded on the host
         )
 
     def predict_on_device(self, prepared: Prepared) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:

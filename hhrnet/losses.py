@@ -38,38 +38,58 @@ def heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
     return sq.mean(dim=(1, 2, 3))  # (B,)
 
 
-def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp", margin: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Push and pull (B,) each, for ``tags`` (B, ...) flattened to (B, N) and ``joints`` (B, P, J', 2).
+def _tag_distance(diff: Tensor) -> Tensor:
+    """Euclidean length over dim 1 of ``diff`` (B, D, ...): ``|d|`` for D = 1 (the official arithmetic); for
+    D > 1 the squared length is clamped at 1e-12 first, so coinciding tags get a finite gradient."""
+    if diff.shape[1] == 1:
+        return diff[:, 0].abs()
+    return (diff**2).sum(dim=1).clamp(min=1e-12).sqrt()
 
-    ``joints[..., 0]`` are flat indices into the flattened tag map, ``joints[..., 1] > 0`` marks a used slot.
-    ``margin`` (``max`` only; official: 1) is the tag distance beyond which two people no longer push each
-    other: ``max(0, margin - |d|)``.
+
+def _picked_tags(tags: Tensor, joints: Tensor, tag_dim: int) -> tuple[Tensor, Tensor]:
+    """The tags at the labelled joints (B, D, P, J) (0 at unused slots) and the used mask (B, P, J)."""
+    batch = tags.shape[0]
+    flat = tags.reshape(batch, tag_dim, -1).float()  # (B, D, N): D groups of tag channels
+    index = joints[..., 0].long().clamp(0, flat.shape[2] - 1)  # (B, P, J)
+    used = joints[..., 1] > 0  # (B, P, J)
+    gather = index.reshape(batch, 1, -1).expand(batch, tag_dim, index.shape[1] * index.shape[2])
+    picked = torch.gather(flat, 2, gather).reshape(batch, tag_dim, *index.shape[1:])  # (B, D, P, J)
+    picked = torch.where(used[:, None], picked, torch.zeros_like(picked))
+    return picked, used
+
+
+def ae_loss(
+    tags: Tensor, joints: Tensor, loss_type: AELossType = "exp", margin: float = 1.0, tag_dim: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Push and pull (B,) each, for ``tags`` (B, D * J', H, W) and ``joints`` (B, P, J', 2).
+
+    ``joints[..., 0]`` are flat indices into one tag group flattened to (J' * H * W,), ``joints[..., 1] > 0``
+    marks a used slot. ``margin`` (``max`` only; official: 1) is the tag distance beyond which two people no
+    longer push each other: ``max(0, margin - |d|)``. With ``tag_dim`` D > 1 (not official) each tag is a
+    D-vector, the channels being D consecutive groups of J'; ``(h - h̄)²`` and ``d²`` become squared Euclidean
+    lengths and ``|d|`` the length. D = 1 is the official loss, computed as before.
     """
     if loss_type not in ("exp", "max"):
         raise ValueError(f"unknown AE loss type {loss_type!r}; expected 'exp' or 'max'")
     if margin != 1.0 and loss_type != "max":
         raise ValueError(f"an AE push margin ({margin}) applies to the 'max' loss only")
-    batch = tags.shape[0]
-    flat = tags.reshape(batch, -1).float()  # (B, N)
-    index = joints[..., 0].long().clamp(0, flat.shape[1] - 1)  # (B, P, J)
-    used = joints[..., 1] > 0  # (B, P, J)
-    weight = used.to(flat.dtype)
-    picked = torch.gather(flat, 1, index.reshape(batch, -1)).reshape(index.shape)  # (B, P, J)
-    picked = torch.where(used, picked, torch.zeros_like(picked))
+    picked, used = _picked_tags(tags, joints, tag_dim)  # (B, D, P, J), (B, P, J)
+    weight = used.to(picked.dtype)
     count = weight.sum(dim=2)  # (B, P)
     person = count > 0  # (B, P)
     safe_count = count.clamp(min=1)
-    mean = picked.sum(dim=2) / safe_count  # (B, P)
-    spread = torch.where(used, (picked - mean[..., None]) ** 2, torch.zeros_like(picked))  # (B, P, J)
+    mean = picked.sum(dim=3) / safe_count[:, None]  # (B, D, P)
+    spread = ((picked - mean[..., None]) ** 2).sum(dim=1)  # (B, P, J)
+    spread = torch.where(used, spread, torch.zeros_like(spread))
     pull_person = spread.sum(dim=2) / safe_count  # (B, P)
-    num = person.to(flat.dtype).sum(dim=1)  # (B,)
+    num = person.to(picked.dtype).sum(dim=1)  # (B,)
     pull = torch.where(person, pull_person, torch.zeros_like(pull_person)).sum(dim=1) / num.clamp(min=1)  # (B,)
 
-    diff = mean[:, :, None] - mean[:, None, :]  # (B, P, P)
+    diff = mean[:, :, :, None] - mean[:, :, None, :]  # (B, D, P, P)
     if loss_type == "exp":
-        similarity = torch.exp(-(diff**2))
+        similarity = torch.exp(-(diff**2).sum(dim=1))
     else:
-        similarity = torch.clamp(margin - diff.abs(), min=0)
+        similarity = torch.clamp(margin - _tag_distance(diff), min=0)
     pair = person[:, :, None] & person[:, None, :]  # (B, P, P)
     total = torch.where(pair, similarity, torch.zeros_like(similarity)).sum(dim=(1, 2))  # (B,) incl. diagonal
     push = (total - num * margin) / ((num - 1) * num).clamp(min=1) * 0.5  # (B,): the diagonal is `margin` each
@@ -77,27 +97,23 @@ def ae_loss(tags: Tensor, joints: Tensor, loss_type: AELossType = "exp", margin:
     return push, pull
 
 
-def grouping_counts(tags: Tensor, joints: Tensor, threshold: float = 1.0) -> tuple[Tensor, Tensor]:
+def grouping_counts(tags: Tensor, joints: Tensor, threshold: float = 1.0, tag_dim: int = 1) -> tuple[Tensor, Tensor]:
     """How many ground-truth people the tags group correctly, and how many there are (two int64 scalars).
 
     The tags are read at the ground-truth joints (the same gather as :func:`ae_loss`), so this measures the
     grouping alone, whatever the heatmaps do. A person (a slot with >= 1 used joint) is grouped correctly when
     each of its joints' tags is within ``threshold`` of the person's mean tag (the decoder's
-    ``test.tag_threshold``) and strictly nearer to it than to any other person's mean tag in the image.
-    Collapsed tags (every person at one value) score 0 on images with two or more people.
+    ``test.tag_threshold``) and strictly nearer to it than to any other person's mean tag in the image
+    (Euclidean distances for D-vector tags). Collapsed tags (every person at one value) score 0 on images with
+    two or more people.
     """
-    batch = tags.shape[0]
-    flat = tags.detach().reshape(batch, -1).float()  # (B, N)
-    index = joints[..., 0].long().clamp(0, flat.shape[1] - 1)  # (B, P, J)
-    used = joints[..., 1] > 0  # (B, P, J)
-    picked = torch.gather(flat, 1, index.reshape(batch, -1)).reshape(index.shape)  # (B, P, J)
-    picked = torch.where(used, picked, torch.zeros_like(picked))
+    picked, used = _picked_tags(tags.detach(), joints, tag_dim)  # (B, D, P, J), (B, P, J)
     count = used.sum(dim=2)  # (B, P)
     person = count > 0  # (B, P)
-    mean = picked.sum(dim=2) / count.clamp(min=1)  # (B, P)
-    dist = (picked[:, :, :, None] - mean[:, None, None, :]).abs()  # (B, P, J, P): joint of p to mean of q
+    mean = picked.sum(dim=3) / count.clamp(min=1)[:, None]  # (B, D, P)
+    dist = _tag_distance(picked[:, :, :, :, None] - mean[:, :, None, None, :])  # (B, P, J, P): joint of p to mean of q
     dist = torch.where(person[:, None, None, :], dist, torch.full_like(dist, float("inf")))
-    own = (picked - mean[..., None]).abs()  # (B, P, J)
+    own = _tag_distance(picked - mean[..., None])  # (B, P, J)
     slots = torch.arange(dist.shape[1], device=dist.device)
     other = torch.where(
         slots[None, :, None, None] == slots[None, None, None, :], torch.full_like(dist, float("inf")), dist
@@ -117,7 +133,7 @@ class HigherHRNetLoss(nn.Module):
     factors and averaged over the batch) for logging.
     """
 
-    def __init__(self, loss: LossConfig, num_joints: int) -> None:
+    def __init__(self, loss: LossConfig, num_joints: int, tag_dim: int = 1) -> None:
         super().__init__()
         stages = len(loss.with_heatmaps_loss)
         lists = (loss.heatmaps_loss_factor, loss.with_ae_loss, loss.push_loss_factor, loss.pull_loss_factor)
@@ -126,6 +142,7 @@ class HigherHRNetLoss(nn.Module):
         if loss.ae_loss_type not in ("exp", "max"):
             raise ValueError(f"unknown AE loss type {loss.ae_loss_type!r}; expected 'exp' or 'max'")
         self.num_joints = num_joints
+        self.tag_dim = int(tag_dim)
         self.with_heatmaps_loss = tuple(bool(v) for v in loss.with_heatmaps_loss)
         self.heatmaps_loss_factor = tuple(float(v) for v in loss.heatmaps_loss_factor)
         self.with_ae_loss = tuple(bool(v) for v in loss.with_ae_loss)
@@ -151,8 +168,8 @@ class HigherHRNetLoss(nn.Module):
             hm = heatmap_loss(output[:, :j], heatmaps, mask) * self.heatmaps_loss_factor[index]  # (B,)
             offset = j
         if self.with_ae_loss[index]:
-            tags = output[:, offset:]  # (B, J or 1, H, W)
-            push, pull = ae_loss(tags, joints, self.ae_loss_type, self.ae_push_margin)
+            tags = output[:, offset:]  # (B, D * (J or 1), H, W)
+            push, pull = ae_loss(tags, joints, self.ae_loss_type, self.ae_push_margin, self.tag_dim)
             push = push * self.push_loss_factor[index]
             pull = pull * self.pull_loss_factor[index]
         return hm, push, pull
@@ -162,7 +179,7 @@ class HigherHRNetLoss(nn.Module):
         for i in range(self.num_stages):
             if self.with_ae_loss[i]:
                 offset = self.num_joints if self.with_heatmaps_loss[i] else 0
-                return grouping_counts(outputs[i][:, offset:], joints[i])
+                return grouping_counts(outputs[i][:, offset:], joints[i], tag_dim=self.tag_dim)
         return None
 
     def forward(

@@ -219,6 +219,7 @@ class HigherHRNet(nn.Module):
         stage4: StageConfig,
         deconv: DeconvConfig,
         tag_per_joint: bool = True,
+        tag_dim: int = 1,
         with_ae: Sequence[bool] = (True, False),
         stem_channels: int = 64,
         layer1_blocks: int = 4,
@@ -229,6 +230,7 @@ class HigherHRNet(nn.Module):
             raise ValueError("with_ae needs one entry per output stage (num_deconvs + 1)")
         self.num_joints = num_joints
         self.tag_per_joint = tag_per_joint
+        self.tag_dim = tag_dim
         self.with_ae = tuple(with_ae)
         # stem: two stride-2 3x3 convs, then Bottlenecks at stride 4
         self.conv1 = nn.Conv2d(3, stem_channels, 3, 2, 1, bias=False)
@@ -249,7 +251,7 @@ class HigherHRNet(nn.Module):
         self.transition3 = make_transition(widths(stage3), widths(stage4))
         self.stage4 = make_stage(stage4, widths(stage4), multi_scale_output=False)
 
-        tag_channels = num_joints if tag_per_joint else 1
+        tag_channels = (num_joints if tag_per_joint else 1) * tag_dim  # D groups: channel J + d * (J or 1) + j
         out_channels = [num_joints + (tag_channels if ae else 0) for ae in self.with_ae]
         features = widths(stage4)[0]
         pad = 1 if final_conv_kernel == 3 else 0
@@ -287,6 +289,7 @@ class HigherHRNet(nn.Module):
             stage4=m.stage4,
             deconv=m.deconv,
             tag_per_joint=m.tag_per_joint,
+            tag_dim=m.tag_dim,
             with_ae=m.tag_stages,
             stem_channels=m.stem_channels,
             layer1_blocks=m.layer1_blocks,

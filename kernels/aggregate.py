@@ -120,6 +120,7 @@ def _stages(
     with_heatmaps: Sequence[bool],
     with_ae: Sequence[bool],
     flip_index: Sequence[int] | None,
+    tag_dim: int = 1,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     size = (outputs[-1].shape[2], outputs[-1].shape[3])
     total: np.ndarray | None = None
@@ -136,10 +137,12 @@ def _stages(
             total = hm if total is None else total + hm
             count += 1
         if with_ae[i]:
-            tag = out[:, num_joints:]  # (B, J or 1, H/2, W/2)
-            if flip_index is not None and tag.shape[1] == num_joints:
-                tag = tag[:, list(flip_index)]
-            tags.append(tag)
+            group = (out.shape[1] - num_joints) // tag_dim  # J or 1 channels per tag value
+            for d in range(tag_dim):  # one tag map per value of a D-vector tag
+                tag = out[:, num_joints + d * group : num_joints + (d + 1) * group]  # (B, J or 1, H/2, W/2)
+                if flip_index is not None and group == num_joints:
+                    tag = tag[:, list(flip_index)]
+                tags.append(tag)
     if total is None:
         raise ValueError("at least one stage must provide heatmaps")
     return total / np.float32(count), tags
@@ -154,12 +157,13 @@ def aggregate(
     with_heatmaps: Sequence[bool] = (True, True),
     with_ae: Sequence[bool] = (True, False),
     project_to: tuple[int, int] | None = None,
+    tag_dim: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scale -> heatmaps (B, J, H', W') f32 and tags (B, J, H', W', T) f32; ``project_to`` is (H, W)."""
-    heatmaps, tags = _stages(outputs, num_joints, with_heatmaps, with_ae, None)
+    heatmaps, tags = _stages(outputs, num_joints, with_heatmaps, with_ae, None, tag_dim)
     maps = [heatmaps]
     if flip_outputs is not None:
-        hm_flip, tags_flip = _stages(flip_outputs, num_joints, with_heatmaps, with_ae, flip_index)
+        hm_flip, tags_flip = _stages(flip_outputs, num_joints, with_heatmaps, with_ae, flip_index, tag_dim)
         maps.append(hm_flip)
         tags = tags + tags_flip
     if project_to is not None:

@@ -36,7 +36,7 @@ cfg = apply_overrides(
     ],
 )
 fixed = collate([build_dataset(cfg, "train", root=root, augment=False)[i] for i in range(4)])
-criterion = HigherHRNetLoss(cfg.loss, cfg.model.num_joints)
+criterion = HigherHRNetLoss(cfg.loss, cfg.model.num_joints, cfg.model.tag_dim)
 
 
 def fixed_loss(model: torch.nn.Module) -> float:

@@ -332,10 +332,14 @@ def test_codec_bounds_the_network_input_and_names_the_sizes() -> None:
 def test_codec_of_an_older_artifact_gets_the_default_bounds() -> None:
     from hhrnet.codec import MAX_INPUT_PIXELS, Codec
     from hhrnet.config import preset
+    from hhrnet.errors import ConfigError
 
     data = Codec.from_config(preset("tiny")).to_dict()
-    del data["max_input_pixels"], data["max_input_side"]
-    assert Codec.from_dict(data).max_input_pixels == MAX_INPUT_PIXELS
+    del data["max_input_pixels"], data["max_input_side"], data["tag_dim"]
+    old = Codec.from_dict(data)
+    assert old.max_input_pixels == MAX_INPUT_PIXELS and old.tag_dim == 1  # before tag_dim: one value per tag
+    with pytest.raises(ConfigError, match="tag_dim"):
+        Codec.from_dict({**data, "tag_dim": 0})
 
 
 def test_predict_bounded_under_a_memory_limit(tmp_path: Path, tiny_ckpt: Path) -> None:

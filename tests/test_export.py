@@ -113,6 +113,45 @@ def test_aggregate_graph_equals_exact_host_pipeline(tiny: tuple, tmp_path: Path)
     np.testing.assert_allclose(got.tags, ref.tags, atol=1e-5)
 
 
+@pytest.mark.parametrize("graph", ["raw", "aggregate", "peaks"])
+@pytest.mark.parametrize(
+    ("override", "channels", "dims"), [("model.tag_dim=2", 17, 4), ("model.tag_per_joint=false", 1, 2)]
+)
+def test_tag_layouts_export_and_run_as_in_torch(
+    tmp_path: Path, graph: str, override: str, channels: int, dims: int
+) -> None:
+    """D-vector tags (``model.tag_dim``, not official) and one tag map shared by every joint (official
+    TAG_PER_JOINT False): every graph carries the layout in its contract, the runtime's maps equal torch's, and
+    the whole path decodes; an export refuses a codec with another layout."""
+    from hhrnet.export.onnx import export_onnx
+    from hhrnet.images import read_image
+    from hhrnet.inference import Predictor, torch_network
+    from hhrnet.runtime.ort import OrtSession
+
+    model, cfg = tiny_model([*TINY_128, override], seed=7)
+    codec = Codec.from_config(cfg)
+    assert (codec.tag_channels, codec.tag_dims) == (channels, dims)
+    rep = export_onnx(model, cfg, tmp_path / "m.onnx", graph=graph, sample_size=(128, 128))  # type: ignore[arg-type]
+    session = OrtSession(rep.path)
+    assert session.artifact.codec == codec
+    x = np.random.default_rng(2).standard_normal((1, 3, 128, 160)).astype(np.float32)
+    got = Predictor(session, codec).batch_maps(x, (128, 160))[0]
+    ref = Predictor(torch_network(model), codec).batch_maps(x, (128, 160))[0]
+    assert got.tags.shape == ref.tags.shape == (channels, 128, 160, dims)
+    np.testing.assert_allclose(got.tags, ref.tags, atol=1e-5)
+    if got.peaks is not None:  # the peaks graph gathers every joint's peak tags from the shared map
+        index = got.peaks[1]
+        flat = ref.tags.reshape(channels, -1, dims)
+        expected = np.stack([flat[0 if channels == 1 else j, index[j]] for j in range(17)])
+        distinct = np.array([len(np.unique(v)) == len(v) for v in got.peaks[0]])
+        np.testing.assert_allclose(got.peaks[2][distinct], expected[distinct], atol=1e-5)
+    other = codec.replace(tag_dim=1) if codec.tag_dim == 2 else codec.replace(tag_channels=17)
+    with pytest.raises(ConfigError, match="tag_dim=2|tag_channels=1"):
+        session.artifact.check(other)
+    poses = Predictor(session, codec).predict(read_image(samples.images()[0]))  # the whole path decodes
+    assert poses.keypoints.shape[1:] == (17, 3) and np.isfinite(poses.keypoints).all()
+
+
 def test_peaks_graph_feeds_the_decoder(tiny: tuple, tmp_path: Path) -> None:
     from hhrnet.export.onnx import export_onnx
     from hhrnet.kernels.decode import decode, decode_from_peaks

@@ -60,6 +60,55 @@ def test_numpy_aggregation_equals_torch_bit_for_bit(flip: bool, h: int, w: int) 
     assert_torch_equal(a[1], ref[1].numpy())
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_vector_tags_aggregate_as_one_map_per_value(flip: bool) -> None:
+    """D = 3 values per tag: the tag channels are 3 groups of J, each aggregated as a one-value tag map would be
+    (the flipped pass permuted within each group); T = 3 per pass, NumPy equal to torch bit for bit."""
+    rng = np.random.default_rng(5)
+    b, h, w, d = 2, 128, 192, 3
+    outs = [
+        rng.random((b, 17 * (1 + d), h // 4, w // 4), dtype=np.float32),
+        rng.random((b, 17, h // 2, w // 2), dtype=np.float32),
+    ]
+    flips = [rng.random(o.shape, dtype=np.float32) for o in outs]
+    kw = {"num_joints": 17, "flip_index": COCO.flip_index, "project_to": (h, w)}
+    hm, tags = agg_np(outs, flips if flip else None, tag_dim=d, **kw)
+    ref = agg_torch(
+        [torch.from_numpy(o) for o in outs], [torch.from_numpy(o) for o in flips] if flip else None, tag_dim=d, **kw
+    )
+    assert tags.shape == (b, 17, h, w, d * (2 if flip else 1))
+    assert_torch_equal(hm, ref[0].numpy())
+    assert_torch_equal(tags, ref[1].numpy())
+    for k in range(d):  # value k of the tag = the one-value aggregation of channel group k
+        group = [np.concatenate([outs[0][:, :17], outs[0][:, 17 * (1 + k) : 17 * (2 + k)]], 1), outs[1]]
+        fgroup = [np.concatenate([flips[0][:, :17], flips[0][:, 17 * (1 + k) : 17 * (2 + k)]], 1), flips[1]]
+        one_hm, one = agg_np(group, fgroup if flip else None, **kw)
+        np.testing.assert_array_equal(one_hm, hm)
+        np.testing.assert_array_equal(one[..., 0], tags[..., k])
+        if flip:
+            np.testing.assert_array_equal(one[..., 1], tags[..., d + k])
+
+
+def test_a_shared_tag_map_decodes_as_one_per_joint() -> None:
+    """Official TAG_PER_JOINT False: one tag map for every joint, expanded to J before the decoder (official
+    ``top_k`` expands it, ``refine`` tiles it): the same poses as the map repeated per joint."""
+    from hhrnet.inference import MapDecoder, Maps
+
+    rng = np.random.default_rng(9)
+    hm = rng.random((17, 40, 48), dtype=np.float32) ** 6
+    shared = rng.normal(0, 2, (1, 40, 48, 2)).astype(np.float32)
+    cfg = apply_overrides(preset("tiny"), ["model.tag_per_joint=false"])
+    codec = Codec.from_config(cfg)
+    assert codec.tag_channels == 1
+    for kind in ("fast", "reference"):
+        decoder = MapDecoder(codec, decoder=kind)  # type: ignore[arg-type]
+        a = decoder.decode(Maps(hm, shared))
+        b = decoder.decode(Maps(hm, np.repeat(shared, 17, axis=0)))
+        assert len(a[0]) > 0
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize(("src", "dst"), [((37, 53), (129, 77)), ((100, 150), (512, 704)), ((128, 176), (96, 96))])
 def test_resize_equals_torch_interpolate_at_any_ratio(src: tuple[int, int], dst: tuple[int, int]) -> None:
     """Multi-scale projects at non-integer ratios: torch computes the source index with a fused multiply-add."""

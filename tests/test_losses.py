@@ -16,19 +16,22 @@ from hhrnet.targets import pack_joints
 def loop_ae_loss(
     tags: torch.Tensor, joints: np.ndarray, loss_type: str, margin: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official AELoss written as loops: tags (B, N) flattened, joints (B, P, J, 2) numpy; ``margin`` (not
-    official) is where the max push stops."""
+    """Official AELoss written as loops: tags (B, N) flattened, or (B, D, N) for D-vector tags (not official:
+    squared deviations and distances become Euclidean), joints (B, P, J, 2) numpy; ``margin`` (not official)
+    is where the max push stops."""
+    if tags.ndim == 2:
+        tags = tags[:, None]
     pushes, pulls = [], []
     for b in range(tags.shape[0]):
         means, pull = [], tags.new_zeros(())
         for person in joints[b]:
-            picked = [tags[b, int(idx)] for idx, used in person if used > 0]
+            picked = [tags[b, :, int(idx)] for idx, used in person if used > 0]
             if not picked:
                 continue
-            stack = torch.stack(picked)
-            mean = stack.mean()
+            stack = torch.stack(picked)  # (k, D)
+            mean = stack.mean(dim=0)
             means.append(mean)
-            pull = pull + ((stack - mean) ** 2).mean()
+            pull = pull + ((stack - mean) ** 2).sum(dim=1).mean()
         n = len(means)
         if n == 0:
             pushes.append(tags.new_zeros(()))
@@ -41,9 +44,12 @@ def loop_ae_loss(
         total = tags.new_zeros(())
         for a in range(n):
             for c in range(n):
-                d = means[a] - means[c]
-                total = total + (torch.exp(-(d**2)) if loss_type == "exp" else torch.clamp(margin - d.abs(), min=0))
-        self_push = n if loss_type == "exp" else n * margin  # the diagonal: each person with itself
+                sq = ((means[a] - means[c]) ** 2).sum()
+                if loss_type == "exp":
+                    total = total + torch.exp(-sq)
+                elif a != c:  # the diagonal's distance is 0: its term is the margin, added below
+                    total = total + torch.clamp(margin - sq.sqrt(), min=0)
+        self_push = n if loss_type == "exp" else 0  # exp: the diagonal is in the sum, 1 each
         pushes.append((total - self_push) / ((n - 1) * n) * 0.5)
         pulls.append(pull / n)
     return torch.stack(pushes), torch.stack(pulls)
@@ -85,6 +91,56 @@ def test_ae_loss_equals_loop_twin(loss_type: str, margin: float, people: tuple[i
         assert float(push[0].detach()) == 0.0 and float(pull[0].detach()) > 0
 
 
+@pytest.mark.parametrize(("loss_type", "margin"), [("exp", 1.0), ("max", 1.0), ("max", 4.0)])
+@pytest.mark.parametrize("tag_dim", [2, 3])
+@pytest.mark.parametrize("people", [(0,), (1,), (2,), (4, 0, 1, 6)])
+def test_vector_tag_ae_loss_equals_loop_twin(
+    loss_type: str, margin: float, tag_dim: int, people: tuple[int, ...]
+) -> None:
+    """D-vector tags: the channels are D groups of J, each group indexed like the one-value tag map."""
+    groups = [_batch(sum(people) + d, people)[0] for d in range(tag_dim)]
+    _, joints = _batch(sum(people), people)
+    tags = torch.cat(groups, 1)  # (B, D * J, H, W)
+    a = tags.clone().requires_grad_(True)
+    b = tags.clone().requires_grad_(True)
+    push, pull = ae_loss(a, joints, loss_type, margin, tag_dim)  # type: ignore[arg-type]
+    ref_push, ref_pull = loop_ae_loss(b.reshape(len(people), tag_dim, -1), joints.numpy(), loss_type, margin)
+    torch.testing.assert_close(push, ref_push, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pull, ref_pull, rtol=1e-5, atol=1e-6)
+    (push.sum() + pull.sum()).backward()
+    (ref_push.sum() + ref_pull.sum() + 0 * b.sum()).backward()
+    assert a.grad is not None and b.grad is not None
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+    if max(people) >= 3:
+        assert float(pull.detach().max()) > 0 and float(push.detach().max()) > 0
+
+
+def test_vector_tags_are_compared_by_euclidean_distance() -> None:
+    """Two people at (0, 0) and (3, 4): distance 5, so a margin-6 push is 1 per ordered pair; identical
+    vectors (collapsed tags) push at full margin with a finite gradient."""
+    tags = torch.zeros(1, 2, 2, 2)  # J = 1, D = 2: channel 0 is the first value, channel 1 the second
+    tags[0, 0, 1, 1], tags[0, 1, 1, 1] = 3.0, 4.0  # flat index 3 holds (3, 4)
+    joints = torch.zeros(1, 2, 1, 2, dtype=torch.int64)
+    joints[0, 0, 0], joints[0, 1, 0] = torch.tensor([0, 1]), torch.tensor([3, 1])
+    push, pull = ae_loss(tags, joints, "max", 6.0, tag_dim=2)
+    torch.testing.assert_close(push, torch.tensor([0.5]))  # 2 pairs x 1 / (2 x 1) x 0.5
+    torch.testing.assert_close(pull, torch.tensor([0.0]))
+    push, _ = ae_loss(tags, joints, "exp", tag_dim=2)
+    torch.testing.assert_close(push, torch.tensor([float(np.exp(-25.0)) * 0.5]))
+    collapsed = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    push, _ = ae_loss(collapsed, joints, "max", 4.0, tag_dim=2)
+    push.sum().backward()
+    torch.testing.assert_close(push.detach(), torch.tensor([2.0]))
+    assert collapsed.grad is not None and bool(torch.isfinite(collapsed.grad).all())
+    # one value per tag is the official loss: a D = 2 tag whose second value is 0 everywhere loses the same
+    one = torch.randn(2, 5, 8, 8)
+    _, jts = _batch(5, (4, 3))
+    for kind, m in (("exp", 1.0), ("max", 4.0)):
+        ref = ae_loss(one, jts, kind, m)  # type: ignore[arg-type]
+        two = ae_loss(torch.cat([one, torch.zeros_like(one)], 1), jts, kind, m, tag_dim=2)  # type: ignore[arg-type]
+        torch.testing.assert_close(two, ref, rtol=1e-6, atol=1e-6)
+
+
 def test_ae_loss_known_values() -> None:
     """Two people with constant tags 0 and 1: pull 0, push exp(-1) (exp) or 0 (max); one person 1 off."""
     tags = torch.zeros(1, 1, 2, 2)
@@ -111,19 +167,23 @@ def test_ae_loss_known_values() -> None:
 
 
 def loop_grouping(tags: torch.Tensor, joints: np.ndarray, threshold: float) -> tuple[int, int]:
-    """Grouping at ground-truth joints, written as loops: tags (B, N) flattened, joints (B, P, J, 2)."""
+    """Grouping at ground-truth joints, written as loops: tags (B, N) flattened or (B, D, N) for D-vector
+    tags (Euclidean distances), joints (B, P, J, 2)."""
+    flat = tags.numpy().astype(np.float64)
+    if flat.ndim == 2:
+        flat = flat[:, None]
     correct = people = 0
-    for b in range(tags.shape[0]):
-        persons = [[float(tags[b, int(i)]) for i, used in person if used > 0] for person in joints[b]]
-        means = {p: float(np.mean(v)) for p, v in enumerate(persons) if v}
+    for b in range(flat.shape[0]):
+        persons = [[flat[b, :, int(i)] for i, used in person if used > 0] for person in joints[b]]
+        means = {p: np.mean(v, axis=0) for p, v in enumerate(persons) if v}
         for p, values in enumerate(persons):
             if not values:
                 continue
             people += 1
             ok = True
             for v in values:
-                own = abs(v - means[p])
-                others = [abs(v - m) for q, m in means.items() if q != p]
+                own = np.linalg.norm(v - means[p])
+                others = [np.linalg.norm(v - m) for q, m in means.items() if q != p]
                 ok &= own < threshold and all(own < o for o in others)
             correct += int(ok)
     return correct, people
@@ -142,6 +202,22 @@ def test_grouping_counts_equal_loop_twin(people: tuple[int, ...], spread: float)
                 if used > 0:
                     flat[b, int(idx)] = 2.0 * p + float(rng.normal(0, spread))
     correct, total = grouping_counts(flat.reshape(tags.shape), joints)
+    assert (int(correct), int(total)) == loop_grouping(flat, joints.numpy(), 1.0)
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.6, 3.0])
+def test_vector_tag_grouping_counts_equal_loop_twin(spread: float) -> None:
+    people = (4, 0, 1, 6)
+    rng = np.random.default_rng(11)
+    tags0, joints = _batch(3, people)
+    flat = torch.cat([tags0, _batch(4, people)[0]], 1).reshape(len(people), 2, -1).clone()  # (B, 2, N)
+    for b in range(len(people)):
+        for person in joints[b].numpy():
+            centre = rng.normal(0, 2.0, size=2)  # people's tags: a per-person point in the plane plus noise
+            for idx, used in person:
+                if used > 0:
+                    flat[b, :, int(idx)] = torch.tensor(centre + rng.normal(0, spread, size=2), dtype=torch.float32)
+    correct, total = grouping_counts(flat.reshape(len(people), -1, 8, 8), joints, tag_dim=2)
     assert (int(correct), int(total)) == loop_grouping(flat, joints.numpy(), 1.0)
 
 

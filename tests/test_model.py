@@ -12,7 +12,7 @@ import torch
 from golden_weights import fill_formula_weights
 
 from hhrnet.complexity import count_macs, count_parameters
-from hhrnet.config import preset
+from hhrnet.config import apply_overrides, preset
 from hhrnet.errors import InputError
 from hhrnet.model import HigherHRNet, build_model
 
@@ -86,6 +86,8 @@ def test_output_shapes_and_channels_for_both_datasets() -> None:
     crowd = build_model(preset("crowdpose_w32_512"))
     assert crowd.final_layers[0].out_channels == 28
     assert crowd.final_layers[1].out_channels == 14
+    vec = build_model(apply_overrides(preset("tiny"), ["model.tag_dim=3"]))  # J heatmaps + 3 groups of J tags
+    assert vec.final_layers[0].out_channels == 17 * 4 and vec.final_layers[1].out_channels == 17
 
 
 def test_input_not_multiple_of_32_is_a_clear_error() -> None:

@@ -70,7 +70,7 @@ class Artifact:
         for name, key in kind.baked_decode:
             if getattr(codec.decode, name) != getattr(self.codec.decode, name):
                 raise ConfigError(f"the {self.graph} graph has its {name} built in: re-export to change {key}")
-        for name in ("num_joints", "tag_channels", *kind.baked):
+        for name in ("num_joints", "tag_channels", "tag_dim", *kind.baked):
             if getattr(codec, name) != getattr(self.codec, name):
                 raise ConfigError(
                     f"this {self.graph} export was built with {name}={getattr(self.codec, name)!r}; "
@@ -86,13 +86,13 @@ class Artifact:
 
     def expected_outputs(self) -> dict[str, tuple[int | None, ...]]:
         """Output name -> expected shape (None: any size) of this graph under the contract: J heatmap channels,
-        the codec's tag channels, T = 2 with flip; a raw graph's stages carry tags where the model says."""
+        the codec's tag channels, T = 2 D with flip; a raw graph's stages carry tags where the model says."""
         c = self.codec
         j, t = c.num_joints, c.tag_channels
         if not self.kind.aggregates:
             model = self.config.get("model", {}) if isinstance(self.config, dict) else {}
             stages = list(model.get("tag_stages", [True] + [False] * (len(c.stage_tags) - 1)))
-            return {f"out{i}": (None, j + (t if has else 0), None, None) for i, has in enumerate(stages)}
+            return {f"out{i}": (None, j + (t * c.tag_dim if has else 0), None, None) for i, has in enumerate(stages)}
         shapes: dict[str, tuple[int | None, ...]] = {
             "heatmaps": (None, j, None, None),
             "tags": (None, t, None, None, c.tag_dims),

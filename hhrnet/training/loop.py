@@ -224,7 +224,7 @@ def train(
 
     dataset, val_files = build_datasets(cfg, root, say)
     model = build_training_model(cfg, dev, dist_info, say)
-    criterion = HigherHRNetLoss(cfg.loss, cfg.model.num_joints).to(dev)
+    criterion = HigherHRNetLoss(cfg.loss, cfg.model.num_joints, cfg.model.tag_dim).to(dev)
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     state = TrainState(epoch=t.begin_epoch)
