@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit dispatch gate test-serve test-slow gpu-check perf-analyzer clean
+.PHONY: setup demo test lint typecheck kernels-cache unit dispatch gate test-serve test-slow gpu-check perf-analyzer clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -73,7 +73,15 @@ gate: $(STAMP)
 test-serve: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q -m "not gpu and not tensorrt" tests/test_serve_server.py
 
-test: lint typecheck unit dispatch gate test-serve gpu-check
+# Set-up on two cores: ruff, mypy and a compile of the decoder's Numba kernels into their on-disk cache (so that the
+# test workers load them instead of each compiling them) run beside the serving environment's install, which is
+# mostly download and unpacking; then the tests in order.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck $(SERVE_STAMP) kernels-cache
+	$(MAKE) --no-print-directory unit dispatch gate test-serve gpu-check
+
+kernels-cache: $(STAMP)
+	$(BIN)/python -c "from hhrnet.kernels.decode import warmup; warmup()"
 
 # The prepared GPU check (benchmarks/gpu_check.py): on a GPU machine every section, <= 8 min; without a GPU its
 # CPU side (~30 s) and one line saying so. It needs no pip install: on a lent machine run `make gpu-check` from a
