@@ -133,11 +133,8 @@ def run(checkpoint: str | Path, data_root: str | Path, max_images: int | None = 
             use = maps if kind == "network" else Maps(maps.heatmaps, ideal)
             poses = decoders[refine].maps_decoder.poses(use, prepared)
             out += result_entries(im["id"], poses.keypoints, poses.scores)
-    subset = {
-        "images": images,
-        "annotations": [a for a in gt["annotations"] if a["image_id"] in {i["id"] for i in images}],
-    }
-    subset = {**gt, **subset}
+    ids = {i["id"] for i in images}
+    subset = {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
     rows = []
     for (kind, refine), res in results.items():
         stats = evaluate_predictions(res, subset)

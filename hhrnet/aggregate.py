@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hhrnet.kernels.aggregate import tag_maps
+
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
@@ -48,12 +50,7 @@ def _stages(
             total = hm if total is None else total + hm
             count += 1
         if with_ae[i]:
-            group = (out.shape[1] - num_joints) // tag_dim  # J or 1 channels per tag value
-            for d in range(tag_dim):  # one tag map per value of a D-vector tag
-                tag = out[:, num_joints + d * group : num_joints + (d + 1) * group]  # (B, J or 1, H/2, W/2)
-                if flip_index is not None and group == num_joints:
-                    tag = tag[:, list(flip_index)]
-                tags.append(tag)
+            tags += tag_maps(out, num_joints, tag_dim, flip_index)  # (B, J or 1, H/2, W/2) each
     assert total is not None, "at least one stage must provide heatmaps"
     return total / count, tags
 

@@ -114,6 +114,20 @@ def resize_maps(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return _resize_planes(planes, out_h, out_w).reshape(b, c, out_h, out_w)
 
 
+def tag_maps(out: Any, num_joints: int, tag_dim: int, flip_index: Sequence[int] | None) -> list[Any]:
+    """The tag maps of one stage's output ``out`` (B, J + D * (J or 1), h, w), a NumPy array or a torch tensor
+    (the torch aggregation shares this): one (B, J or 1, h, w) map per tag value, a flipped pass's per-joint
+    channels permuted by ``flip_index``."""
+    group = (out.shape[1] - num_joints) // tag_dim  # J or 1 channels per tag value
+    maps = []
+    for d in range(tag_dim):
+        tag = out[:, num_joints + d * group : num_joints + (d + 1) * group]
+        if flip_index is not None and group == num_joints:
+            tag = tag[:, list(flip_index)]
+        maps.append(tag)
+    return maps
+
+
 def _stages(
     outputs: Sequence[np.ndarray],
     num_joints: int,
@@ -137,12 +151,7 @@ def _stages(
             total = hm if total is None else total + hm
             count += 1
         if with_ae[i]:
-            group = (out.shape[1] - num_joints) // tag_dim  # J or 1 channels per tag value
-            for d in range(tag_dim):  # one tag map per value of a D-vector tag
-                tag = out[:, num_joints + d * group : num_joints + (d + 1) * group]  # (B, J or 1, H/2, W/2)
-                if flip_index is not None and group == num_joints:
-                    tag = tag[:, list(flip_index)]
-                tags.append(tag)
+            tags += tag_maps(out, num_joints, tag_dim, flip_index)
     if total is None:
         raise ValueError("at least one stage must provide heatmaps")
     return total / np.float32(count), tags
