@@ -72,6 +72,7 @@ class ModelConfig:
     stage4: StageConfig = StageConfig(3, 4, (4, 4, 4, 4), (32, 64, 128, 256))
     deconv: DeconvConfig = DeconvConfig()
     final_conv_kernel: int = 1
+    tag_position: bool = False  # not official: tags get a learned linear term of the pixel position
     pretrained: str = ""  # ImageNet backbone or pose checkpoint used to initialise training
     pretrained_layers: tuple[str, ...] = ("*",)
     init_weights: bool = True

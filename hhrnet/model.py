@@ -224,6 +224,7 @@ class HigherHRNet(nn.Module):
         stem_channels: int = 64,
         layer1_blocks: int = 4,
         final_conv_kernel: int = 1,
+        tag_position: bool = False,
     ) -> None:
         super().__init__()
         if len(with_ae) != deconv.num_deconvs + 1:
@@ -277,6 +278,15 @@ class HigherHRNet(nn.Module):
         self.final_layers = nn.ModuleList(finals)
         self.deconv_layers = nn.ModuleList(deconvs)
         self.cat_output = tuple(deconv.cat_output[: deconv.num_deconvs])
+        # not official: each tag channel also gets a learned linear function of the pixel's position (x, y in
+        # stride-4 map pixels), so a tag can say where its person is (tag_position, benchmarks/TRAINING.md)
+        self.tag_position = (
+            nn.ModuleList(
+                [nn.Conv2d(2, tag_channels, 1, bias=False) if ae else nn.Identity() for ae in self.with_ae]
+            )
+            if tag_position
+            else None
+        )
         self.init_weights()
 
     @classmethod
@@ -294,6 +304,7 @@ class HigherHRNet(nn.Module):
             stem_channels=m.stem_channels,
             layer1_blocks=m.layer1_blocks,
             final_conv_kernel=m.final_conv_kernel,
+            tag_position=m.tag_position,
         )
 
     def init_weights(self) -> None:
@@ -327,15 +338,27 @@ class HigherHRNet(nn.Module):
         ys = self.stage3(self._through(self.transition2, ys))  # 3 branches, strides 4..16
         ys = self.stage4(self._through(self.transition3, ys))  # [(B, C, H/4, W/4)]
         feat = ys[0]  # (B, C, H/4, W/4)
-        y = self.final_layers[0](feat)  # (B, 2J, H/4, W/4)
+        y = self._with_position(self.final_layers[0](feat), 0)  # (B, 2J, H/4, W/4)
         outputs = [y]
         for i, deconv in enumerate(self.deconv_layers):
             if self.cat_output[i]:
                 feat = torch.cat((feat, y), 1)  # (B, C + 2J, H/4, W/4)
             feat = deconv(feat)  # (B, C', H/2, W/2)
-            y = self.final_layers[i + 1](feat)  # (B, J, H/2, W/2)
+            y = self._with_position(self.final_layers[i + 1](feat), i + 1)  # (B, J, H/2, W/2)
             outputs.append(y)
         return outputs
+
+    def _with_position(self, y: Tensor, stage: int) -> Tensor:
+        """Add the learned position term to the tag channels of stage ``stage`` (when ``tag_position``)."""
+        if self.tag_position is None or not self.with_ae[stage]:
+            return y
+        h, w = y.shape[-2], y.shape[-1]
+        step = 1.0 / (1 << stage)  # coordinates in stride-4 pixels at every stage
+        xs = torch.arange(w, device=y.device, dtype=y.dtype) * step
+        ys = torch.arange(h, device=y.device, dtype=y.dtype) * step
+        grid = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w))).unsqueeze(0)  # (1, 2, H, W)
+        j = self.num_joints
+        return torch.cat((y[:, :j], y[:, j:] + self.tag_position[stage](grid)), 1)
 
 
 def build_model(cfg: Config) -> HigherHRNet:

@@ -90,6 +90,34 @@ def test_output_shapes_and_channels_for_both_datasets() -> None:
     assert vec.final_layers[0].out_channels == 17 * 4 and vec.final_layers[1].out_channels == 17
 
 
+def test_tag_position_adds_a_linear_function_of_the_position_to_the_tags_only() -> None:
+    """``model.tag_position`` (not official): each tag channel gains ``a * x + b * y`` with (x, y) the pixel in
+    stride-4 map pixels and (a, b) learned per channel; heatmaps, the other weights and an official model's
+    state_dict are untouched."""
+    plain = build_model(preset("tiny")).eval()
+    cfg = apply_overrides(preset("tiny"), ["model.tag_position=true"])
+    model = build_model(cfg).eval()
+    assert "tag_position.0.weight" not in plain.state_dict()
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra == {"tag_position.0.weight"}  # only the stage with tags; the 1/2 stage carries none
+    model.load_state_dict(plain.state_dict(), strict=False)
+    weight = torch.zeros(17, 2, 1, 1)
+    weight[:, 0] = torch.linspace(-1.0, 1.0, 17).view(17, 1, 1)  # a per channel
+    weight[:, 1] = 0.25  # b
+    with torch.no_grad():
+        model.tag_position[0].weight.copy_(weight)
+        x = torch.randn(1, 3, 64, 96)
+        ref0, ref1 = plain(x)
+        got0, got1 = model(x)
+    torch.testing.assert_close(got0[:, :17], ref0[:, :17], rtol=0, atol=0)  # heatmaps
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(24.0), indexing="ij")
+    expected = weight[:, 0].view(1, 17, 1, 1) * xx + weight[:, 1].view(1, 17, 1, 1) * yy
+    torch.testing.assert_close(got0[:, 17:] - ref0[:, 17:], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(got1, ref1)  # the 1/2 stage reads the first stage's outputs (CAT_OUTPUT)
+    two = build_model(apply_overrides(cfg, ["model.tag_dim=2"]))
+    assert two.tag_position is not None and two.tag_position[0].out_channels == 34
+
+
 def test_input_not_multiple_of_32_is_a_clear_error() -> None:
     model = build_model(preset("tiny")).eval()
     with pytest.raises(InputError, match="multiples of 32.*64x80"):
