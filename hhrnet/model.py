@@ -281,9 +281,7 @@ class HigherHRNet(nn.Module):
         # not official: each tag channel also gets a learned linear function of the pixel's position (x, y in
         # stride-4 map pixels), so a tag can say where its person is (tag_position, benchmarks/TRAINING.md)
         self.tag_position = (
-            nn.ModuleList(
-                [nn.Conv2d(2, tag_channels, 1, bias=False) if ae else nn.Identity() for ae in self.with_ae]
-            )
+            nn.ModuleList([nn.Conv2d(2, tag_channels, 1, bias=False) if ae else nn.Identity() for ae in self.with_ae])
             if tag_position
             else None
         )
