@@ -17,6 +17,7 @@ from hhrnet.errors import BackendError, ConfigError, InputError
 from hhrnet.model import build_model
 
 TINY_128 = ["data.input_size=128", "data.output_size=[32,64]"]
+OFFICIAL_TAGS = ["model.tag_dim=1", "model.tag_position=false"]  # one value per tag, no position term
 CROWD = ["data.dataset=crowdpose", "model.num_joints=14", "data.num_joints=14"]
 
 
@@ -110,7 +111,7 @@ def test_aggregate_graph_equals_exact_host_pipeline(tiny: tuple, tmp_path: Path)
     got = Predictor(session, session.artifact.codec).batch_maps(x, (128, 160))[0]
     ref = Predictor(torch_network(model), Codec.from_config(cfg)).batch_maps(x, (128, 160))[0]
     np.testing.assert_allclose(got.heatmaps, ref.heatmaps, atol=1e-5)
-    np.testing.assert_allclose(got.tags, ref.tags, atol=1e-5)
+    np.testing.assert_allclose(got.tags, ref.tags, rtol=1e-6, atol=1e-5)  # position tags reach ~100: relative too
 
 
 @pytest.mark.parametrize("graph", ["raw", "aggregate", "peaks"])
@@ -131,7 +132,7 @@ def test_tag_layouts_export_and_run_as_in_torch(
     from hhrnet.inference import Predictor, torch_network
     from hhrnet.runtime.ort import OrtSession
 
-    model, cfg = tiny_model([*TINY_128, override], seed=7)
+    model, cfg = tiny_model([*TINY_128, *OFFICIAL_TAGS, override], seed=7)
     codec = Codec.from_config(cfg)
     assert (codec.tag_channels, codec.tag_dims) == (channels, dims)
     rep = export_onnx(model, cfg, tmp_path / "m.onnx", graph=graph, sample_size=(128, 128))  # type: ignore[arg-type]
@@ -189,7 +190,7 @@ def test_ort_session_errors_and_parity(tiny: tuple, tmp_path: Path) -> None:
     export_onnx(model, cfg, tmp_path / "raw.onnx", graph="raw", sample_size=(128, 128))
     session = OrtSession(tmp_path / "raw.onnx")
     out = session(np.zeros((2, 3, 128, 96), np.float32))
-    assert out[0].shape == (2, 34, 32, 24) and out[1].shape == (2, 17, 64, 48)
+    assert out[0].shape == (2, 51, 32, 24) and out[1].shape == (2, 17, 64, 48)  # J heatmaps + 2 x J tags
     summary = decoded_parity(model, session, samples.folder("coco"))
     assert summary.images == 4 and summary.identical and summary.max_map_error < 1e-4
     with pytest.raises(BackendError, match="not found"):

@@ -144,8 +144,9 @@ def test_flip_merge_semantics() -> None:
 
 def ideal_network(people_img: np.ndarray, codec: Codec, image: np.ndarray, visible: np.ndarray | None = None):  # type: ignore[no-untyped-def]
     """A raw network that renders Gaussian heatmaps and per-person tags of known people (image pixels):
-    out0 (B, 2J, H/4, W/4) heatmaps + tags, out1 (B, J, H/2, W/2); the second half of a batch is the flipped
-    image, rendered mirrored with the flip permutation. ``visible`` (P, J) leaves joints out."""
+    out0 (B, (1 + D) J, H/4, W/4) heatmaps + D groups of tags (D = ``codec.tag_dim``, the same value in each),
+    out1 (B, J, H/2, W/2); the second half of a batch is the flipped image, rendered mirrored with the flip
+    permutation. ``visible`` (P, J) leaves joints out."""
     prepared = codec.preprocess(image)
     (w_in, h_in) = prepared.base_size
     trans = affine_transform(prepared.center, prepared.scale, 0, (w_in, h_in))
@@ -165,7 +166,7 @@ def ideal_network(people_img: np.ndarray, codec: Codec, image: np.ndarray, visib
                 g = np.exp(-((xs - int(x)) ** 2 + (ys - int(y)) ** 2) / 8.0).astype(np.float32)
                 hm[j] = np.maximum(hm[j], g)
                 tg[j][g > 0.01] = 3.0 * p
-        return np.concatenate([hm, tg]) if tags_on else hm
+        return np.concatenate([hm] + [tg] * codec.tag_dim) if tags_on else hm
 
     def network(batch: np.ndarray) -> list[np.ndarray]:
         outs0, outs1 = [], []

@@ -81,7 +81,7 @@ def test_output_shapes_and_channels_for_both_datasets() -> None:
             continue  # the W32 shapes are covered by the golden test; keep this one cheap
         with torch.no_grad():
             out0, out1 = model(torch.zeros(2, 3, 64, 96))
-        assert out0.shape == (2, 2 * joints, 16, 24)
+        assert out0.shape == (2, 3 * joints, 16, 24)  # J heatmaps + 2 groups of J tags (tag_dim=2)
         assert out1.shape == (2, joints, 32, 48)
     crowd = build_model(preset("crowdpose_w32_512"))
     assert crowd.final_layers[0].out_channels == 28
@@ -94,8 +94,9 @@ def test_tag_position_adds_a_linear_function_of_the_position_to_the_tags_only() 
     """``model.tag_position`` (not official): each tag channel gains ``a * x + b * y`` with (x, y) the pixel in
     stride-4 map pixels and (a, b) learned per channel; heatmaps, the other weights and an official model's
     state_dict are untouched."""
-    plain = build_model(preset("tiny")).eval()
-    cfg = apply_overrides(preset("tiny"), ["model.tag_position=true"])
+    official_tags = apply_overrides(preset("tiny"), ["model.tag_position=false", "model.tag_dim=1"])
+    plain = build_model(official_tags).eval()
+    cfg = apply_overrides(official_tags, ["model.tag_position=true"])
     model = build_model(cfg).eval()
     assert "tag_position.0.weight" not in plain.state_dict()
     extra = set(model.state_dict()) - set(plain.state_dict())

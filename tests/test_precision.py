@@ -28,8 +28,9 @@ def test_node_groups_follow_the_graph_structure(fp32: dict[str, Path]) -> None:
     from hhrnet.export.precision import node_groups
 
     agg = node_groups(_load(fp32["aggregate"]).graph)
-    # HigherHRNet: stage-0 head (heatmaps + tags, also feeding the deconv), stage-1 head after the deconv
-    assert agg["heads"] == ["/model/final_layers.0/Conv", "/model/final_layers.1/Conv"]
+    # HigherHRNet: stage-0 head (heatmaps + tags, also feeding the deconv; the tiny preset's tags add a position
+    # term, a 1 x 1 convolution of the coordinate grid), stage-1 head after the deconv
+    assert agg["heads"] == ["/model/final_layers.0/Conv", "/model/tag_position.0/Conv", "/model/final_layers.1/Conv"]
     assert agg["stem"] == ["/model/conv1/Conv"] and len(agg["deconv"]) == 1
     ops = {n.name: n.op_type for n in _load(fp32["aggregate"]).graph.node}
     assert {ops[n] for n in agg["aggregate"]} >= {"Resize", "Add", "Div"}  # the in-graph aggregation
@@ -37,7 +38,8 @@ def test_node_groups_follow_the_graph_structure(fp32: dict[str, Path]) -> None:
     assert set(agg["aggregate"]).isdisjoint(agg["network"]) and set(agg["heads"]) <= set(agg["network"])
     assert "/model/final_layers.0/Conv" in agg["network"]
     raw = node_groups(_load(fp32["raw"]).graph)
-    assert raw["aggregate"] == [] and raw["heads"] == ["/final_layers.0/Conv", "/final_layers.1/Conv"]  # no /model
+    heads = ["/final_layers.0/Conv", "/tag_position.0/Conv", "/final_layers.1/Conv"]
+    assert raw["aggregate"] == [] and raw["heads"] == heads  # no /model
 
 
 def test_fp16_keeps_io_fp32_and_the_kept_groups(fp32: dict[str, Path], tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
         x = producers[conv.input[0]]
         assert x.op_type == "DequantizeLinear"  # activations quantized too
         assert len(conv.input) < 3 or conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32  # float bias
-    assert set(rep.kept) == {"/model/final_layers.0/Conv", "/model/final_layers.1/Conv"}
+    assert set(rep.kept) == {"/model/final_layers.0/Conv", "/model/tag_position.0/Conv", "/model/final_layers.1/Conv"}
     zero_points = [inits[n.input[2]] for n in nodes.values() if n.op_type == "QuantizeLinear"]
     if target == "tensorrt":
         assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
@@ -169,7 +171,7 @@ def test_int8_qdq_form_and_provenance(fp32: dict[str, Path], tmp_path: Path, tar
     assert cal["sha256"] and cal["letterbox"] == 128 and art.extra["quantized_nodes"] == rep.converted > 0
     assert art.extra["kept_dtype"] == ("fp16" if target == "tensorrt" else "fp32")
     if target == "tensorrt":  # the heads, and nothing else, compute in fp16; graph input and outputs stay fp32
-        assert art.extra["kept_fp16_nodes"] == 2
+        assert art.extra["kept_fp16_nodes"] == 3  # the two heads and the tags' position term
         assert all(
             t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in [*model.graph.input, *model.graph.output]
         )

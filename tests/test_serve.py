@@ -178,9 +178,9 @@ def test_repository_configs_parse_with_triton_schema(
     assert (pre.backend, dec.backend) == ("python", "python")
     assert [(o.name, list(o.dims)) for o in pre.output] == [("input", [3, 128, 128]), ("image_size", [2])]
     outs = {o.name: (list(o.dims), o.data_type) for o in net.output}
-    assert outs["heatmaps"] == ([17, 128, 128], 11) and outs["tags"] == ([17, 128, 128, 2], 11)  # TYPE_FP32
+    assert outs["heatmaps"] == ([17, 128, 128], 11) and outs["tags"] == ([17, 128, 128, 4], 11)  # TYPE_FP32
     if graph == "peaks":
-        assert outs["peak_index"] == ([17, 30], 9) and outs["peak_tags"] == ([17, 30, 2], 11)  # TYPE_INT64
+        assert outs["peak_index"] == ([17, 30], 9) and outs["peak_tags"] == ([17, 30, 4], 11)  # TYPE_INT64
     assert list(outs) == list(artifact.outputs)
     assert [i.name for i in net.input] == ["image"] and list(net.input[0].dims) == [3, 128, 128]
     if backend == "onnxruntime":
@@ -241,7 +241,7 @@ def test_repository_from_a_tensorrt_engine(exported: dict[str, Path], tmp_path: 
     net = _parse(repo.config_path("hhrnet_network"))
     assert net.platform == "tensorrt_plan" and net.default_model_filename == "model.plan"
     assert [(g.count, g.kind) for g in net.instance_group] == [(1, 1)]  # KIND_GPU
-    assert list(net.output[1].dims) == [17, 128, 128, 2]
+    assert list(net.output[1].dims) == [17, 128, 128, 4]
     version = repo.path / "hhrnet_network" / "1"
     assert (version / "model.plan").read_bytes() == engine.read_bytes()
     assert json.loads((version / "model.plan.json").read_text())["precision"] == "fp16"  # sidecar beside it

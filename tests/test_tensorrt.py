@@ -487,16 +487,16 @@ def test_profiles_parse_and_come_from_the_contract() -> None:
 
 class ShapeRecorder:
     """A raw network that records every batch it is sent (heatmaps at 1/4, tags... as the raw graph's two
-    outputs: out0 (B, 2J, H/4, W/4), out1 (B, J, H/2, W/2))."""
+    outputs: out0 (B, (1 + D) J, H/4, W/4) with D tag values per joint, out1 (B, J, H/2, W/2))."""
 
-    def __init__(self, joints: int) -> None:
-        self.j, self.shapes = joints, []  # type: ignore[var-annotated]
+    def __init__(self, joints: int, tag_dim: int = 1) -> None:
+        self.j, self.d, self.shapes = joints, tag_dim, []  # type: ignore[var-annotated]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         self.shapes.append(tuple(x.shape))
         b, _, h, w = x.shape
         return [
-            np.zeros((b, 2 * self.j, h // 4, w // 4), np.float32),
+            np.zeros((b, (1 + self.d) * self.j, h // 4, w // 4), np.float32),
             np.zeros((b, self.j, h // 2, w // 2), np.float32),
         ]
 
@@ -515,7 +515,7 @@ def test_default_profile_fits_what_the_predictor_sends(letterbox: int) -> None:
     codec = Codec.from_config(cfg).replace(letterbox=letterbox)
     assert codec.flip  # the configuration default
     artifact = make_artifact(cfg, codec, "raw", False)
-    net = ShapeRecorder(codec.num_joints)
+    net = ShapeRecorder(codec.num_joints, codec.tag_dim)
     predictor = Predictor(net, codec, graph="raw")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (h, w, 3), np.uint8) for h, w in ((120, 90), (90, 170), (64, 64), (200, 130))]
@@ -557,7 +557,7 @@ def test_cli_engine_of_a_raw_graph_takes_the_predictors_batches(
     )
     assert res.exit_code == 0, res.output
     profiles = read_sidecar(tmp_path / "e")["profiles"]
-    net = ShapeRecorder(codec.num_joints)
+    net = ShapeRecorder(codec.num_joints, codec.tag_dim)
     predictor = Predictor(net, codec, graph="raw")
     rng = np.random.default_rng(1)
     for h, w in ((120, 90), (90, 170), (128, 128), (70, 140)):  # up to 2:1 (MAX_ASPECT)
