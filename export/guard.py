@@ -237,14 +237,29 @@ class _Net:
         return list(self.session.run(None, {self.input_name: x}))
 
 
+COCO_MAX_DETS = 20  # detections per image that COCO keypoint evaluation scores (COCOeval maxDets)
+
+
 def as_ground_truth(
     results: Sequence[Mapping[str, Any]],
     images: Sequence[Mapping[str, Any]],
     categories: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Predictions as a COCO ground-truth dict (box and area of each person from its keypoints)."""
+    """Predictions as a COCO ground-truth dict (box and area of each person from its keypoints).
+
+    Only what COCO scores of them: each image's ``COCO_MAX_DETS`` best poses (COCOeval keeps that many detections
+    per image, the highest scores first, ties in the given order). More would be people the same predictions,
+    scored as detections, can never find: identical predictions would agree below 1."""
+    count: dict[Any, int] = {}
+    scored = set()
+    for i in sorted(range(len(results)), key=lambda k: -float(results[k]["score"])):  # stable, as COCOeval's sort
+        count[results[i]["image_id"]] = n = count.get(results[i]["image_id"], 0) + 1
+        if n <= COCO_MAX_DETS:
+            scored.add(i)
     anns = []
     for i, r in enumerate(results):
+        if i not in scored:
+            continue
         x, y, w, h = r["bbox"]
         kps = list(r["keypoints"])
         for j in range(2, len(kps), 3):

@@ -19,6 +19,7 @@ COCO = samples.images("coco")[0].parent
 # formula-weight network needs poses to score: with the tiny preset's 16-channel stem and tag threshold 1.0 it
 # finds none on these photos (every AP loss is then 0 and the fragile layer cannot show), with 32 and 0.5 it does
 FEW_PEOPLE = TINY_128 + ["data.max_num_people=5", "model.stem_channels=32", "test.tag_threshold=0.5"]
+FEW_PEOPLE += ["model.tag_dim=1", "model.tag_position=false"]  # the official tags: the graph these names were read on
 FRAGILE_A = "/model/stage2/stage2.0/branches.0/branches.0.0/conv1/Conv"  # its ReLU feeds FRAGILE only
 FRAGILE = "/model/stage2/stage2.0/branches.0/branches.0.0/conv2/Conv"
 
@@ -276,3 +277,30 @@ def test_label_free_truth_is_fp32s_confident_poses() -> None:
     truth = confident_poses(ref, [{"id": 1, "height": 9, "width": 9}, {"id": 2, "height": 9, "width": 9}])
     assert [(a["image_id"]) for a in truth["annotations"]] == [1, 1, 2]  # image 2's best counts, however low
     assert all(a["num_keypoints"] == 17 and a["area"] == 200 for a in truth["annotations"])
+
+
+def test_identical_predictions_agree_fully_even_past_cocos_detection_limit() -> None:
+    """Agreement AP of predictions with themselves is 1, also for an image with more poses than COCO scores (20):
+    the reference keeps, as ground truth, only the poses COCO would score as detections (its 20 best)."""
+    from hhrnet.export.guard import COCO_MAX_DETS, agreement_ap, as_ground_truth
+
+    rng = np.random.default_rng(0)
+    poses = []
+    for k in range(COCO_MAX_DETS + 8):  # separate people on one image, scores in no order
+        x, y = 30.0 * (k % 7) + 10, 60.0 * (k // 7) + 10
+        kps = np.stack([x + rng.uniform(0, 20, 17), y + rng.uniform(0, 40, 17), np.full(17, 0.5)], 1)
+        poses.append(
+            {
+                "image_id": 1,
+                "category_id": 1,
+                "score": float(rng.uniform(0.2, 0.9)),
+                "bbox": [x, y, 20.0, 40.0],
+                "keypoints": kps.ravel().tolist(),
+            }
+        )
+    images = [{"id": 1, "height": 300, "width": 300}]
+    truth = as_ground_truth(poses, images)
+    best = sorted(range(len(poses)), key=lambda i: -poses[i]["score"])[:COCO_MAX_DETS]
+    assert [a["id"] - 1 for a in truth["annotations"]] == sorted(best)  # the 20 best, in the given order
+    assert agreement_ap(poses, poses, images, "coco") == 1.0
+    assert agreement_ap(poses[::2], poses, images, "coco") < 1.0  # and it still sees a missing pose
