@@ -19,6 +19,9 @@ def fill_formula_weights(model: nn.Module, seed: int) -> None:
             v = torch.rand(t.shape, generator=g, dtype=torch.float64) * 0.5 + 0.5
         elif key.endswith(".weight") and t.dim() == 1:
             v = torch.rand(t.shape, generator=g, dtype=torch.float64) * 0.5 + 0.25
+        elif key.startswith("tag_position."):  # not official: a trained position term is ~0.1 tag units per map
+            # pixel; the generic scale below (0.7) would make every tag unique, every candidate a person
+            v = torch.randn(t.shape, generator=g, dtype=torch.float64) * 0.02
         elif key.endswith("running_mean") or key.endswith(".bias"):
             v = torch.randn(t.shape, generator=g, dtype=torch.float64) * 0.1
         else:
