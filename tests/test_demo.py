@@ -65,6 +65,11 @@ def test_rows_are_labelled_and_honest() -> None:
     assert table["sample image"][0] == "4 people drawn" and table["sample image"][1].startswith("of 12 poses found")
     fresh = {w: n for w, _, n in DemoSummary(Path("x"), {}, _numbers(0.6, resumed=False)).rows()}
     assert fresh["training"] == "" and fresh["val AP (OKS .50:.95)"].startswith("good")
+    assert table["ONNX vs PyTorch"] == ("max |error| 2.00e-06", "decoded positions identical")
+    moved = dict(_numbers(0.6, resumed=False), onnx_decoded_positions_identical=False)
+    moved["onnx_decoded"] = {"images": 4, "differing": 1, "max_px": 1.0}
+    onnx = {w: n for w, _, n in DemoSummary(Path("x"), {}, moved).rows()}["ONNX vs PyTorch"]
+    assert onnx.startswith("decoded poses differ on 1 of 4 val images (largest joint shift 1.0 px")
 
 
 @pytest.mark.slow
